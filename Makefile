@@ -1,0 +1,77 @@
+# goclip: build, test, benchmark, and the demo.
+#   make build      the shim (only when its sources changed), then bin/goclip
+#   make test       every Go test (the README's test command)
+#   make bench      benchmarks against the Python peers; tables in bench/results/
+#   make finetune   the built-in demo (or MODEL=DIR DATA=DIR for a real fine-tune)
+#   make train      training from scratch (CONFIG=NAME DATA=DIR)
+SHELL := /bin/bash
+GO ?= go
+SHIM_DIR := build/shim
+SHIM := $(SHIM_DIR)/lib/libgoclip_torch.so
+SHIM_SRC := $(wildcard torch/csrc/*.cc torch/csrc/*.h) torch/csrc/CMakeLists.txt
+GO_SRC := $(shell find . -name '*.go' -not -path './build/*' 2>/dev/null) go.mod go.sum
+THREADS ?= $(shell nproc)
+
+.PHONY: all build shim test test-short bench clean check-torch2 test-binaries finetune train vet fmt
+
+all: build
+
+shim: $(SHIM)
+
+$(SHIM): $(SHIM_SRC)
+	cmake -S torch/csrc -B $(SHIM_DIR) -DCMAKE_PREFIX_PATH="$$(third_party/find-libtorch.sh)" -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build $(SHIM_DIR) -j $(THREADS)
+
+bin/goclip: $(SHIM) $(GO_SRC)
+	$(GO) build -o bin/goclip ./cmd/goclip
+
+build: bin/goclip
+
+test: build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 40m ./...
+
+test-short: build
+	$(GO) test -count=1 -short ./...
+
+# Test binaries for the GPU machine (no Go there): scripts/gpu-check.sh runs them.
+test-binaries: build
+	mkdir -p build/tests
+	for p in $$($(GO) list ./... | grep -v /cmd/); do \
+	  $(GO) test -c -o build/tests/$$(basename $$p).test $$p || exit 1; done
+
+# Compile the shim against libtorch 2.x headers (Debian trixie's libtorch-dev, fetched,
+# not installed) so the 2.x code paths cannot rot while CI links 1.13.
+check-torch2:
+	third_party/torch2-headers.sh build/torch2
+	for f in torch/csrc/*.cc; do \
+	  echo "syntax check (libtorch 2.x) $$f"; \
+	  g++ -std=c++17 -fsyntax-only -Itorch/csrc \
+	    -isystem build/torch2/usr/include -isystem build/torch2/usr/include/torch/csrc/api/include \
+	    $$f || exit 1; done
+
+bench: build
+	bench/run.sh
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -l -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf build bin
+
+# ---- runs ----
+MODEL ?=
+DATA ?=
+CONFIG ?= seed-scratch
+OUT ?=
+ARGS ?=
+
+finetune: build
+	scripts/finetune.sh "$(MODEL)" "$(DATA)" "$(OUT)" $(ARGS)
+
+train: build
+	@if [ -z "$(DATA)" ]; then echo "make train needs DATA=DIR (and CONFIG=NAME, default seed-scratch)"; exit 2; fi
+	bin/goclip train --config $(CONFIG) --data $(DATA) --out $(or $(OUT),runs/train-$(CONFIG)) $(ARGS)

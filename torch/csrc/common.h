@@ -1,0 +1,61 @@
+// common.h: helpers shared by the shim's .cc files (not part of the C ABI).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "goclip_torch.h"
+
+#if TORCH_VERSION_MAJOR >= 2
+#define GOCLIP_TORCH2 1
+#endif
+
+namespace goclip {
+
+// Copies msg into a malloc'd C string for the caller to free().
+inline char *status(const std::string &msg) {
+  char *s = static_cast<char *>(std::malloc(msg.size() + 1));
+  if (s != nullptr) std::memcpy(s, msg.c_str(), msg.size() + 1);
+  return s;
+}
+
+inline at::Tensor &T(gt_tensor h) {
+  if (h == nullptr) throw std::invalid_argument("nil tensor handle");
+  return *static_cast<at::Tensor *>(h);
+}
+
+inline gt_tensor own(at::Tensor t) { return new at::Tensor(std::move(t)); }
+
+at::ScalarType to_scalar_type(int code);
+int from_scalar_type(at::ScalarType t);
+c10::Device to_device(int type, int index);
+
+inline std::vector<int64_t> dims(const int64_t *p, int n) {
+  return std::vector<int64_t>(p, p + n);
+}
+
+// c10::Error messages carry a C++ backtrace in what(); keep the first line(s) only.
+inline std::string clean(const char *what) {
+  std::string s(what);
+  auto pos = s.find("\nException raised from");
+  if (pos != std::string::npos) s = s.substr(0, pos);
+  return s;
+}
+
+}  // namespace goclip
+
+// GT_TRY wraps the body of every extern "C" function: any exception becomes a status.
+#define GT_TRY(...)                                                        \
+  try {                                                                    \
+    __VA_ARGS__;                                                                \
+    return nullptr;                                                        \
+  } catch (const c10::Error &e) {                                          \
+    return goclip::status(goclip::clean(e.what_without_backtrace()));      \
+  } catch (const std::exception &e) {                                      \
+    return goclip::status(goclip::clean(e.what()));                        \
+  } catch (...) {                                                          \
+    return goclip::status("unknown C++ exception");                        \
+  }

@@ -1,0 +1,36 @@
+// Package torch is goclip's binding to libtorch: tensors, the operations CLIP training
+// needs (forward and, through libtorch's autograd, backward), AdamW, gradient clipping,
+// loss-scaling primitives, autocast, RNG state, CUDA queries and checkpoint files.
+//
+// It is the only package of goclip that uses cgo. It calls the C ABI of the shim in
+// torch/csrc (libgoclip_torch.so), never libtorch's C++ ABI, so the same Go binary runs
+// against Debian's CPU libtorch 1.13 or PyTorch 2.x's CUDA libtorch: only the shim is
+// rebuilt.
+//
+// # Error Handling
+//
+// Every shim call returns a status. Functions that read files, parse configuration or
+// otherwise meet user input return an error. Tensor operations (Add, Matmul, Reshape, ...)
+// panic with a *Error carrying libtorch's message instead, so that model code reads like
+// the mathematics; [Try] turns such a panic back into an error, and the training step and
+// every CLI action run inside it. A bad shape never kills the process.
+//
+// # Memory
+//
+// Tensors live in C++ memory that Go's garbage collector does not see, and they are
+// released deterministically, never by GC timing. Every tensor has an idempotent Free.
+// A [Scope] collects the tensors created while it is the innermost open scope and frees
+// them when it closes, except those passed to Keep, which move to the enclosing scope
+// (or to the caller when there is none). Tensors made with no scope open belong to the
+// caller. [Live] counts tensors not yet freed; tests assert that it returns to its
+// baseline. Host data is always copied into torch-owned memory: C never keeps a Go pointer.
+//
+// Scopes form one stack for the process: open and close them on the goroutine that runs
+// the model. Data-loading goroutines hand over Go slices, not tensors.
+//
+// # Threads
+//
+// libtorch keeps grad mode and autocast per OS thread. [NoGrad] and [Autocast] lock the
+// calling goroutine to its thread for the duration of the region they run. The intra-op
+// thread count ([SetThreads]) is process-wide.
+package torch

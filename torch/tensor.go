@@ -1,0 +1,287 @@
+package torch
+
+/*
+#include <stdlib.h>
+#include "goclip_torch.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+// Tensor is a handle to a libtorch tensor. The zero value is not usable; tensors come
+// from the creation functions and operations of this package.
+type Tensor struct {
+	h     C.gt_tensor
+	owner *Scope // the scope that frees it, nil when the caller owns it
+}
+
+var live atomic.Int64
+
+// Live is the number of tensor handles created and not yet freed.
+func Live() int64 { return live.Load() }
+
+// wrap takes ownership of a handle the shim returned and registers it with the
+// innermost open scope.
+func wrap(h C.gt_tensor) *Tensor {
+	if h == nil {
+		return nil
+	}
+	live.Add(1)
+	t := &Tensor{h: h}
+	scopes.mu.Lock()
+	if s := scopes.top; s != nil {
+		t.owner = s
+		s.tensors = append(s.tensors, t)
+	}
+	scopes.mu.Unlock()
+	return t
+}
+
+// keep keeps Go values reachable until after a C call that used their handles.
+func keep(ts ...*Tensor) { runtime.KeepAlive(ts) }
+
+// Free releases the tensor's memory. It is idempotent and safe on nil.
+func (t *Tensor) Free() {
+	if t == nil || t.h == nil {
+		return
+	}
+	C.gt_free(t.h)
+	t.h = nil
+	live.Add(-1)
+}
+
+// Freed reports whether Free has been called.
+func (t *Tensor) Freed() bool { return t == nil || t.h == nil }
+
+func (t *Tensor) handle(op string) C.gt_tensor {
+	if t == nil || t.h == nil {
+		panic(&Error{Op: op, Msg: "use of a nil or freed tensor"})
+	}
+	return t.h
+}
+
+// Scope frees the tensors created while it is the innermost open scope.
+type Scope struct {
+	parent  *Scope
+	tensors []*Tensor
+	closed  bool
+}
+
+var scopes struct {
+	mu  sync.Mutex
+	top *Scope
+}
+
+// NewScope opens a scope nested in the current one. Close it (defer s.Close()) on the
+// same goroutine, in reverse order of opening.
+func NewScope() *Scope {
+	scopes.mu.Lock()
+	defer scopes.mu.Unlock()
+	s := &Scope{parent: scopes.top}
+	scopes.top = s
+	return s
+}
+
+// Keep moves tensors out of the scope: to the enclosing scope, or to the caller when
+// there is none. It returns its first argument for chaining.
+func (s *Scope) Keep(ts ...*Tensor) *Tensor {
+	scopes.mu.Lock()
+	defer scopes.mu.Unlock()
+	for _, t := range ts {
+		if t == nil || t.owner != s {
+			continue
+		}
+		t.owner = s.parent
+		if s.parent != nil {
+			s.parent.tensors = append(s.parent.tensors, t)
+		}
+	}
+	if len(ts) == 0 {
+		return nil
+	}
+	return ts[0]
+}
+
+// Close frees every tensor the scope still owns and makes the enclosing scope current.
+// It is idempotent.
+func (s *Scope) Close() {
+	scopes.mu.Lock()
+	if s.closed {
+		scopes.mu.Unlock()
+		return
+	}
+	s.closed = true
+	if scopes.top != s {
+		scopes.mu.Unlock()
+		panic("torch: scopes closed out of order")
+	}
+	scopes.top = s.parent
+	ts := s.tensors
+	s.tensors = nil
+	scopes.mu.Unlock()
+	for _, t := range ts {
+		if t.owner == s {
+			t.owner = nil
+			t.Free()
+		}
+	}
+}
+
+// Detach removes t from any scope so the caller owns it (and must Free it).
+func (t *Tensor) Detach() *Tensor {
+	var out C.gt_tensor
+	must("detach", C.gt_detach(t.handle("detach"), &out))
+	keep(t)
+	return wrap(out)
+}
+
+// Owned takes t out of its scope: the caller now frees it. Used for parameters and
+// other long-lived tensors created inside a scope.
+func (t *Tensor) Owned() *Tensor {
+	scopes.mu.Lock()
+	t.owner = nil
+	scopes.mu.Unlock()
+	return t
+}
+
+// Shape is the tensor's size in each dimension.
+func (t *Tensor) Shape() []int64 {
+	var nd C.int
+	var sizes [16]C.int64_t
+	must("shape", C.gt_shape(t.handle("shape"), &nd, &sizes[0]))
+	keep(t)
+	out := make([]int64, int(nd))
+	for i := range out {
+		out[i] = int64(sizes[i])
+	}
+	return out
+}
+
+// Dim is the number of dimensions.
+func (t *Tensor) Dim() int { return len(t.Shape()) }
+
+// Size is the size of dimension d (negative counts from the end).
+func (t *Tensor) Size(d int) int64 {
+	s := t.Shape()
+	if d < 0 {
+		d += len(s)
+	}
+	if d < 0 || d >= len(s) {
+		panic(&Error{Op: "size", Msg: fmt.Sprintf("dimension %d out of range for shape %v", d, s)})
+	}
+	return s[d]
+}
+
+// Numel is the number of elements.
+func (t *Tensor) Numel() int64 {
+	n := int64(1)
+	for _, s := range t.Shape() {
+		n *= s
+	}
+	return n
+}
+
+type info struct {
+	dtype        DType
+	device       Device
+	requiresGrad bool
+}
+
+func (t *Tensor) info() info {
+	var dt, dv, di, rg C.int
+	must("info", C.gt_info(t.handle("info"), &dt, &dv, &di, &rg))
+	keep(t)
+	return info{DType(dt), Device{DeviceType(dv), int(di)}, rg != 0}
+}
+
+// DType is the element type.
+func (t *Tensor) DType() DType { return t.info().dtype }
+
+// Device is where the tensor lives.
+func (t *Tensor) Device() Device { return t.info().device }
+
+// RequiresGrad reports whether autograd records operations on t.
+func (t *Tensor) RequiresGrad() bool { return t.info().requiresGrad }
+
+func (t *Tensor) String() string {
+	if t == nil || t.h == nil {
+		return "Tensor(freed)"
+	}
+	i := t.info()
+	return fmt.Sprintf("Tensor(%v, %v, %v)", t.Shape(), i.dtype, i.device)
+}
+
+// Item is the value of a one-element tensor as float64 (synchronises with the device).
+func (t *Tensor) Item() float64 {
+	var v C.double
+	must("item", C.gt_item(t.handle("item"), &v))
+	keep(t)
+	return float64(v)
+}
+
+// Bytes copies the tensor's elements, in C order, into a new byte slice.
+func (t *Tensor) Bytes() []byte {
+	n := int(t.Numel()) * t.DType().Size()
+	buf := make([]byte, n)
+	var p unsafe.Pointer
+	if n > 0 {
+		p = unsafe.Pointer(&buf[0])
+	}
+	must("to_host", C.gt_to_host(t.handle("to_host"), p, C.int64_t(n)))
+	keep(t)
+	return buf
+}
+
+// Float32s copies the values to a Go slice, converting to float32 first if needed.
+func (t *Tensor) Float32s() []float32 {
+	src := t
+	if t.DType() != Float32 {
+		src = t.To(Float32)
+		defer src.Free()
+	}
+	n := int(src.Numel())
+	out := make([]float32, n)
+	if n > 0 {
+		must("to_host", C.gt_to_host(src.h, unsafe.Pointer(&out[0]), C.int64_t(4*n)))
+	}
+	keep(src)
+	return out
+}
+
+// Float64s copies the values to a Go slice, converting to float64 first if needed.
+func (t *Tensor) Float64s() []float64 {
+	src := t
+	if t.DType() != Float64 {
+		src = t.To(Float64)
+		defer src.Free()
+	}
+	n := int(src.Numel())
+	out := make([]float64, n)
+	if n > 0 {
+		must("to_host", C.gt_to_host(src.h, unsafe.Pointer(&out[0]), C.int64_t(8*n)))
+	}
+	keep(src)
+	return out
+}
+
+// Int64s copies the values to a Go slice, converting to int64 first if needed.
+func (t *Tensor) Int64s() []int64 {
+	src := t
+	if t.DType() != Int64 {
+		src = t.To(Int64)
+		defer src.Free()
+	}
+	n := int(src.Numel())
+	out := make([]int64, n)
+	if n > 0 {
+		must("to_host", C.gt_to_host(src.h, unsafe.Pointer(&out[0]), C.int64_t(8*n)))
+	}
+	keep(src)
+	return out
+}
