@@ -1,0 +1,245 @@
+package dataset
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"image/png"
+	"os"
+)
+
+// RGB is an 8-bit RGB image: W*H pixels, rows top to bottom, channels interleaved
+// (HWC), len(Pix) == 3*W*H. It is what PIL's Image.convert("RGB") holds.
+type RGB struct {
+	W, H int
+	Pix  []uint8
+}
+
+// NewRGB returns a black w x h image.
+func NewRGB(w, h int) RGB { return RGB{W: w, H: h, Pix: make([]uint8, 3*w*h)} }
+
+// DefaultMaxPixels is the pixel limit ReadImage applies when given 0: larger images
+// (decompression bombs) are rejected from their header, before any decoding.
+const DefaultMaxPixels = 100_000_000
+
+// ErrTooManyPixels is wrapped by the error for an image over the pixel limit.
+var ErrTooManyPixels = errors.New("image exceeds the pixel limit")
+
+// ImageError is the error of every image read: it names the file.
+type ImageError struct {
+	Path string
+	Err  error
+}
+
+func (e *ImageError) Error() string { return fmt.Sprintf("image %s: %v", e.Path, e.Err) }
+func (e *ImageError) Unwrap() error { return e.Err }
+
+// ReadImage reads a JPEG or PNG file into RGB exactly as PIL's
+// Image.open(path).convert("RGB") does (see DecodeImage). maxPixels <= 0 means
+// DefaultMaxPixels. Errors are *ImageError values naming path.
+func ReadImage(path string, maxPixels int) (RGB, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return RGB{}, &ImageError{path, err}
+	}
+	return DecodeImage(data, path, maxPixels)
+}
+
+// DecodeImage decodes a JPEG or PNG held in data; name is used in errors only.
+//
+// The conversion to RGB follows PIL's convert("RGB"): grey is replicated, alpha is
+// dropped without compositing, palettes are looked up, 16-bit PNG samples keep their
+// high byte, except 16-bit greyscale, which PIL opens as 32-bit integers ("I") and
+// clips to 255 on conversion. JPEG chroma is upsampled with libjpeg's "fancy"
+// (triangular) filter and converted with libjpeg's integer YCbCr->RGB tables, so the
+// result differs from PIL's only where Go's IDCT rounds differently from libjpeg's
+// (a level or so on a few pixels). The pixel limit (maxPixels <= 0: DefaultMaxPixels)
+// is checked from the header before decoding.
+func DecodeImage(data []byte, name string, maxPixels int) (RGB, error) {
+	fail := func(err error) (RGB, error) { return RGB{}, &ImageError{name, err} }
+	if maxPixels <= 0 {
+		maxPixels = DefaultMaxPixels
+	}
+	if len(data) == 0 {
+		return fail(errors.New("empty file"))
+	}
+	var isPNG bool
+	switch {
+	case bytes.HasPrefix(data, []byte("\x89PNG\r\n\x1a\n")):
+		isPNG = true
+	case bytes.HasPrefix(data, []byte{0xff, 0xd8}):
+	default:
+		return fail(errors.New("not a JPEG or PNG file"))
+	}
+	var (
+		cfg image.Config
+		err error
+	)
+	if isPNG {
+		cfg, err = png.DecodeConfig(bytes.NewReader(data))
+	} else {
+		cfg, err = jpeg.DecodeConfig(bytes.NewReader(data))
+	}
+	if err != nil {
+		return fail(fmt.Errorf("bad header: %w", err))
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return fail(fmt.Errorf("bad size %dx%d", cfg.Width, cfg.Height))
+	}
+	if int64(cfg.Width)*int64(cfg.Height) > int64(maxPixels) {
+		return fail(fmt.Errorf("%w: %dx%d is over %d pixels", ErrTooManyPixels, cfg.Width, cfg.Height, maxPixels))
+	}
+	var m image.Image
+	if isPNG {
+		m, err = png.Decode(bytes.NewReader(data))
+	} else {
+		m, err = jpeg.Decode(bytes.NewReader(data))
+	}
+	if err != nil {
+		return fail(fmt.Errorf("decode (truncated or corrupt file?): %w", err))
+	}
+	img, err := toRGB(m, isPNG && pngGrey16(data))
+	if err != nil {
+		return fail(err)
+	}
+	return img, nil
+}
+
+// pngGrey16 reports whether a PNG's IHDR says 16-bit greyscale without alpha
+// (colour type 0), the one 16-bit layout PIL converts by clipping, not by taking
+// the high byte. Go decodes it with a tRNS chunk as NRGBA64, hence the sniffing.
+func pngGrey16(data []byte) bool {
+	// signature(8) length(4) "IHDR"(4) width(4) height(4) depth(1) colour type(1)
+	if len(data) < 26 || string(data[12:16]) != "IHDR" {
+		return false
+	}
+	return data[24] == 16 && data[25] == 0
+}
+
+// toRGB converts a decoded image to RGB the way PIL's convert("RGB") does.
+func toRGB(m image.Image, grey16 bool) (RGB, error) {
+	b := m.Bounds()
+	w, h := b.Dx(), b.Dy()
+	out := NewRGB(w, h)
+	p := out.Pix
+	switch m := m.(type) {
+	case *image.YCbCr:
+		jpegYCbCrToRGB(m, out)
+	case *image.Gray:
+		for y := 0; y < h; y++ {
+			row := m.Pix[(y)*m.Stride : y*m.Stride+w]
+			o := p[3*w*y : 3*w*(y+1)]
+			for x, v := range row {
+				o[3*x], o[3*x+1], o[3*x+2] = v, v, v
+			}
+		}
+	case *image.RGBA: // opaque 8-bit truecolour PNG, or an RGB-coded JPEG
+		copyRGB4(p, m.Pix, m.Stride, w, h)
+	case *image.NRGBA: // PNG with alpha: PIL drops it without compositing
+		copyRGB4(p, m.Pix, m.Stride, w, h)
+	case *image.Gray16:
+		for y := 0; y < h; y++ {
+			o := p[3*w*y : 3*w*(y+1)]
+			for x := 0; x < w; x++ {
+				v := clipGrey16(m.Pix[y*m.Stride+2*x], m.Pix[y*m.Stride+2*x+1])
+				o[3*x], o[3*x+1], o[3*x+2] = v, v, v
+			}
+		}
+	case *image.RGBA64:
+		copyRGB16(p, m.Pix, m.Stride, w, h, false)
+	case *image.NRGBA64:
+		copyRGB16(p, m.Pix, m.Stride, w, h, grey16)
+	case *image.Paletted:
+		var pal [256][3]uint8
+		for i, c := range m.Palette {
+			if i == 256 {
+				break
+			}
+			switch c := c.(type) {
+			case color.NRGBA: // PNG palette with tRNS: the colour, alpha dropped
+				pal[i] = [3]uint8{c.R, c.G, c.B}
+			default:
+				n := color.NRGBAModel.Convert(c).(color.NRGBA)
+				pal[i] = [3]uint8{n.R, n.G, n.B}
+			}
+		}
+		for y := 0; y < h; y++ {
+			o := p[3*w*y : 3*w*(y+1)]
+			for x, v := range m.Pix[y*m.Stride : y*m.Stride+w] {
+				c := pal[v]
+				o[3*x], o[3*x+1], o[3*x+2] = c[0], c[1], c[2]
+			}
+		}
+	case *image.CMYK:
+		// PIL's cmyk2rgb: nk = 255-k; channel = clip(nk - c*nk/255), with its
+		// MULDIV255 rounding.
+		for y := 0; y < h; y++ {
+			o := p[3*w*y : 3*w*(y+1)]
+			row := m.Pix[y*m.Stride : y*m.Stride+4*w]
+			for x := 0; x < w; x++ {
+				nk := 255 - int(row[4*x+3])
+				for c := 0; c < 3; c++ {
+					t := int(row[4*x+c])*nk + 128
+					o[3*x+c] = clip255(nk - ((t>>8)+t)>>8)
+				}
+			}
+		}
+	default:
+		for y := 0; y < h; y++ {
+			for x := 0; x < w; x++ {
+				n := color.NRGBAModel.Convert(m.At(b.Min.X+x, b.Min.Y+y)).(color.NRGBA)
+				i := 3 * (y*w + x)
+				p[i], p[i+1], p[i+2] = n.R, n.G, n.B
+			}
+		}
+	}
+	return out, nil
+}
+
+func copyRGB4(dst, src []uint8, stride, w, h int) {
+	for y := 0; y < h; y++ {
+		s := src[y*stride : y*stride+4*w]
+		d := dst[3*w*y : 3*w*(y+1)]
+		for x := 0; x < w; x++ {
+			d[3*x], d[3*x+1], d[3*x+2] = s[4*x], s[4*x+1], s[4*x+2]
+		}
+	}
+}
+
+// copyRGB16 keeps the high byte of each 16-bit sample (PIL's "RGB;16B" unpacking),
+// or clips grey values to 255 when grey16 (PIL's "I" -> "RGB").
+func copyRGB16(dst, src []uint8, stride, w, h int, grey16 bool) {
+	for y := 0; y < h; y++ {
+		s := src[y*stride : y*stride+8*w]
+		d := dst[3*w*y : 3*w*(y+1)]
+		for x := 0; x < w; x++ {
+			if grey16 {
+				v := clipGrey16(s[8*x], s[8*x+1])
+				d[3*x], d[3*x+1], d[3*x+2] = v, v, v
+				continue
+			}
+			d[3*x], d[3*x+1], d[3*x+2] = s[8*x], s[8*x+2], s[8*x+4]
+		}
+	}
+}
+
+// clipGrey16 is PIL's i2rgb on a big-endian 16-bit sample: values over 255 clip.
+func clipGrey16(hi, lo uint8) uint8 {
+	if hi != 0 {
+		return 255
+	}
+	return lo
+}
+
+func clip255(v int) uint8 {
+	if v < 0 {
+		return 0
+	}
+	if v > 255 {
+		return 255
+	}
+	return uint8(v)
+}
