@@ -1,0 +1,123 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"goclip/clip"
+	"goclip/torch"
+)
+
+var convertCommand = &cli.Command{
+	Name:      "convert",
+	Usage:     "convert a CLIP checkpoint between HF folders, .safetensors and .pt files",
+	ArgsUsage: "SRC DST",
+	Description: `Reads the CLIP weights of SRC, checks them against the architecture (every
+missing, unexpected or mis-shaped key is reported at once, by name) and writes them to
+DST. Formats are chosen by path:
+
+  SRC  an HF model folder (config.json + model.safetensors, a sharded
+       model.safetensors.index.json, or pytorch_model.bin), a goclip run folder
+       (RUN/model/, else RUN/checkpoints/last.pt), or a file: .safetensors,
+       .pt/.bin/.pth (torch.save), model.safetensors.index.json
+  DST  a .safetensors file, a .pt/.bin/.pth file (opens with
+       torch.load(path, weights_only=True)), or anything else: an HF model folder
+       (config.json, model.safetensors, and the tokenizer files found beside SRC)
+
+The architecture comes from SRC's config.json (or the one beside a file); --config
+gives it where there is none, e.g. for a bare .pt, as a preset name or a config.json
+path. Keys are HF CLIPModel's; *.position_ids buffers are dropped. Floating-point
+weights are written in --dtype (default float32).
+
+LoRA adapters (--adapter DIR, --merge) arrive with the lora package.
+
+Examples:
+   goclip convert openai/clip-vit-base-patch16 clip-b16.pt
+   goclip convert model.pt my-model/ --config vit-b-16
+   goclip convert runs/demo-base demo-base.safetensors --dtype bfloat16`,
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "architecture for a SRC without config.json: a preset (" +
+			strings.Join(clip.PresetNames, ", ") + ") or a config.json path", EnvVars: []string{"GOCLIP_CONVERT_CONFIG"}, Category: catModel},
+		&cli.StringFlag{Name: "dtype", EnvVars: []string{"GOCLIP_CONVERT_DTYPE"}, Usage: "dtype of the written weights: float32, float16 or bfloat16", Value: "float32", Category: catOutput},
+	},
+	Action: torchAction(runConvert),
+}
+
+func init() { register(convertCommand) }
+
+// weightFileExts are the DST extensions written as a single file; any other DST is a
+// folder.
+var weightFileExts = map[string]bool{".safetensors": true, ".pt": true, ".bin": true, ".pth": true}
+
+func runConvert(c *cli.Context) error {
+	if err := checkArgs(c); err != nil {
+		return err
+	}
+	if c.NArg() != 2 {
+		return fmt.Errorf("convert takes SRC and DST, got %d argument(s); see goclip convert --help", c.NArg())
+	}
+	srcPath, dst := c.Args().Get(0), c.Args().Get(1)
+	dtype, err := parseDType(c.String("dtype"))
+	if err != nil {
+		return err
+	}
+	ext := strings.ToLower(filepath.Ext(dst))
+	toFile := weightFileExts[ext]
+	if !toFile && ext != "" {
+		if st, err := os.Stat(dst); err != nil || !st.IsDir() {
+			return fmt.Errorf("DST %s: unknown format %q (want a folder, .safetensors, .pt, .bin or .pth)", dst, ext)
+		}
+	}
+
+	src, err := clip.FindCheckpoint(srcPath)
+	if err != nil {
+		return err
+	}
+	var cfg clip.Config
+	if name := c.String("config"); name != "" {
+		if cfg, err = loadArchitecture(name); err != nil {
+			return err
+		}
+	} else if cfg, err = src.LoadConfig(); err != nil {
+		return fmt.Errorf("%w: give it with --config NAME|FILE", err)
+	}
+	if samePath(src, dst) {
+		return errors.New("SRC and DST are the same file")
+	}
+	m, err := src.Load(cfg, torch.CPU, torch.Float32)
+	if err != nil {
+		return err
+	}
+	defer m.Free()
+
+	if toFile {
+		err = clip.SaveWeights(dst, m, dtype)
+	} else {
+		err = clip.SaveHFAs(dst, m, cfg, src.Tokenizer, dtype)
+	}
+	if err != nil {
+		return err
+	}
+	total := clip.ParamCount(cfg)
+	fmt.Fprintf(c.App.ErrWriter, "converted %s -> %s (%s parameters, %s)\n", srcPath, dst, thousands(total), dtype)
+	return nil
+}
+
+// samePath reports whether dst is one of src's weight files.
+func samePath(src clip.Source, dst string) bool {
+	d, err := os.Stat(dst)
+	if err != nil {
+		return false
+	}
+	for _, w := range src.Weights {
+		if s, err := os.Stat(w); err == nil && os.SameFile(s, d) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"codeberg.org/sbinet/npyio"
+	"github.com/urfave/cli/v2"
+)
+
+var embedCommand = &cli.Command{
+	Name:      "embed",
+	Usage:     "write the CLIP embeddings of images or texts to a .npy file",
+	ArgsUsage: "[IMAGE...]",
+	Description: `Computes projected CLIP embeddings (HF get_image_features / get_text_features)
+and writes them as a float32 array of shape (N, projection_dim) to a .npy file, one
+row per input, in input order:
+
+  --images   the images in the order given; a folder stands for its .jpg, .jpeg and
+             .png files in sorted name order. Image paths may also follow the flags
+             as arguments. Images are preprocessed as CLIPImageProcessor does, at the
+             model's image size.
+  --texts    a UTF-8 file with one text per line (every line is a row, empty lines
+             included; "-" reads stdin), tokenized with the model's vocab.json and
+             merges.txt and cut to its context length.
+
+Embeddings are not normalised unless --normalize is given. An unreadable image is an
+error naming the file; with --skip-bad it is left out instead, the skipped files are
+counted on stderr, and --list FILE records which input each row came from.
+
+Examples:
+   goclip embed --model openai/clip-vit-base-patch16 --images photos/ --out photos.npy
+   goclip embed --model runs/demo-finetune --out e.npy --images cat.jpg dog.png
+   goclip embed --model runs/demo-finetune --texts captions.txt --out t.npy --normalize`,
+	Flags: append([]cli.Flag{
+		modelFlag,
+		&cli.StringSliceFlag{Name: "images", EnvVars: []string{"GOCLIP_EMBED_IMAGES"}, Usage: "image files or folders (repeatable, or comma-separated)", Category: catModel},
+		&cli.PathFlag{Name: "texts", EnvVars: []string{"GOCLIP_EMBED_TEXTS"}, Usage: `a file of texts, one per line ("-": stdin)`, Category: catModel},
+		&cli.PathFlag{Name: "out", EnvVars: []string{"GOCLIP_EMBED_OUT"}, Usage: "the .npy file to write", Required: true, Category: catOutput},
+		&cli.BoolFlag{Name: "normalize", EnvVars: []string{"GOCLIP_EMBED_NORMALIZE"}, Usage: "L2-normalise each embedding", Category: catOutput},
+		&cli.BoolFlag{Name: "skip-bad", EnvVars: []string{"GOCLIP_EMBED_SKIP_BAD"}, Usage: "leave out unreadable images (counted on stderr) instead of failing", Category: catOutput},
+		&cli.PathFlag{Name: "list", EnvVars: []string{"GOCLIP_EMBED_LIST"}, Usage: "also write the input of each row, one per line, to this file", Category: catOutput},
+		batchSizeFlag(64, "inputs per forward pass"),
+		workersFlag,
+	}, computeFlags()...),
+	Action: torchAction(runEmbed),
+}
+
+func init() { register(embedCommand) }
+
+func runEmbed(c *cli.Context) error {
+	if err := checkArgs(c); err != nil {
+		return err
+	}
+	images := append(c.StringSlice("images"), c.Args().Slice()...)
+	textsPath := c.String("texts")
+	switch {
+	case c.NArg() > 0 && len(c.StringSlice("images")) == 0:
+		return fmt.Errorf("unexpected arguments %q: image paths need --images", c.Args().Slice())
+	case len(images) > 0 && textsPath != "":
+		return errors.New("give --images or --texts, not both")
+	case len(images) == 0 && textsPath == "":
+		return errors.New("nothing to embed: give --images PATH... or --texts FILE")
+	}
+	out := c.String("out")
+	if !strings.EqualFold(filepath.Ext(out), ".npy") {
+		return fmt.Errorf("--out %s: want a .npy file", out)
+	}
+	batch := c.Int("batch-size")
+	if batch < 1 {
+		return fmt.Errorf("--batch-size must be at least 1, got %d", batch)
+	}
+
+	// Read the inputs before loading the model, so that a typo fails fast.
+	var texts []string
+	if textsPath != "" {
+		var err error
+		if texts, err = readLines(textsPath); err != nil {
+			return err
+		}
+		if len(texts) == 0 {
+			return fmt.Errorf("--texts %s holds no lines", textsPath)
+		}
+	} else {
+		var err error
+		if images, err = expandImagePaths(images); err != nil {
+			return err
+		}
+	}
+
+	lm, err := loadInferenceModel(c)
+	if err != nil {
+		return err
+	}
+	defer lm.free()
+
+	var rows [][]float32
+	var inputs []string
+	if texts != nil {
+		tok, err := lm.tokenizer()
+		if err != nil {
+			return err
+		}
+		if rows, err = lm.encodeTexts(tok, texts, batch, c.Bool("normalize")); err != nil {
+			return err
+		}
+		inputs = texts
+	} else {
+		res, err := lm.encodeImages(images, batch, c.Int(workersFlag.Name), c.Bool("normalize"), c.Bool("skip-bad"))
+		if err != nil {
+			return err
+		}
+		reportSkipped(c, res.skipped)
+		if len(res.rows) == 0 {
+			return fmt.Errorf("no image could be read (%d skipped)", len(res.skipped))
+		}
+		rows, inputs = res.rows, res.kept
+	}
+	if err := writeNpy(out, rows); err != nil {
+		return err
+	}
+	if list := c.String("list"); list != "" {
+		if err := writeFileAtomic(list, []byte(strings.Join(inputs, "\n")+"\n")); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(c.App.ErrWriter, "wrote %s: %d x %d float32\n", out, len(rows), len(rows[0]))
+	return nil
+}
+
+// readLines reads a file ("-": stdin) as lines, without line endings; a final newline
+// does not start another line.
+func readLines(path string) ([]string, error) {
+	var r io.Reader = os.Stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	var lines []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 64*1024*1024)
+	for sc.Scan() {
+		lines = append(lines, strings.TrimSuffix(sc.Text(), "\r"))
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return lines, nil
+}
+
+// writeNpy writes rows as a float32 (N, D) .npy file, atomically.
+func writeNpy(path string, rows [][]float32) error {
+	return writeAtomic(path, func(w io.Writer) error { return npyio.Write(w, rows) })
+}
+
+// writeFileAtomic writes data to path through a temporary file renamed into place.
+func writeFileAtomic(path string, data []byte) error {
+	return writeAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// writeAtomic writes path through a temporary file in the same folder, renamed into
+// place once complete, so that path is never seen half-written.
+func writeAtomic(path string, write func(io.Writer) error) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriter(f)
+	err = write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}

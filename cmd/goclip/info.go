@@ -1,0 +1,213 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"goclip/clip"
+)
+
+var (
+	configFlag = &cli.StringFlag{
+		Name: "config",
+		Usage: "an architecture: a preset (" + strings.Join(clip.PresetNames, ", ") +
+			") or the path of an HF config.json",
+		EnvVars:  []string{"GOCLIP_CONFIG"},
+		Category: catModel,
+	}
+	loraRFlag = &cli.IntFlag{
+		Name:     "lora-r",
+		Usage:    "LoRA rank (0: no LoRA)",
+		EnvVars:  []string{"GOCLIP_LORA_R"},
+		Category: catLoRA,
+	}
+	loraAlphaFlag = &cli.Float64Flag{
+		Name:     "lora-alpha",
+		Usage:    "LoRA alpha (the update is scaled by alpha/r; it does not change the counts)",
+		Value:    128,
+		EnvVars:  []string{"GOCLIP_LORA_ALPHA"},
+		Category: catLoRA,
+	}
+	loraTargetsFlag = &cli.StringFlag{
+		Name:     "lora-targets",
+		Usage:    "comma-separated linear layers to adapt, matched by module name as peft does (q_proj, k_proj, v_proj, out_proj, fc1, fc2, visual_projection, text_projection)",
+		Value:    "q_proj,k_proj,v_proj",
+		EnvVars:  []string{"GOCLIP_LORA_TARGETS"},
+		Category: catLoRA,
+	}
+)
+
+var infoCommand = &cli.Command{
+	Name:      "info",
+	Usage:     "count a model's parameters, with or without LoRA adapters",
+	ArgsUsage: " ",
+	Description: `Counts the parameters of a CLIP model, from its config alone (no weights are
+read or allocated), and prints them as peft's print_trainable_parameters does:
+
+   trainable params: 5,898,240 || all params: 155,518,977 || trainable%: 3.7926
+
+Without --lora-r every parameter is trainable. With --lora-r R, LoRA matrices A (R x in)
+and B (out x R) are added to every linear layer named by --lora-targets, in both towers,
+and only they are trainable.
+
+Examples:
+   goclip info --config vit-b-16
+   goclip info --config vit-b-16 --lora-r 64 --lora-alpha 128 --lora-targets q_proj,k_proj,v_proj
+   goclip info --model openai/clip-vit-base-patch16 --json`,
+	Flags: []cli.Flag{
+		modelFlag, configFlag, loraRFlag, loraAlphaFlag, loraTargetsFlag,
+		&cli.BoolFlag{Name: "json", EnvVars: []string{"GOCLIP_INFO_JSON"}, Usage: `print {"total":..,"trainable":..,"trainable_percent":..}`, Category: catOutput},
+	},
+	Action: torchAction(runInfo),
+}
+
+func init() { register(infoCommand) }
+
+// paramCounts is what `goclip info --json` prints.
+type paramCounts struct {
+	Total            int64   `json:"total"`
+	Trainable        int64   `json:"trainable"`
+	TrainablePercent float64 `json:"trainable_percent"`
+}
+
+// peftLine formats counts as peft's print_trainable_parameters.
+func (p paramCounts) peftLine() string {
+	return fmt.Sprintf("trainable params: %s || all params: %s || trainable%%: %.4f",
+		thousands(p.Trainable), thousands(p.Total), p.TrainablePercent)
+}
+
+// thousands writes n with comma separators, as Python's {:,d}.
+func thousands(n int64) string {
+	s := fmt.Sprint(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+func runInfo(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("info takes no arguments (got %q); use --model DIR or --config NAME", c.Args().Slice())
+	}
+	cfg, err := modelConfig(c)
+	if err != nil {
+		return err
+	}
+	shapes := clip.ParamShapes(cfg)
+	var counts paramCounts
+	for _, p := range shapes {
+		counts.Total += p.Numel()
+	}
+	counts.Trainable = counts.Total
+	if r := c.Int(loraRFlag.Name); r != 0 || c.IsSet(loraTargetsFlag.Name) {
+		if r <= 0 {
+			return fmt.Errorf("--lora-r must be positive with LoRA flags, got %d", r)
+		}
+		lora, err := loraCount(shapes, int64(r), splitList(c.String(loraTargetsFlag.Name)))
+		if err != nil {
+			return err
+		}
+		counts.Total += lora
+		counts.Trainable = lora
+	}
+	if counts.Total > 0 {
+		counts.TrainablePercent = 100 * float64(counts.Trainable) / float64(counts.Total)
+	}
+	if c.Bool("json") {
+		return json.NewEncoder(c.App.Writer).Encode(counts)
+	}
+	_, err = fmt.Fprintln(c.App.Writer, counts.peftLine())
+	return err
+}
+
+// modelConfig is the architecture that --model or --config names (exactly one of them).
+func modelConfig(c *cli.Context) (clip.Config, error) {
+	model, config := c.String(modelFlag.Name), c.String(configFlag.Name)
+	switch {
+	case model != "" && config != "":
+		return clip.Config{}, errors.New("give --model DIR or --config NAME, not both")
+	case model != "":
+		src, err := clip.FindCheckpoint(model)
+		if err != nil {
+			return clip.Config{}, err
+		}
+		return src.LoadConfig()
+	case config != "":
+		return loadArchitecture(config)
+	}
+	return clip.Config{}, errors.New("give --model DIR (a model folder) or --config NAME (one of " +
+		strings.Join(clip.PresetNames, ", ") + ")")
+}
+
+// loadArchitecture reads --config: a preset name, or a config.json path (or its folder).
+func loadArchitecture(name string) (clip.Config, error) {
+	if _, err := os.Stat(name); err == nil {
+		return clip.LoadConfig(name)
+	}
+	cfg, err := clip.Preset(name)
+	if err != nil {
+		return clip.Config{}, fmt.Errorf("--config %s: not a file, and %w", name, err)
+	}
+	return cfg, nil
+}
+
+// loraCount is the number of LoRA parameters that rank-r adapters on the targeted linear
+// layers add: r*(in+out) per layer (A is r x in, B is out x r), a layer being targeted
+// when its module name is a target or ends with "."+target, as peft matches them.
+//
+// TODO(lora): replace with the lora package's single counting function when it lands;
+// this stand-in exists only so that `goclip info` works before then.
+func loraCount(shapes []clip.ParamShape, r int64, targets []string) (int64, error) {
+	if len(targets) == 0 {
+		return 0, errors.New("--lora-targets is empty")
+	}
+	matched := map[string]bool{}
+	var n int64
+	for _, p := range shapes {
+		module, ok := strings.CutSuffix(p.Name, ".weight")
+		if !ok || len(p.Shape) != 2 || !isLinearModule(module) {
+			continue
+		}
+		for _, t := range targets {
+			if module == t || strings.HasSuffix(module, "."+t) {
+				n += r * (p.Shape[0] + p.Shape[1])
+				matched[t] = true
+				break
+			}
+		}
+	}
+	var missing []string
+	for _, t := range targets {
+		if !matched[t] {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		return 0, fmt.Errorf("--lora-targets: %s match no linear layer of the model", strings.Join(missing, ", "))
+	}
+	return n, nil
+}
+
+// isLinearModule reports whether an HF module name is one of CLIP's linear layers.
+func isLinearModule(module string) bool {
+	last := module[strings.LastIndexByte(module, '.')+1:]
+	switch last {
+	case "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "visual_projection", "text_projection":
+		return true
+	}
+	return false
+}

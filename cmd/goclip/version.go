@@ -1,0 +1,67 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"runtime"
+
+	"github.com/urfave/cli/v2"
+
+	"goclip/torch"
+)
+
+// version is goclip's version; release builds set it with
+// -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+var versionCommand = &cli.Command{
+	Name:  "version",
+	Usage: "print goclip's version, the libtorch it runs on and the CUDA devices it sees",
+	Description: `Prints goclip's version, the version of libtorch the shim library was built
+against, whether that libtorch was built with CUDA, whether CUDA is usable here, and
+how many CUDA devices are visible.
+
+Examples:
+   goclip version
+   goclip version --json`,
+	Flags: []cli.Flag{
+		&cli.BoolFlag{Name: "json", Usage: "print one JSON object", EnvVars: []string{"GOCLIP_VERSION_JSON"}},
+	},
+	Action: torchAction(runVersion),
+}
+
+func init() { register(versionCommand) }
+
+// versionInfo is what `goclip version --json` prints.
+type versionInfo struct {
+	Goclip         string `json:"goclip"`
+	Go             string `json:"go"`
+	Torch          string `json:"torch"`
+	BuiltWithCUDA  bool   `json:"built_with_cuda"`
+	CUDAAvailable  bool   `json:"cuda_available"`
+	CUDADevices    int    `json:"cuda_devices"`
+	DefaultThreads int    `json:"threads"`
+}
+
+func runVersion(c *cli.Context) error {
+	v := versionInfo{
+		Goclip:         version,
+		Go:             runtime.Version(),
+		Torch:          torch.Version(),
+		BuiltWithCUDA:  torch.BuiltWithCUDA(),
+		CUDAAvailable:  torch.CUDAAvailable(),
+		DefaultThreads: torch.Threads(),
+	}
+	if v.CUDAAvailable {
+		v.CUDADevices = torch.CUDADeviceCount()
+	}
+	w := c.App.Writer
+	if c.Bool("json") {
+		return json.NewEncoder(w).Encode(v)
+	}
+	fmt.Fprintf(w, "goclip %s (%s)\n", v.Goclip, v.Go)
+	fmt.Fprintf(w, "libtorch %s, built with CUDA: %v\n", v.Torch, v.BuiltWithCUDA)
+	fmt.Fprintf(w, "CUDA available: %v, devices: %d\n", v.CUDAAvailable, v.CUDADevices)
+	fmt.Fprintf(w, "intra-op threads: %d\n", v.DefaultThreads)
+	return nil
+}
