@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"goclip/clip"
+	"goclip/lora"
 	"goclip/torch"
 )
 
@@ -34,16 +35,22 @@ gives it where there is none, e.g. for a bare .pt, as a preset name or a config.
 path. Keys are HF CLIPModel's; *.position_ids buffers are dropped. Floating-point
 weights are written in --dtype (default float32).
 
-LoRA adapters (--adapter DIR, --merge) arrive with the lora package.
+--adapter DIR --merge applies a LoRA adapter (a peft adapter folder: adapter_config.json
+and adapter_model.safetensors or adapter_model.bin, e.g. RUN/adapter) to SRC, which must
+be the base model the adapter was trained on, and writes the merged model
+(W + scaling * B @ A in each adapted layer) with HF keys only.
 
 Examples:
    goclip convert openai/clip-vit-base-patch16 clip-b16.pt
    goclip convert model.pt my-model/ --config vit-b-16
-   goclip convert runs/demo-base demo-base.safetensors --dtype bfloat16`,
+   goclip convert runs/demo-base demo-base.safetensors --dtype bfloat16
+   goclip convert --adapter runs/demo-finetune/adapter --merge runs/demo-base merged/`,
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "architecture for a SRC without config.json: a preset (" +
 			strings.Join(clip.PresetNames, ", ") + ") or a config.json path", EnvVars: []string{"GOCLIP_CONVERT_CONFIG"}, Category: catModel},
 		&cli.StringFlag{Name: "dtype", EnvVars: []string{"GOCLIP_CONVERT_DTYPE"}, Usage: "dtype of the written weights: float32, float16 or bfloat16", Value: "float32", Category: catOutput},
+		&cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder to merge into SRC (with --merge)", Category: catLoRA},
+		&cli.BoolFlag{Name: "merge", Usage: "merge --adapter into the weights and write the merged model", Category: catLoRA},
 	},
 	Action: torchAction(runConvert),
 }
@@ -65,6 +72,10 @@ func runConvert(c *cli.Context) error {
 	dtype, err := parseDType(c.String("dtype"))
 	if err != nil {
 		return err
+	}
+	adapter := c.String("adapter")
+	if (adapter != "") != c.Bool("merge") {
+		return errors.New("--adapter DIR and --merge go together: convert writes the merged model")
 	}
 	ext := strings.ToLower(filepath.Ext(dst))
 	toFile := weightFileExts[ext]
@@ -94,6 +105,15 @@ func runConvert(c *cli.Context) error {
 		return err
 	}
 	defer m.Free()
+	if adapter != "" {
+		a, err := lora.Load(adapter, m)
+		if err != nil {
+			return err
+		}
+		if err := a.MergeAndUnload(); err != nil {
+			return err
+		}
+	}
 
 	if toFile {
 		err = clip.SaveWeights(dst, m, dtype)

@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"goclip/clip"
+	"goclip/lora"
 )
 
 var (
@@ -75,12 +76,6 @@ type paramCounts struct {
 	TrainablePercent float64 `json:"trainable_percent"`
 }
 
-// peftLine formats counts as peft's print_trainable_parameters.
-func (p paramCounts) peftLine() string {
-	return fmt.Sprintf("trainable params: %s || all params: %s || trainable%%: %.4f",
-		thousands(p.Trainable), thousands(p.Total), p.TrainablePercent)
-}
-
 // thousands writes n with comma separators, as Python's {:,d}.
 func thousands(n int64) string {
 	s := fmt.Sprint(n)
@@ -107,22 +102,17 @@ func runInfo(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	shapes := clip.ParamShapes(cfg)
 	var counts paramCounts
-	for _, p := range shapes {
-		counts.Total += p.Numel()
-	}
+	counts.Total = clip.ParamCount(cfg)
 	counts.Trainable = counts.Total
 	if r := c.Int(loraRFlag.Name); r != 0 || c.IsSet(loraTargetsFlag.Name) {
 		if r <= 0 {
 			return fmt.Errorf("--lora-r must be positive with LoRA flags, got %d", r)
 		}
-		lora, err := loraCount(shapes, int64(r), splitList(c.String(loraTargetsFlag.Name)))
-		if err != nil {
+		lc := lora.Config{R: r, Alpha: c.Float64(loraAlphaFlag.Name), Targets: splitList(c.String(loraTargetsFlag.Name))}
+		if counts.Total, counts.Trainable, err = lora.CountConfig(cfg, lc); err != nil {
 			return err
 		}
-		counts.Total += lora
-		counts.Trainable = lora
 	}
 	if counts.Total > 0 {
 		counts.TrainablePercent = 100 * float64(counts.Trainable) / float64(counts.Total)
@@ -130,7 +120,7 @@ func runInfo(c *cli.Context) error {
 	if c.Bool("json") {
 		return json.NewEncoder(c.App.Writer).Encode(counts)
 	}
-	_, err = fmt.Fprintln(c.App.Writer, counts.peftLine())
+	_, err = fmt.Fprintln(c.App.Writer, lora.FormatCounts(counts.Total, counts.Trainable))
 	return err
 }
 
@@ -163,51 +153,4 @@ func loadArchitecture(name string) (clip.Config, error) {
 		return clip.Config{}, fmt.Errorf("--config %s: not a file, and %w", name, err)
 	}
 	return cfg, nil
-}
-
-// loraCount is the number of LoRA parameters that rank-r adapters on the targeted linear
-// layers add: r*(in+out) per layer (A is r x in, B is out x r), a layer being targeted
-// when its module name is a target or ends with "."+target, as peft matches them.
-//
-// TODO(lora): replace with the lora package's single counting function when it lands;
-// this stand-in exists only so that `goclip info` works before then.
-func loraCount(shapes []clip.ParamShape, r int64, targets []string) (int64, error) {
-	if len(targets) == 0 {
-		return 0, errors.New("--lora-targets is empty")
-	}
-	matched := map[string]bool{}
-	var n int64
-	for _, p := range shapes {
-		module, ok := strings.CutSuffix(p.Name, ".weight")
-		if !ok || len(p.Shape) != 2 || !isLinearModule(module) {
-			continue
-		}
-		for _, t := range targets {
-			if module == t || strings.HasSuffix(module, "."+t) {
-				n += r * (p.Shape[0] + p.Shape[1])
-				matched[t] = true
-				break
-			}
-		}
-	}
-	var missing []string
-	for _, t := range targets {
-		if !matched[t] {
-			missing = append(missing, t)
-		}
-	}
-	if len(missing) > 0 {
-		return 0, fmt.Errorf("--lora-targets: %s match no linear layer of the model", strings.Join(missing, ", "))
-	}
-	return n, nil
-}
-
-// isLinearModule reports whether an HF module name is one of CLIP's linear layers.
-func isLinearModule(module string) bool {
-	last := module[strings.LastIndexByte(module, '.')+1:]
-	switch last {
-	case "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "visual_projection", "text_projection":
-		return true
-	}
-	return false
 }

@@ -1,0 +1,97 @@
+package lora
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"goclip/clip"
+)
+
+// linearModule is a linear layer of a CLIP architecture: its HF module name and the
+// shape of its weight [out, in].
+type linearModule struct {
+	name    string
+	out, in int64
+}
+
+// linearModules lists the linear layers of New(cfg) from clip.ParamShapes, without
+// allocating: every 2-D ".weight" outside the embeddings. (A test holds this list equal
+// to the names and shapes of Model.Projections.)
+func linearModules(cfg clip.Config) []linearModule {
+	var ls []linearModule
+	for _, p := range clip.ParamShapes(cfg) {
+		name, ok := strings.CutSuffix(p.Name, ".weight")
+		if !ok || len(p.Shape) != 2 || strings.Contains(name, ".embeddings.") {
+			continue
+		}
+		ls = append(ls, linearModule{name, p.Shape[0], p.Shape[1]})
+	}
+	return ls
+}
+
+// CountConfig is what peft reports for the model New(cfg) with LoRA layers per lc: all
+// parameters (the base model's plus every lora_A [r, in] and lora_B [out, r]) and the
+// trainable ones (the LoRA matrices and the modules to save), computed from the configs
+// alone. After Inject, nn.Count over the model's NamedParameters gives the same numbers
+// (Adapter.Counts). It fails as Inject fails: an invalid lc, or a target that selects
+// no linear layer.
+func CountConfig(cfg clip.Config, lc Config) (total, trainable int64, err error) {
+	m, err := lc.matcher()
+	if err != nil {
+		return 0, 0, err
+	}
+	var names, selected []string
+	var added int64
+	for _, l := range linearModules(cfg) {
+		names = append(names, l.name)
+		if m.selects(l.name) {
+			selected = append(selected, l.name)
+			added += int64(lc.R) * (l.in + l.out)
+		}
+	}
+	if err := checkSelection(lc, names, selected); err != nil {
+		return 0, 0, err
+	}
+	if err := checkModulesToSave(lc, selected); err != nil {
+		return 0, 0, err
+	}
+	trainable = added
+	for _, p := range clip.ParamShapes(cfg) {
+		total += p.Numel()
+		for _, mod := range lc.modulesToSave() {
+			if p.Name == mod || strings.HasPrefix(p.Name, mod+".") {
+				trainable += p.Numel()
+			}
+		}
+	}
+	return total + added, trainable, nil
+}
+
+// FormatCounts is peft's print_trainable_parameters line:
+// "trainable params: 5,898,240 || all params: 155,518,977 || trainable%: 3.7926".
+func FormatCounts(total, trainable int64) string {
+	pct := 0.0
+	if total > 0 {
+		pct = 100 * float64(trainable) / float64(total)
+	}
+	return fmt.Sprintf("trainable params: %s || all params: %s || trainable%%: %.4f",
+		thousands(trainable), thousands(total), pct)
+}
+
+// thousands writes n with comma separators, as Python's format(n, ",").
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	sign := ""
+	if strings.HasPrefix(s, "-") {
+		sign, s = "-", s[1:]
+	}
+	var b strings.Builder
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte(s[i])
+	}
+	return sign + b.String()
+}
