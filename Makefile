@@ -44,11 +44,9 @@ test-binaries: build
 # not installed) so the 2.x code paths cannot rot while CI links 1.13.
 check-torch2:
 	third_party/torch2-headers.sh build/torch2
-	for f in torch/csrc/*.cc; do \
-	  echo "syntax check (libtorch 2.x) $$f"; \
-	  g++ -std=c++17 -fsyntax-only -Itorch/csrc \
-	    -isystem build/torch2/usr/include -isystem build/torch2/usr/include/torch/csrc/api/include \
-	    $$f || exit 1; done
+	ls torch/csrc/*.cc | xargs -P $(THREADS) -I{} sh -c 'echo "syntax check (libtorch 2.x) {}" && \
+	  g++ -std=c++17 -fsyntax-only -Itorch/csrc -isystem build/torch2/usr/include \
+	    -isystem build/torch2/usr/include/torch/csrc/api/include {}'
 
 bench: build
 	bench/run.sh
