@@ -133,7 +133,8 @@ func (s *Scope) Close() {
 	}
 }
 
-// Detach removes t from any scope so the caller owns it (and must Free it).
+// Detach returns a new handle sharing t's data but cut from the autograd graph (no
+// gradient flows through it). Like any op result, it belongs to the current scope.
 func (t *Tensor) Detach() *Tensor {
 	var out C.gt_tensor
 	must("detach", C.gt_detach(t.handle("detach"), &out))

@@ -1,0 +1,427 @@
+package main
+
+// goclip bench: timed training steps (or embedding passes) on random inputs already on
+// the device, for bench/run.sh and for GPU sizing. No data loading, no files written.
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"goclip/clip"
+	"goclip/lora"
+	"goclip/nn"
+	"goclip/torch"
+	"goclip/train"
+)
+
+// The optimizer settings of a benchmark step: train.Options' defaults (AdamW betas 0.9,
+// 0.98, eps 1e-6, weight decay 0.1 on matrices, lr 5e-4) with gradient clipping at 1.
+// bench/peer/clip_eager.py uses the same numbers.
+const (
+	benchLR          = 5e-4
+	benchBeta1       = 0.9
+	benchBeta2       = 0.98
+	benchEps         = 1e-6
+	benchWeightDecay = 0.1
+	benchClipGrad    = 1.0
+)
+
+var benchCommand = &cli.Command{
+	Name:      "bench",
+	Usage:     "time training steps (or embedding passes) on random inputs",
+	ArgsUsage: " ",
+	Description: `Times CLIP training steps on random inputs that are already on the device: no
+data loading, no files. A step is what goclip train does per batch: forward of both
+towers, the symmetric contrastive loss, backward, gradient clipping (max norm 1), AdamW
+(weight decay on matrices only) and the logit-scale clamp. With --lora-r only the LoRA
+matrices are trained, as in goclip finetune.
+
+--mode embed instead times the projected embeddings of a batch of images and of a
+batch of texts separately, without gradients, in evaluation mode.
+
+Inputs: pixels from N(0, 1) of shape [B, channels, image_size, image_size]; token ids
+uniform in [0, vocab_size) of shape [B, max_position_embeddings].
+
+Output (--json prints it as one JSON object):
+   step_ms          median milliseconds per step (train) or per image+text batch (embed)
+   images_per_s     batch_size / median step time
+   peak_memory_mb   the CUDA caching allocator's peak over the timed steps (cuda), or the
+                    process's peak resident set, VmHWM (cpu); memory_kind says which
+   mfu              model FLOPs utilisation on a known GPU (H100, H200, A100), else null:
+                    model FLOPs per step / step time / the GPU's dense bf16 peak
+
+Model FLOPs (2 per multiply-add, matrix products only), per image-text pair, forward:
+   vision: 2·Np·(C·p²)·Dv                     patch embedding, Np = (S/p)² patches
+         + Lv·(2·N·(4·Dv² + 2·Dv·Iv) + 4·N²·Dv) q/k/v/out, MLP, scores and values, N = Np+1
+         + 2·Dv·P                              visual_projection
+   text:   Lt·(2·T·(4·Dt² + 2·Dt·It) + 4·T²·Dt) + 2·Dt·P    T = max_position_embeddings
+(ViT-B/16: 35.13 GFLOPs image + 5.96 GFLOPs text.) A training step counts 3x forward
+(backward = 2x forward); a LoRA step 2x (no weight gradients of the frozen base), the
+LoRA matrices' own FLOPs not counted. The peak is dense bf16 whatever --precision is.
+
+Examples:
+   goclip bench --config tiny --batch-size 32 --steps 20 --threads 2 --json
+   goclip bench --config vit-b-16 --batch-size 256 --steps 20 --precision bf16 --device cuda
+   goclip bench --model openai/clip-vit-base-patch16 --lora-r 64 --lora-alpha 128 --batch-size 256 --steps 20
+   goclip bench --config bench/configs/vit-b-16.json --mode embed --batch-size 32 --steps 5`,
+	Flags: append([]cli.Flag{
+		modelFlag, configFlag, loraRFlag, loraAlphaFlag, loraTargetsFlag,
+		batchSizeFlag(32, "image-text pairs per step"),
+		&cli.IntFlag{Name: "steps", Value: 10, EnvVars: []string{"GOCLIP_BENCH_STEPS"}, Usage: "timed steps", Category: catCompute},
+		&cli.IntFlag{Name: "warmup", Value: 2, EnvVars: []string{"GOCLIP_BENCH_WARMUP"}, Usage: "untimed steps first", Category: catCompute},
+		&cli.StringFlag{Name: "mode", Value: "train", EnvVars: []string{"GOCLIP_BENCH_MODE"}, Usage: "train (full training steps) or embed (no-grad image and text embeddings)", Category: catCompute},
+		seedFlag,
+		&cli.BoolFlag{Name: "json", EnvVars: []string{"GOCLIP_BENCH_JSON"}, Usage: "print the result as one JSON object", Category: catOutput},
+	}, computeFlags()...),
+	Action: torchAction(runBench),
+}
+
+func init() { register(benchCommand) }
+
+// benchResult is what goclip bench prints.
+type benchResult struct {
+	Mode          string   `json:"mode"`
+	Device        string   `json:"device"`
+	DeviceName    string   `json:"device_name"`
+	Precision     string   `json:"precision"`
+	Threads       int      `json:"threads"`
+	BatchSize     int      `json:"batch_size"`
+	Steps         int      `json:"steps"`
+	StepMS        float64  `json:"step_ms"`
+	StepMSMean    float64  `json:"step_ms_mean"`
+	ImagesPerS    float64  `json:"images_per_s"`
+	ImageMS       *float64 `json:"image_ms,omitempty"` // embed mode: per image batch
+	TextMS        *float64 `json:"text_ms,omitempty"`  // embed mode: per text batch
+	TextsPerS     *float64 `json:"texts_per_s,omitempty"`
+	PeakMemoryMB  float64  `json:"peak_memory_mb"`
+	MemoryKind    string   `json:"memory_kind"`
+	MFU           *float64 `json:"mfu"`
+	GFLOPsPerStep float64  `json:"gflops_per_step"`
+	Params        int64    `json:"params"`
+	Trainable     int64    `json:"trainable"`
+	Loss          float64  `json:"loss,omitempty"` // the last step's loss (train mode)
+	Torch         string   `json:"torch"`
+}
+
+func runBench(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("bench takes no arguments (got %q)", c.Args().Slice())
+	}
+	batch, steps, warmup := c.Int("batch-size"), c.Int("steps"), c.Int("warmup")
+	switch {
+	case batch < 1:
+		return fmt.Errorf("--batch-size must be at least 1, got %d", batch)
+	case steps < 1:
+		return fmt.Errorf("--steps must be at least 1, got %d", steps)
+	case warmup < 0:
+		return fmt.Errorf("--warmup must be at least 0, got %d", warmup)
+	}
+	mode := c.String("mode")
+	if mode != "train" && mode != "embed" {
+		return fmt.Errorf("--mode %q: want train or embed", mode)
+	}
+	prec, err := parsePrecision(c.String(precisionFlag.Name))
+	if err != nil {
+		return err
+	}
+	dev, err := setupCompute(c)
+	if err != nil {
+		return err
+	}
+	torch.ManualSeed(c.Uint64(seedFlag.Name))
+
+	m, err := benchModel(c, dev)
+	if err != nil {
+		return err
+	}
+	defer m.Free()
+	trainable := m.NamedParameters()
+	loraOn := c.Int(loraRFlag.Name) != 0 || c.IsSet(loraTargetsFlag.Name)
+	if loraOn {
+		a, err := lora.Inject(m, lora.Config{R: c.Int(loraRFlag.Name), Alpha: c.Float64(loraAlphaFlag.Name),
+			Targets: splitList(c.String(loraTargetsFlag.Name))})
+		if err != nil {
+			return err
+		}
+		trainable = a.Trainable()
+	}
+	total, nTrain := nn.Count(m.NamedParameters())
+
+	cfg := m.Config
+	res := benchResult{Mode: mode, Device: dev.String(), DeviceName: deviceName(dev), Precision: prec.name,
+		Threads: torch.Threads(), BatchSize: batch, Steps: steps, Params: total, Trainable: nTrain,
+		Torch: torch.Version()}
+	flops := forwardFLOPs(cfg) * float64(batch)
+	if mode == "train" {
+		if loraOn {
+			flops *= 2
+		} else {
+			flops *= 3
+		}
+	}
+	res.GFLOPsPerStep = flops / 1e9
+
+	scope := torch.NewScope()
+	defer scope.Close()
+	s := cfg.Vision.ImageSize
+	pixels := torch.Randn([]int64{int64(batch), cfg.Vision.NumChannels, s, s}, torch.Float32, dev)          // [B, C, S, S]
+	ids := torch.RandInt(0, cfg.Text.VocabSize, []int64{int64(batch), cfg.Text.MaxPositionEmbeddings}, dev) // [B, T]
+	if dev.IsCUDA() {
+		if err := torch.ResetPeakMemory(dev); err != nil {
+			return err
+		}
+	}
+
+	if mode == "embed" {
+		m.SetTrain(false)
+		var imgMS, txtMS []float64
+		for i := 0; i < warmup+steps; i++ {
+			var ti, tt float64
+			var err error
+			torch.NoGrad(func() {
+				ti, err = timed(dev, func() { prec.run(dev, func() { m.EncodeImage(pixels) }) })
+				if err == nil {
+					tt, err = timed(dev, func() { prec.run(dev, func() { m.EncodeText(ids) }) })
+				}
+			})
+			if err != nil {
+				return err
+			}
+			if i >= warmup {
+				imgMS, txtMS = append(imgMS, ti), append(txtMS, tt)
+			}
+		}
+		im, tm := median(imgMS), median(txtMS)
+		tps := float64(batch) * 1000 / tm
+		res.ImageMS, res.TextMS, res.TextsPerS = &im, &tm, &tps
+		sum := make([]float64, len(imgMS))
+		for i := range sum {
+			sum[i] = imgMS[i] + txtMS[i]
+		}
+		res.StepMS, res.StepMSMean = median(sum), mean(sum)
+		res.ImagesPerS = float64(batch) * 1000 / im
+	} else {
+		st, err := newBenchStep(m, trainable, prec, dev)
+		if err != nil {
+			return err
+		}
+		defer st.opt.Free()
+		var ms []float64
+		for i := 0; i < warmup+steps; i++ {
+			t, err := timed(dev, func() { res.Loss = st.run(pixels, ids) })
+			if err != nil {
+				return err
+			}
+			if i >= warmup {
+				ms = append(ms, t)
+			}
+		}
+		res.StepMS, res.StepMSMean = median(ms), mean(ms)
+		res.ImagesPerS = float64(batch) * 1000 / res.StepMS
+	}
+
+	if res.PeakMemoryMB, res.MemoryKind, err = peakMemory(dev); err != nil {
+		return err
+	}
+	if peak := peakTFLOPs(res.DeviceName); dev.IsCUDA() && peak > 0 {
+		mfu := flops / (res.StepMS / 1000) / (peak * 1e12)
+		res.MFU = &mfu
+	}
+	if c.Bool("json") {
+		return json.NewEncoder(c.App.Writer).Encode(res)
+	}
+	mfu := "n/a"
+	if res.MFU != nil {
+		mfu = fmt.Sprintf("%.1f%%", 100**res.MFU)
+	}
+	_, err = fmt.Fprintf(c.App.Writer, "%s on %s (%s, %s, %d threads), batch %d: %.1f ms/step, %.1f images/s, peak %s memory %.0f MB, MFU %s, %.1f GFLOPs/step\n",
+		mode, res.Device, res.DeviceName, res.Precision, res.Threads, batch, res.StepMS, res.ImagesPerS, res.MemoryKind, res.PeakMemoryMB, mfu, res.GFLOPsPerStep)
+	return err
+}
+
+// benchModel builds the model of --config (fresh initialisation) or loads --model.
+func benchModel(c *cli.Context, dev torch.Device) (*clip.Model, error) {
+	model, config := c.String(modelFlag.Name), c.String(configFlag.Name)
+	switch {
+	case model != "" && config != "":
+		return nil, errors.New("give --model DIR or --config NAME, not both")
+	case model != "":
+		src, err := clip.FindCheckpoint(model)
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := src.LoadConfig()
+		if err != nil {
+			return nil, err
+		}
+		return src.Load(cfg, dev, torch.Float32)
+	case config != "":
+		cfg, err := loadArchitecture(config)
+		if err != nil {
+			return nil, err
+		}
+		return clip.New(cfg, dev)
+	}
+	return nil, errors.New("give --model DIR (a model folder) or --config NAME (one of " +
+		strings.Join(clip.PresetNames, ", ") + ")")
+}
+
+// benchStep is one training step, as train's loop takes it with GradAccum 1.
+//
+// TODO(train): call the train package's step once it exports one (one implementation of
+// a step); this copy follows train/step.go's single-batch path, in fp32 with clip.Model's
+// own Forward for the logits.
+type benchStep struct {
+	m      *clip.Model
+	params []*torch.Tensor
+	opt    *torch.AdamW
+	prec   precision
+	dev    torch.Device
+}
+
+func newBenchStep(m *clip.Model, trainable []nn.Named, prec precision, dev torch.Device) (*benchStep, error) {
+	decay, noDecay := train.ParamGroups(trainable)
+	if len(decay)+len(noDecay) == 0 {
+		return nil, errors.New("no parameter requires grad")
+	}
+	tensors := func(ps []nn.Named) []*torch.Tensor {
+		out := make([]*torch.Tensor, len(ps))
+		for i, p := range ps {
+			out[i] = p.T
+		}
+		return out
+	}
+	opt := torch.NewAdamW([][]*torch.Tensor{tensors(decay), tensors(noDecay)},
+		[]float64{benchWeightDecay, 0}, benchBeta1, benchBeta2, benchEps)
+	return &benchStep{m: m, params: opt.Params(), opt: opt, prec: prec, dev: dev}, nil
+}
+
+// run takes one step and returns its loss. Its intermediates are freed on return.
+func (s *benchStep) run(pixels, ids *torch.Tensor) float64 {
+	scope := torch.NewScope()
+	defer scope.Close()
+	var loss *torch.Tensor
+	s.prec.run(s.dev, func() {
+		loss = clip.ContrastiveLoss(s.m.Forward(pixels, ids)) // []
+	})
+	loss.Backward()
+	torch.ClipGradNorm(s.params, benchClipGrad)
+	if err := s.opt.Update(benchLR); err != nil {
+		panic(&torch.Error{Op: "adamw", Msg: err.Error()})
+	}
+	s.opt.ZeroGrad()
+	torch.NoGrad(func() { s.m.LogitScale.ClampMaxInPlace(train.MaxLogitScale) })
+	return loss.Item()
+}
+
+// timed runs f and returns its wall time in milliseconds, the device synchronised after.
+func timed(dev torch.Device, f func()) (float64, error) {
+	start := time.Now()
+	f()
+	if err := torch.Synchronize(dev); err != nil {
+		return 0, err
+	}
+	return float64(time.Since(start).Nanoseconds()) / 1e6, nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func mean(xs []float64) float64 {
+	var t float64
+	for _, x := range xs {
+		t += x
+	}
+	return t / float64(len(xs))
+}
+
+// forwardFLOPs is the model FLOPs of one image-text pair's forward pass (see the
+// command's description for the formula).
+func forwardFLOPs(c clip.Config) float64 {
+	layer := func(n, d, i float64) float64 { return 2*n*(4*d*d+2*d*i) + 4*n*n*d }
+	v, t := c.Vision, c.Text
+	np := float64(v.NumPatches())
+	p := float64(v.PatchSize)
+	dv, dt, proj := float64(v.HiddenSize), float64(t.HiddenSize), float64(c.ProjectionDim)
+	vision := 2*np*float64(v.NumChannels)*p*p*dv +
+		float64(v.NumHiddenLayers)*layer(np+1, dv, float64(v.IntermediateSize)) + 2*dv*proj
+	text := float64(t.NumHiddenLayers)*layer(float64(t.MaxPositionEmbeddings), dt, float64(t.IntermediateSize)) + 2*dt*proj
+	return vision + text
+}
+
+// peakTFLOPs is a GPU's dense bf16 peak in TFLOPs by its CUDA name, 0 when unknown.
+func peakTFLOPs(name string) float64 {
+	n := strings.ToUpper(name)
+	switch {
+	case strings.Contains(n, "H100") && strings.Contains(n, "PCIE"):
+		return 756
+	case strings.Contains(n, "H100"), strings.Contains(n, "H200"):
+		return 989
+	case strings.Contains(n, "A100"):
+		return 312
+	}
+	return 0
+}
+
+// deviceName is the CUDA device's name, or the CPU model from /proc/cpuinfo.
+func deviceName(dev torch.Device) string {
+	if dev.IsCUDA() {
+		if p, err := torch.CUDAProperties(dev); err == nil {
+			return p.Name
+		}
+		return "cuda"
+	}
+	if v := procField("/proc/cpuinfo", "model name"); v != "" {
+		return v
+	}
+	return runtime.GOARCH
+}
+
+// peakMemory is the CUDA allocator's peak (cuda) or the process's peak RSS (cpu), in MB.
+func peakMemory(dev torch.Device) (float64, string, error) {
+	if dev.IsCUDA() {
+		_, peak, err := torch.CUDAMemory(dev)
+		return float64(peak) / (1 << 20), "cuda_allocator_peak", err
+	}
+	v := procField("/proc/self/status", "VmHWM") // "123456 kB"
+	kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(v, "kB")), 64)
+	if err != nil {
+		return math.NaN(), "", fmt.Errorf("reading VmHWM from /proc/self/status: %q", v)
+	}
+	return kb / 1024, "cpu_peak_rss_vmhwm", nil
+}
+
+// procField is the value of the first "key: value" line of a /proc file, "" if none.
+func procField(path, key string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}

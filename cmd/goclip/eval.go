@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"goclip/dataset"
+	"goclip/lora"
+	"goclip/train"
+)
+
+var evalCommand = &cli.Command{
+	Name:      "eval",
+	Usage:     "validation loss and retrieval recall of a model on a data split",
+	UsageText: "goclip eval --model DIR [--adapter DIR] --data DIR [--split train|val|test|all] [--json]",
+	Description: `Evaluates as DESIGN.md's protocol says: the loss is the symmetric cross-entropy
+over batches of --batch-size pairs that pair each image with its first caption, in
+split order, the last partial batch included, averaged per pair; retrieval uses every
+caption: image-to-text R@k is the fraction of images with any of their captions among
+the k nearest captions, text-to-image R@k the fraction of captions whose image is among
+the k nearest images (cosine similarity). --json prints
+   {"loss":..,"image_to_text":{"R@1":..,"R@5":..,"R@10":..},"text_to_image":{...},"images":N,"captions":M}
+
+Examples:
+   goclip eval --model runs/demo-base --data runs/demo-data/shifted --json
+   goclip eval --model openai/clip-vit-base-patch16 --adapter runs/lora/adapter --data flickr30k`,
+	Flags: append([]cli.Flag{
+		modelFlag,
+		&cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder to apply to --model", Category: catLoRA},
+		dataFlag,
+		&cli.StringFlag{Name: "split", Usage: "train, val, test or all", Value: "test", EnvVars: []string{"GOCLIP_SPLIT"}},
+		&cli.BoolFlag{Name: "json", Usage: "print the result as JSON", Category: catOutput},
+		batchSizeFlag(train.DefaultEvalBatch, "pairs per loss batch and per forward pass"),
+		workersFlag,
+	}, computeFlags()...),
+	Action: torchAction(runEval),
+}
+
+func init() { register(evalCommand) }
+
+func runEval(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("eval takes no arguments (got %q)", c.Args().Slice())
+	}
+	split, err := dataset.ParseSplit(c.String("split"))
+	if err != nil {
+		return err
+	}
+	if c.Int("batch-size") < 1 {
+		return fmt.Errorf("--batch-size must be at least 1, got %d", c.Int("batch-size"))
+	}
+	ds, err := dataset.Open(c.String("data"), dataset.Options{})
+	if err != nil {
+		return err
+	}
+	items := ds.Split(split)
+	fmt.Fprintf(c.App.ErrWriter, "data: %s (%s): %d %s images; %s\n", ds.Root, ds.Format, len(items), split, ds.Report.Summary())
+	lm, err := loadInferenceModel(c)
+	if err != nil {
+		return err
+	}
+	defer lm.free()
+	prec := train.Precision(lm.prec.name)
+	if !c.IsSet(precisionFlag.Name) {
+		if prec, err = train.ParsePrecision("", lm.dev); err != nil {
+			return err
+		}
+	}
+	if dir := c.String("adapter"); dir != "" {
+		if _, err := lora.Load(dir, lm.model); err != nil {
+			return err
+		}
+	}
+	tok, err := lm.tokenizer()
+	if err != nil {
+		return err
+	}
+	res, err := train.Evaluate(context.Background(), lm.model, tok, items, train.EvalOptions{
+		BatchSize: c.Int("batch-size"), Workers: c.Int(workersFlag.Name), Precision: prec,
+		CacheDir: dataset.DefaultCacheDir(ds.Root), Report: &ds.Report,
+	})
+	if err != nil {
+		return err
+	}
+	if n := ds.Report.SkippedFor(dataset.UnreadableImage) + ds.Report.SkippedFor(dataset.OversizedImage); n > 0 {
+		fmt.Fprintf(c.App.ErrWriter, "data: %s\n", ds.Report.Summary())
+	}
+	if c.Bool("json") {
+		return json.NewEncoder(c.App.Writer).Encode(res)
+	}
+	_, err = fmt.Fprintln(c.App.Writer, res)
+	return err
+}

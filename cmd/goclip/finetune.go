@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+
+	"goclip/clip"
+	"goclip/clip/tokenizer"
+	"goclip/lora"
+	"goclip/torch"
+	"goclip/train"
+)
+
+var finetuneCommand = &cli.Command{
+	Name:      "finetune",
+	Usage:     "LoRA fine-tuning of a pre-trained CLIP, its base weights frozen",
+	UsageText: "goclip finetune --model DIR --data DIR --out RUN [--lora-r 64 --lora-alpha 128 --lora-dropout P --lora-targets q_proj,k_proj,v_proj] [flags]",
+	Description: `Injects LoRA adapters (peft's LoraConfig: rank --lora-r, scaling alpha/r, dropout
+on the adapter's input) into the named linear layers of both towers, freezes every
+base weight and trains the adapters with the loop of goclip train. Before training it
+evaluates the model on the test split (RUN/eval_base.json); at the end it writes
+RUN/adapter/ (peft's adapter_config.json and adapter_model.safetensors), the merged
+model as RUN/model/ and RUN/model.pt, and RUN/eval.json.
+
+--dry-run builds the model and the adapters, prints peft's count line and exits:
+   trainable params: 5,898,240 || all params: 155,518,977 || trainable%: 3.7926
+
+Examples:
+   goclip finetune --model openai/clip-vit-base-patch16 --data flickr30k --out runs/lora
+   goclip finetune --model runs/demo-base --data runs/demo-data/shifted --out runs/demo-finetune --epochs 5`,
+	Flags: append([]cli.Flag{
+		modelFlag,
+		&cli.IntFlag{Name: "lora-r", Usage: "LoRA rank", Value: 64, EnvVars: []string{"GOCLIP_LORA_R"}, Category: catLoRA},
+		loraAlphaFlag,
+		&cli.Float64Flag{Name: "lora-dropout", Usage: "dropout on the adapters' input, in training", EnvVars: []string{"GOCLIP_LORA_DROPOUT"}, Category: catLoRA},
+		loraTargetsFlag,
+		&cli.BoolFlag{Name: "dry-run", Usage: "build the model and adapters, print the parameter counts and exit", Category: catOutput},
+	}, trainingFlags(5, 1e-4, 64)...),
+	Action: torchAction(runFinetune),
+}
+
+func init() { register(finetuneCommand) }
+
+func runFinetune(c *cli.Context) error {
+	dir := c.String(modelFlag.Name)
+	if dir == "" {
+		return errors.New("--model DIR is required (an HF CLIP folder or a goclip run folder)")
+	}
+	s, err := setupTraining(c)
+	if err != nil {
+		return err
+	}
+	src, err := clip.FindCheckpoint(dir)
+	if err != nil {
+		return err
+	}
+	if src.Tokenizer == "" {
+		return fmt.Errorf("--model %s has no tokenizer (vocab.json and merges.txt)", dir)
+	}
+	tok, err := tokenizer.Load(src.Tokenizer)
+	if err != nil {
+		return err
+	}
+	m, _, err := clip.LoadPretrained(dir, s.dev, torch.Float32)
+	if err != nil {
+		return err
+	}
+	defer m.Free()
+	a, err := lora.Inject(m, lora.Config{
+		R: c.Int("lora-r"), Alpha: c.Float64(loraAlphaFlag.Name), Dropout: c.Float64("lora-dropout"),
+		Targets: splitList(c.String(loraTargetsFlag.Name)),
+	})
+	if err != nil {
+		return err
+	}
+	total, trainable := a.Counts()
+	fmt.Fprintln(c.App.Writer, lora.FormatCounts(total, trainable))
+	if c.Bool("dry-run") {
+		return nil
+	}
+	if err := s.checkFresh(); err != nil {
+		return err
+	}
+	job := s.job(m, tok, src.Tokenizer)
+	job.Params, job.Adapter = a.Trainable(), true
+	job.Finish = train.FinishLoRA(a, train.BaseModelName(dir), src.Tokenizer)
+
+	basePath := filepath.Join(s.out, "eval_base.json")
+	if _, err := os.Stat(basePath); err != nil && len(job.Test) > 0 {
+		fmt.Fprintf(c.App.ErrWriter, "evaluating the base model on the test split (%d images)\n", len(job.Test))
+		ev, err := train.Evaluate(context.Background(), m, tok, job.Test, train.EvalOptions{
+			BatchSize: s.opts.EvalBatchSize, Workers: s.opts.Workers, Precision: s.prec, CacheDir: s.opts.CacheDir, Report: &s.ds.Report})
+		if err != nil {
+			return fmt.Errorf("base evaluation: %w", err)
+		}
+		fmt.Fprintf(c.App.ErrWriter, "base: %s\n", ev)
+		if err := writeJSONFile(basePath, ev); err != nil {
+			return err
+		}
+	}
+	return s.run(c, job)
+}
+
+// writeJSONFile writes v as indented JSON to path, atomically.
+func writeJSONFile(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, append(data, '\n'))
+}

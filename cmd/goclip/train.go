@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"goclip/clip"
+	"goclip/clip/tokenizer"
+	"goclip/dataset"
+	"goclip/torch"
+	"goclip/train"
+)
+
+const catTrain = "TRAINING"
+
+// Flags of train and finetune.
+var (
+	dataFlag = &cli.PathFlag{Name: "data", Usage: "the data set folder (Kaggle Flickr30k, Karpathy JSON, captions.csv or captions.jsonl)",
+		Required: true, EnvVars: []string{"GOCLIP_DATA"}, Category: catModel}
+	runOutFlag = &cli.PathFlag{Name: "out", Usage: "the run folder (created; see DESIGN.md, Files a run writes)",
+		Required: true, EnvVars: []string{"GOCLIP_OUT"}, Category: catOutput}
+)
+
+// trainingFlags are the flags of the training loop, shared by train and finetune;
+// epochs and lr differ in default between the two.
+func trainingFlags(epochs int, lr float64, batch int) []cli.Flag {
+	f := []cli.Flag{
+		dataFlag, runOutFlag,
+		&cli.IntFlag{Name: "epochs", Usage: "passes over the training split", Value: epochs, EnvVars: []string{"GOCLIP_EPOCHS"}, Category: catTrain},
+		&cli.IntFlag{Name: "max-steps", Usage: "stop after this many optimizer steps (0: no limit)", EnvVars: []string{"GOCLIP_MAX_STEPS"}, Category: catTrain},
+		&cli.IntFlag{Name: "grad-accum", Usage: "micro-batches per step (the gradients equal the whole batch's)", Value: 1, EnvVars: []string{"GOCLIP_GRAD_ACCUM"}, Category: catTrain},
+		&cli.Float64Flag{Name: "lr", Usage: "peak learning rate", Value: lr, EnvVars: []string{"GOCLIP_LR"}, Category: catTrain},
+		&cli.Float64Flag{Name: "min-lr", Usage: "the cosine schedule's final learning rate", EnvVars: []string{"GOCLIP_MIN_LR"}, Category: catTrain},
+		&cli.IntFlag{Name: "warmup", Usage: "linear warmup steps", Value: 100, EnvVars: []string{"GOCLIP_WARMUP"}, Category: catTrain},
+		&cli.StringFlag{Name: "schedule", Usage: "learning-rate schedule after warmup: cosine or constant", Value: train.Cosine, EnvVars: []string{"GOCLIP_SCHEDULE"}, Category: catTrain},
+		&cli.Float64Flag{Name: "weight-decay", Usage: "AdamW's decoupled weight decay (weight matrices only)", Value: 0.1, EnvVars: []string{"GOCLIP_WEIGHT_DECAY"}, Category: catTrain},
+		&cli.Float64Flag{Name: "beta2", Usage: "AdamW's beta2", Value: 0.98, EnvVars: []string{"GOCLIP_BETA2"}, Category: catTrain},
+		&cli.Float64Flag{Name: "clip-grad", Usage: "clip the gradients' total 2-norm to this (0: no clipping)", Value: 1.0, EnvVars: []string{"GOCLIP_CLIP_GRAD"}, Category: catTrain},
+		&cli.IntFlag{Name: "max-bad-steps", Usage: "non-finite steps in a row tolerated before the run stops", Value: 10, EnvVars: []string{"GOCLIP_MAX_BAD_STEPS"}, Category: catTrain},
+		&cli.BoolFlag{Name: "augment", Usage: "random resized crops and flips on training images", EnvVars: []string{"GOCLIP_AUGMENT"}, Category: catTrain},
+		&cli.BoolFlag{Name: "resume", Usage: "continue the run in --out from checkpoints/last.pt", EnvVars: []string{"GOCLIP_RESUME"}, Category: catTrain},
+		&cli.IntFlag{Name: "log-every", Usage: "steps between metrics.jsonl rows and progress lines", Value: 10, EnvVars: []string{"GOCLIP_LOG_EVERY"}, Category: catOutput},
+		&cli.IntFlag{Name: "eval-every", Usage: "steps between validation evaluations (0: each epoch)", EnvVars: []string{"GOCLIP_EVAL_EVERY"}, Category: catOutput},
+		&cli.IntFlag{Name: "save-every", Usage: "steps between extra checkpoint writes (0: at evaluations only)", EnvVars: []string{"GOCLIP_SAVE_EVERY"}, Category: catOutput},
+		&cli.IntFlag{Name: "eval-batch-size", Usage: "evaluation batch (pairs per loss batch)", Value: train.DefaultEvalBatch, EnvVars: []string{"GOCLIP_EVAL_BATCH_SIZE"}, Category: catCompute},
+		&cli.PathFlag{Name: "cache", Usage: "a goclip cache folder of preprocessed images (default: the data set's, when built)", EnvVars: []string{"GOCLIP_CACHE"}, Category: catCompute},
+		batchSizeFlag(batch, "the global batch: image/caption pairs per optimizer step"),
+		workersFlag, seedFlag,
+	}
+	return append(f, computeFlags()...)
+}
+
+var trainCommand = &cli.Command{
+	Name:      "train",
+	Usage:     "train CLIP from scratch (--config) or fine-tune every weight of a model (--model)",
+	UsageText: "goclip train (--config NAME | --model DIR) --data DIR --out RUN [flags]",
+	Description: `Trains with the contrastive loss, AdamW (weight decay on weight matrices only),
+linear warmup and cosine decay, gradient clipping and, on CUDA, bf16 autocast (fp16
+with dynamic loss scaling on request). It evaluates on the validation split at the end
+of each epoch (--eval-every N: every N steps) and writes RUN/: config.json, args.json,
+metrics.jsonl, learning_curve.png, checkpoints/last.pt and best.pt, and at the end
+model/ (an HF folder), model.pt and eval.json (the test split).
+
+From scratch (--config NAME), the tokenizer is --tokenizer PATH, or a BPE vocabulary
+of --vocab-size tokens trained on the training captions and saved in RUN/tokenizer/.
+
+Ctrl-C finishes the current step, writes the checkpoint and stops; run the same command
+with --resume to continue exactly where it stopped.
+
+Examples:
+   goclip train --config tiny --data runs/demo-data/base --out runs/demo-base --epochs 10
+   goclip train --model openai/clip-vit-base-patch16 --data flickr30k --out runs/full --lr 1e-5`,
+	Flags: append([]cli.Flag{
+		modelFlag, configFlag,
+		&cli.PathFlag{Name: "tokenizer", Usage: "from scratch: a vocabulary (HF folder, vocab.json's folder or bpe_simple_vocab_16e6.txt.gz) instead of training one", EnvVars: []string{"GOCLIP_TOKENIZER"}, Category: catModel},
+		&cli.IntFlag{Name: "vocab-size", Usage: "from scratch: tokens of the trained BPE vocabulary (0: sized to the data, 4,096 for small sets)", EnvVars: []string{"GOCLIP_VOCAB_SIZE"}, Category: catModel},
+		&cli.IntFlag{Name: "context-length", Usage: "from scratch: text positions (0: the architecture's)", EnvVars: []string{"GOCLIP_CONTEXT_LENGTH"}, Category: catModel},
+	}, trainingFlags(10, 5e-4, 64)...),
+	Action: torchAction(runTrain),
+}
+
+func init() { register(trainCommand) }
+
+// trainSetup is what train and finetune share: the device, the data and the options.
+type trainSetup struct {
+	dev    torch.Device
+	prec   train.Precision
+	ds     *dataset.Dataset
+	opts   train.Options
+	out    string
+	resume bool
+}
+
+// setupTraining reads the common flags and the data set, printing its report.
+func setupTraining(c *cli.Context) (*trainSetup, error) {
+	if c.NArg() > 0 {
+		return nil, fmt.Errorf("%s takes no arguments (got %q)", c.Command.Name, c.Args().Slice())
+	}
+	dev, err := setupCompute(c)
+	if err != nil {
+		return nil, err
+	}
+	precName := c.String(precisionFlag.Name)
+	if !c.IsSet(precisionFlag.Name) {
+		precName = "" // the device's default: bf16 on CUDA, fp32 on the CPU
+	}
+	prec, err := train.ParsePrecision(precName, dev)
+	if err != nil {
+		return nil, fmt.Errorf("--precision: %w", err)
+	}
+	if prec == train.FP16 && dev.Type != torch.CUDADevice {
+		return nil, errors.New("--precision fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
+	}
+	if c.Int("batch-size") < 1 || c.Int("grad-accum") < 1 || c.Int("grad-accum") > c.Int("batch-size") {
+		return nil, fmt.Errorf("--batch-size %d and --grad-accum %d: want 1 <= grad-accum <= batch-size", c.Int("batch-size"), c.Int("grad-accum"))
+	}
+	ds, err := dataset.Open(c.String("data"), dataset.Options{})
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(c.App.ErrWriter, "data: %s (%s): %d train, %d val, %d test images; %s\n", ds.Root, ds.Format,
+		len(ds.Split(dataset.Train)), len(ds.Split(dataset.Val)), len(ds.Split(dataset.Test)), ds.Report.Summary())
+	cache := c.String("cache")
+	if cache == "" {
+		cache = dataset.DefaultCacheDir(ds.Root)
+	}
+	var augment dataset.AugmentOptions
+	if c.Bool("augment") {
+		augment = dataset.DefaultAugment()
+	}
+	out := c.String("out")
+	args := map[string]any{"command": os.Args}
+	for _, f := range c.Command.Flags {
+		name := f.Names()[0]
+		args[name] = c.Value(name)
+	}
+	opts := train.Options{
+		Out: out, Resume: c.Bool("resume"),
+		Epochs: c.Int("epochs"), MaxSteps: c.Int("max-steps"), BatchSize: c.Int("batch-size"), GradAccum: c.Int("grad-accum"),
+		LR: c.Float64("lr"), MinLR: c.Float64("min-lr"), Warmup: c.Int("warmup"), Schedule: c.String("schedule"),
+		WeightDecay: c.Float64("weight-decay"), Beta2: c.Float64("beta2"), ClipGrad: c.Float64("clip-grad"),
+		Precision: prec, MaxBadSteps: c.Int("max-bad-steps"),
+		LogEvery: c.Int("log-every"), EvalEvery: c.Int("eval-every"), EvalBatchSize: c.Int("eval-batch-size"), SaveEvery: c.Int("save-every"),
+		Workers: c.Int(workersFlag.Name), Seed: c.Uint64(seedFlag.Name), Augment: augment, CacheDir: cache, Report: &ds.Report,
+		Args: args, Log: c.App.ErrWriter,
+	}
+	return &trainSetup{dev: dev, prec: prec, ds: ds, opts: opts, out: out, resume: opts.Resume}, nil
+}
+
+// checkFresh refuses to start a new run over an existing one.
+func (s *trainSetup) checkFresh() error {
+	if s.resume {
+		if _, err := os.Stat(filepath.Join(s.out, clip.RunCheckpointPath)); err != nil {
+			return fmt.Errorf("--resume: %s holds no checkpoint (%s)", s.out, clip.RunCheckpointPath)
+		}
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(s.out, clip.RunCheckpointPath)); err == nil {
+		return fmt.Errorf("%s already holds a run: continue it with --resume, or choose another --out", s.out)
+	}
+	return os.MkdirAll(s.out, 0o755)
+}
+
+// job is a Job over the data set's splits.
+func (s *trainSetup) job(m *clip.Model, tok *tokenizer.Tokenizer, tokDir string) train.Job {
+	return train.Job{Model: m, Tokenizer: tok, TokenizerDir: tokDir,
+		Train: s.ds.Split(dataset.Train), Val: s.ds.Split(dataset.Val), Test: s.ds.Split(dataset.Test)}
+}
+
+// run runs the loop with SIGINT and SIGTERM cancelling it, and reports the outcome.
+func (s *trainSetup) run(c *cli.Context, job train.Job) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := train.Run(ctx, job, s.opts)
+	var ie *train.InterruptedError
+	if errors.As(err, &ie) {
+		return fmt.Errorf("%w\ncontinue it with: %s", err, resumeCommand())
+	}
+	if err != nil {
+		return err
+	}
+	w := c.App.ErrWriter
+	if s.opts.Report.Skipped() > 0 {
+		fmt.Fprintf(w, "data: %s\n", s.opts.Report.Summary())
+	}
+	fmt.Fprintf(w, "done: %d steps (%d skipped) in %s; best validation loss %.4f\n", res.Steps, res.Skipped, res.Duration.Round(1e9), res.BestValLoss)
+	if res.Test != nil {
+		fmt.Fprintf(w, "test: %s\n", res.Test)
+	}
+	fmt.Fprintf(w, "run folder %s: model/, model.pt, metrics.jsonl, %s, checkpoints/\n", s.out, train.CurveFile)
+	return nil
+}
+
+// resumeCommand is this process's command line with --resume.
+func resumeCommand() string {
+	args := append([]string{"goclip"}, os.Args[1:]...)
+	for _, a := range args {
+		if a == "--resume" || a == "-resume" || strings.HasPrefix(a, "--resume=") {
+			return strings.Join(args, " ")
+		}
+	}
+	return strings.Join(append(args, "--resume"), " ")
+}
+
+func runTrain(c *cli.Context) error {
+	s, err := setupTraining(c)
+	if err != nil {
+		return err
+	}
+	if (c.String(modelFlag.Name) == "") == (c.String(configFlag.Name) == "") {
+		return errors.New("give --config NAME (from scratch) or --model DIR (full fine-tuning), one of them")
+	}
+	if err := s.checkFresh(); err != nil {
+		return err
+	}
+	var (
+		m      *clip.Model
+		tok    *tokenizer.Tokenizer
+		tokDir string
+	)
+	if dir := c.String(modelFlag.Name); dir != "" {
+		src, err := clip.FindCheckpoint(dir)
+		if err != nil {
+			return err
+		}
+		if src.Tokenizer == "" {
+			return fmt.Errorf("--model %s has no tokenizer (vocab.json and merges.txt)", dir)
+		}
+		if tok, err = tokenizer.Load(src.Tokenizer); err != nil {
+			return err
+		}
+		tokDir = src.Tokenizer
+		if m, _, err = clip.LoadPretrained(dir, s.dev, torch.Float32); err != nil {
+			return err
+		}
+	} else {
+		cfg, err := loadArchitecture(c.String(configFlag.Name))
+		if err != nil {
+			return err
+		}
+		tokDir = filepath.Join(s.out, "tokenizer")
+		tok, err = scratchTokenizer(c, s, tokDir)
+		if err != nil {
+			return err
+		}
+		cfg = train.WithTokenizer(cfg, tok)
+		if n := c.Int("context-length"); n > 0 {
+			cfg.Text.MaxPositionEmbeddings = int64(n)
+		}
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		torch.ManualSeed(c.Uint64(seedFlag.Name))
+		if m, err = clip.New(cfg, s.dev); err != nil {
+			return err
+		}
+	}
+	defer m.Free()
+	return s.run(c, s.job(m, tok, tokDir))
+}
+
+// scratchTokenizer is --tokenizer, or on resume the run's tokenizer, or a vocabulary
+// trained on the training captions; it is saved to dir.
+func scratchTokenizer(c *cli.Context, s *trainSetup, dir string) (*tokenizer.Tokenizer, error) {
+	if s.resume {
+		if _, err := os.Stat(filepath.Join(dir, tokenizer.VocabFile)); err == nil {
+			return tokenizer.Load(dir)
+		}
+	}
+	var tok *tokenizer.Tokenizer
+	var err error
+	if path := c.String("tokenizer"); path != "" {
+		tok, err = tokenizer.Load(path)
+	} else {
+		items := s.ds.Split(dataset.Train)
+		size := c.Int("vocab-size")
+		if size <= 0 {
+			size = train.DefaultVocabSize(s.ds.Captions(dataset.Train))
+		}
+		fmt.Fprintf(c.App.ErrWriter, "tokenizer: training a %d-token BPE vocabulary on %d captions\n", size, s.ds.Captions(dataset.Train))
+		tok, err = train.TrainTokenizer(items, size)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return tok, tok.Save(dir)
+}

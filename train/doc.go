@@ -1,0 +1,45 @@
+// Package train is goclip's training loop: AdamW over parameter groups (weight decay on
+// matrices only), a linear-warmup cosine (or constant) learning-rate schedule, gradient
+// accumulation that reproduces the larger batch exactly, gradient-norm clipping, mixed
+// precision (bf16 autocast, or fp16 autocast with a dynamic loss scale kept in Go),
+// periodic evaluation with DESIGN.md's protocol (Evaluate, Retrieval), and the files a
+// run writes: config.json, args.json, metrics.jsonl, learning_curve.png, resumable
+// checkpoints and the final model.
+//
+// One entry point, Run, serves training from scratch, full fine-tuning and LoRA
+// fine-tuning: the caller builds the model (and injects adapters) and names the
+// parameters to train; everything else is the same loop.
+//
+// # Exact Resume
+//
+// checkpoints/last.pt holds everything the loop's future depends on: the trained
+// tensors, the AdamW moments and step, the schedule position, the loss scaler, the torch
+// RNG states, the data seed and the data position (epoch and batch). The loader's batches
+// are a function of (seed, epoch, index) only, so a run interrupted and resumed with
+// Options.Resume ends exactly where an uninterrupted run ends (CPU, fp32, same threads).
+// Cancelling the context passed to Run (the CLI does so on SIGINT and SIGTERM) finishes
+// the current step, writes the checkpoint and returns an *InterruptedError.
+//
+// # Gradient Accumulation
+//
+// CLIP's loss contrasts every image with every caption of the batch, so it does not
+// split into a sum over micro-batches. With GradAccum > 1 the loop first embeds every
+// micro-batch without gradients, then, per micro-batch, recomputes that micro-batch's
+// embeddings with gradients and back-propagates the loss of the whole batch through them
+// (the others held fixed, the logit scale live in the first micro-batch only). The
+// gradients are those of the full batch; activations are held for one micro-batch at a
+// time. The price is one extra forward pass per micro-batch.
+//
+// # Error Handling
+//
+// Each step runs inside a torch.Scope and torch.Try: a tensor panic (a bad shape, an
+// out-of-memory) becomes the error Run returns. A non-finite loss or gradient norm is not
+// an error: the step is skipped and counted; more than Options.MaxBadSteps in a row stop
+// the run with a *BadStepsError, the last good checkpoint left in place. In fp16 an
+// overflow of the scaled gradients halves the loss scale and skips the step (LossScaler).
+//
+// # Threads
+//
+// libtorch keeps grad mode and autocast per OS thread, so Run locks its goroutine to its
+// thread for the whole run.
+package train

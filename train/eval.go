@@ -1,0 +1,238 @@
+package train
+
+// Evaluation, as DESIGN.md's protocol defines it: the loss is the symmetric
+// cross-entropy over batches that pair each image with its first caption, in split
+// order, the last partial batch included, averaged per pair; retrieval ranks all
+// captions by cosine similarity to each image (image to text) and all images to each
+// caption (text to image).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+
+	"goclip/clip"
+	"goclip/clip/tokenizer"
+	"goclip/dataset"
+	"goclip/torch"
+)
+
+// RecallKs are the k of the recalls reported.
+var RecallKs = []int{1, 5, 10}
+
+// Recalls are R@1, R@5 and R@10 as fractions in [0, 1].
+type Recalls struct {
+	R1  float64 `json:"R@1"`
+	R5  float64 `json:"R@5"`
+	R10 float64 `json:"R@10"`
+}
+
+func recallsOf(r []float64) Recalls { return Recalls{R1: r[0], R5: r[1], R10: r[2]} }
+
+// EvalResult is what `goclip eval --json` prints and eval.json holds.
+type EvalResult struct {
+	Loss        float64 `json:"loss"`
+	ImageToText Recalls `json:"image_to_text"`
+	TextToImage Recalls `json:"text_to_image"`
+	Images      int     `json:"images"`
+	Captions    int     `json:"captions"`
+}
+
+// String is a one-line summary for logs.
+func (r EvalResult) String() string {
+	return fmt.Sprintf("loss %.4f  image->text R@1/5/10 %.3f/%.3f/%.3f  text->image R@1/5/10 %.3f/%.3f/%.3f  (%d images, %d captions)",
+		r.Loss, r.ImageToText.R1, r.ImageToText.R5, r.ImageToText.R10,
+		r.TextToImage.R1, r.TextToImage.R5, r.TextToImage.R10, r.Images, r.Captions)
+}
+
+// EvalOptions configure Evaluate.
+type EvalOptions struct {
+	BatchSize int       // pairs per loss batch and per forward pass (default 256)
+	Workers   int       // image decoders (default: the loader's)
+	Precision Precision // autocast for the forward passes (default fp32)
+	CacheDir  string    // a dataset cache to read images from ("" for none)
+	Report    *dataset.Report
+}
+
+// DefaultEvalBatch is the evaluation batch size when none is given.
+const DefaultEvalBatch = 256
+
+// Evaluate runs the evaluation protocol on items with m in evaluation mode (it leaves m
+// in evaluation mode). Captions are tokenized with tok at the model's context length.
+// Unreadable images are left out, with their captions, and recorded in opts.Report.
+func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, items []dataset.Item, opts EvalOptions) (res EvalResult, err error) {
+	if len(items) == 0 {
+		return res, errors.New("evaluate: the split holds no images")
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = DefaultEvalBatch
+	}
+	m.SetTrain(false)
+	dev := m.Device()
+	size := int(m.Config.Vision.ImageSize)
+	ctxLen := int(m.Config.Text.MaxPositionEmbeddings)
+
+	loader := dataset.NewLoader(items, dataset.LoaderOptions{
+		Size: size, BatchSize: opts.BatchSize, Workers: opts.Workers, FirstCaption: true,
+		CacheDir: opts.CacheDir, Report: opts.Report,
+	})
+	defer loader.Close()
+	if err := loader.Start(0, 0); err != nil {
+		return res, err
+	}
+
+	scope := torch.NewScope()
+	defer scope.Close()
+	var imgChunks []*torch.Tensor
+	var kept []int // item index of each embedded image, in split order
+	var loadErr error
+	err = torch.Try(func() {
+		torch.NoGrad(func() {
+			for {
+				b, err := loader.Next(ctx)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					loadErr = err
+					return
+				}
+				n := int64(b.Len())
+				s := int64(b.Size)
+				var e *torch.Tensor
+				opts.Precision.run(dev, func() {
+					x := torch.FromFloat32(b.Pixels, n, 3, s, s).ToDevice(dev, false) // [B, 3, S, S]
+					e = m.EncodeImage(x).To(torch.Float32)                            // [B, P]
+				})
+				imgChunks = append(imgChunks, e)
+				kept = append(kept, b.Items...)
+				b.Release()
+			}
+		})
+	})
+	if err == nil {
+		err = loadErr
+	}
+	if err != nil {
+		return res, fmt.Errorf("evaluate: %w", err)
+	}
+	if len(kept) == 0 {
+		return res, errors.New("evaluate: no image of the split could be read")
+	}
+
+	// Every caption of every kept image, in order; first[i] is image i's first caption.
+	var captions []string
+	var owner []int
+	first := make([]int64, len(kept))
+	for i, idx := range kept {
+		first[i] = int64(len(captions))
+		for _, c := range items[idx].Captions {
+			captions = append(captions, c)
+			owner = append(owner, i)
+		}
+	}
+
+	err = torch.Try(func() {
+		torch.NoGrad(func() {
+			img := torch.Cat(imgChunks, 0) // [N, P]
+			var txtChunks []*torch.Tensor
+			for start := 0; start < len(captions); start += opts.BatchSize {
+				batch := captions[start:min(start+opts.BatchSize, len(captions))]
+				ids, _ := tok.Batch(batch, ctxLen)
+				var e *torch.Tensor
+				opts.Precision.run(dev, func() {
+					x := torch.FromInt64(ids, int64(len(batch)), int64(ctxLen)).ToDevice(dev, false) // [B, T]
+					e = m.EncodeText(x).To(torch.Float32)                                            // [B, P]
+				})
+				txtChunks = append(txtChunks, e)
+			}
+			txt := torch.Cat(txtChunks, 0) // [M, P]
+			pairTxt := txt.IndexSelect(0, torch.FromInt64(first, int64(len(first))).ToDevice(dev, false))
+			res.Loss = PairLoss(img, pairTxt, m.LogitScale.Item(), opts.BatchSize)
+			res.ImageToText, res.TextToImage = Retrieval(img, txt, owner)
+		})
+	})
+	if err != nil {
+		return res, fmt.Errorf("evaluate: %w", err)
+	}
+	res.Images, res.Captions = len(kept), len(captions)
+	return res, nil
+}
+
+// PairLoss is the evaluation loss: img [N, P] and txt [N, P] are the (unnormalised)
+// embeddings of N matching pairs; the symmetric cross-entropy with logits
+// exp(logitScale)·cos is taken over consecutive batches of batch pairs (the last one
+// partial) and averaged per pair.
+func PairLoss(img, txt *torch.Tensor, logitScale float64, batch int) float64 {
+	scope := torch.NewScope()
+	defer scope.Close()
+	n := img.Size(0)
+	scale := math.Exp(logitScale)
+	in := img.Normalize(2, -1, 1e-12) // [N, P]
+	tn := txt.Normalize(2, -1, 1e-12) // [N, P]
+	var sum float64
+	for s := int64(0); s < n; s += int64(batch) {
+		b := min(int64(batch), n-s)
+		logits := in.Narrow(0, s, b).Matmul(tn.Narrow(0, s, b).T()).MulScalar(scale) // [b, b]
+		sum += clip.ContrastiveLoss(logits).Item() * float64(b)
+	}
+	return sum / float64(n)
+}
+
+// retrievalChunk is the number of query rows ranked at once.
+const retrievalChunk = 1024
+
+// Retrieval computes the recalls at RecallKs from image embeddings img [N, P] and
+// caption embeddings txt [M, P] (unnormalised; similarity is the cosine), caption j
+// describing image owner[j]. Image-to-text R@k is the fraction of images that have any
+// of their captions among the k captions nearest to them; text-to-image R@k the
+// fraction of captions whose image is among the k images nearest to them. A k larger
+// than the candidates counts every candidate. Ties rank in index order.
+func Retrieval(img, txt *torch.Tensor, owner []int) (imageToText, textToImage Recalls) {
+	scope := torch.NewScope()
+	defer scope.Close()
+	if int64(len(owner)) != txt.Size(0) {
+		panic(&torch.Error{Op: "retrieval", Msg: fmt.Sprintf("%d caption owners for %d captions", len(owner), txt.Size(0))})
+	}
+	in := img.Normalize(2, -1, 1e-12) // [N, P]
+	tn := txt.Normalize(2, -1, 1e-12) // [M, P]
+
+	// rank gives the recalls of queries against cands; match says whether candidate c
+	// is a right answer for query q.
+	rank := func(queries, cands *torch.Tensor, match func(q, c int) bool) []float64 {
+		nq, nc := int(queries.Size(0)), int(cands.Size(0))
+		kmax := min(RecallKs[len(RecallKs)-1], nc)
+		found := make([]float64, len(RecallKs))
+		for s := 0; s < nq; s += retrievalChunk {
+			inner := torch.NewScope()
+			b := min(retrievalChunk, nq-s)
+			sims := queries.Narrow(0, int64(s), int64(b)).Matmul(cands.T()) // [b, nc]
+			_, idx := sims.TopK(int64(kmax), 1, true)                       // [b, kmax]
+			top := idx.Int64s()
+			inner.Close()
+			for q := 0; q < b; q++ {
+				first := kmax // rank of the first match
+				for r := 0; r < kmax; r++ {
+					if match(s+q, int(top[q*kmax+r])) {
+						first = r
+						break
+					}
+				}
+				for i, k := range RecallKs {
+					if first < k {
+						found[i]++
+					}
+				}
+			}
+		}
+		for i := range found {
+			found[i] /= float64(nq)
+		}
+		return found
+	}
+	imageToText = recallsOf(rank(in, tn, func(q, c int) bool { return owner[c] == q }))
+	textToImage = recallsOf(rank(tn, in, func(q, c int) bool { return owner[q] == c }))
+	return imageToText, textToImage
+}

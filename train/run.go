@@ -1,0 +1,563 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"goclip/clip"
+	"goclip/clip/tokenizer"
+	"goclip/dataset"
+	"goclip/nn"
+	"goclip/torch"
+)
+
+// Options configure Run. Zero values take the defaults given.
+type Options struct {
+	Out    string // the run folder
+	Resume bool   // continue from Out/checkpoints/last.pt
+
+	Epochs    int // passes over the training split (default 1 unless MaxSteps sets it)
+	MaxSteps  int // stop after this many optimizer steps (0: no limit)
+	BatchSize int // the global batch (default 32)
+	GradAccum int // micro-batches per step (default 1)
+
+	LR          float64 // peak learning rate (default 5e-4)
+	MinLR       float64 // the cosine's floor (default 0)
+	Warmup      int     // linear warmup steps
+	Schedule    string  // Cosine (default) or Constant
+	WeightDecay float64 // decoupled, on weight matrices only (default 0.1)
+	Beta1       float64 // default 0.9
+	Beta2       float64 // default 0.98
+	Eps         float64 // default 1e-6
+	ClipGrad    float64 // max gradient 2-norm (0: no clipping)
+
+	Precision   Precision // fp32, bf16 or fp16 (default fp32)
+	InitScale   float64   // fp16's initial loss scale (default 65536)
+	MaxBadSteps int       // non-finite steps in a row tolerated (default 10)
+
+	LogEvery      int // steps between metrics.jsonl training rows (default 10)
+	EvalEvery     int // steps between evaluations (0: at the end of each epoch)
+	EvalBatchSize int // evaluation batch (default 256)
+	SaveEvery     int // steps between extra writes of last.pt (0: only at evaluations)
+
+	Workers  int                    // image decoders
+	Seed     uint64                 // data order, caption draws and augmentation
+	Augment  dataset.AugmentOptions // training augmentation
+	CacheDir string                 // a dataset cache ("" for none)
+	Report   *dataset.Report        // unreadable images are recorded here
+
+	Args any       // written to args.json (the command line's settings)
+	Log  io.Writer // progress and messages (nil: none)
+
+	// AfterStep, when set, is called after every optimizer step with the number of
+	// steps taken (tests use it to interrupt a run by cancelling its context).
+	AfterStep func(step int, loss float64)
+}
+
+func (o *Options) defaults() {
+	if o.BatchSize <= 0 {
+		o.BatchSize = 32
+	}
+	if o.GradAccum <= 0 {
+		o.GradAccum = 1
+	}
+	if o.LR == 0 {
+		o.LR = 5e-4
+	}
+	if o.Schedule == "" {
+		o.Schedule = Cosine
+	}
+	if o.Beta1 == 0 {
+		o.Beta1 = 0.9
+	}
+	if o.Beta2 == 0 {
+		o.Beta2 = 0.98
+	}
+	if o.Eps == 0 {
+		o.Eps = 1e-6
+	}
+	if o.Precision == "" {
+		o.Precision = FP32
+	}
+	if o.InitScale == 0 {
+		o.InitScale = DefaultInitScale
+	}
+	if o.MaxBadSteps <= 0 {
+		o.MaxBadSteps = 10
+	}
+	if o.LogEvery <= 0 {
+		o.LogEvery = 10
+	}
+	if o.EvalBatchSize <= 0 {
+		o.EvalBatchSize = DefaultEvalBatch
+	}
+}
+
+// Job is what to train: a built model and the data. Training from scratch, full
+// fine-tuning and LoRA fine-tuning differ only here.
+type Job struct {
+	Model        *clip.Model
+	Tokenizer    *tokenizer.Tokenizer
+	TokenizerDir string // its vocab.json and merges.txt, copied into model/ ("" for none)
+
+	Train, Val, Test []dataset.Item
+
+	// Params are the parameters to train (they must require grad); nil trains every
+	// parameter of the model. Their names key the checkpoint's tensors.
+	Params []nn.Named
+	// Adapter marks a LoRA run: the checkpoint holds its tensors under "adapter"
+	// instead of "model".
+	Adapter bool
+
+	// Finish writes the final model files into the run folder; nil writes model/ (an
+	// HF folder, clip.SaveHF) and model.pt (clip.SavePT). LoRA runs pass a function
+	// that also writes adapter/ and saves the merged model.
+	Finish func(run string) error
+}
+
+func (j *Job) key() string {
+	if j.Adapter {
+		return "adapter"
+	}
+	return "model"
+}
+
+// Result summarises a finished run.
+type Result struct {
+	Steps       int           // optimizer steps taken over the run (resumed runs included)
+	Skipped     int           // steps skipped (non-finite, fp16 overflow)
+	TrainLosses []float64     // the train_loss of each metrics row
+	Val         *EvalResult   // the last validation evaluation (nil without a val split)
+	BestValLoss float64       // the lowest validation loss (NaN without evaluations)
+	Test        *EvalResult   // eval.json (nil without a test split)
+	Duration    time.Duration // wall time of this invocation
+}
+
+// InterruptedError is returned when the context was cancelled: the current step was
+// finished and the checkpoint written.
+type InterruptedError struct {
+	Step       int
+	Checkpoint string
+}
+
+func (e *InterruptedError) Error() string {
+	return fmt.Sprintf("interrupted after step %d; the run was saved to %s", e.Step, e.Checkpoint)
+}
+
+// BadStepsError stops a run whose loss or gradients stayed non-finite.
+type BadStepsError struct {
+	Streak     int
+	Step       int
+	Checkpoint string // the last good checkpoint ("" when none was written)
+}
+
+func (e *BadStepsError) Error() string {
+	msg := fmt.Sprintf("%d steps in a row had a non-finite loss or gradient (up to step %d): stopping", e.Streak, e.Step)
+	if e.Checkpoint != "" {
+		msg += "; the last good checkpoint is " + e.Checkpoint
+	}
+	return msg + " (lower --lr, raise --warmup, set --clip-grad, or use --precision fp32)"
+}
+
+// trainer is the state of one run.
+type trainer struct {
+	job    Job
+	opts   Options
+	model  *clip.Model
+	params []nn.Named   // trained parameters, in optimizer group order
+	groups [][]nn.Named // the optimizer's groups: decay, then no decay
+	opt    *torch.AdamW
+	sched  Schedule
+	scaler *LossScaler
+}
+
+// newTrainer builds the optimizer over job's trainable parameters.
+func newTrainer(job Job, opts Options) (*trainer, error) {
+	opts.defaults()
+	t := &trainer{job: job, opts: opts, model: job.Model}
+	params := job.Params
+	if params == nil {
+		params = job.Model.NamedParameters()
+	}
+	decay, noDecay := ParamGroups(params)
+	if len(decay)+len(noDecay) == 0 {
+		return nil, errors.New("train: no parameter requires grad")
+	}
+	t.groups = [][]nn.Named{decay, noDecay}
+	t.params = append(append([]nn.Named(nil), decay...), noDecay...)
+	tensors := func(ps []nn.Named) []*torch.Tensor {
+		out := make([]*torch.Tensor, len(ps))
+		for i, p := range ps {
+			out[i] = p.T
+		}
+		return out
+	}
+	var err error
+	if terr := torch.Try(func() {
+		t.opt = torch.NewAdamW([][]*torch.Tensor{tensors(decay), tensors(noDecay)},
+			[]float64{opts.WeightDecay, 0}, opts.Beta1, opts.Beta2, opts.Eps)
+	}); terr != nil {
+		err = terr
+	}
+	if opts.Precision == FP16 {
+		t.scaler = NewLossScaler(opts.InitScale)
+	}
+	return t, err
+}
+
+func (t *trainer) free() {
+	if t.opt != nil {
+		t.opt.Free()
+	}
+}
+
+// Run trains job.Model on job.Train as opts says, evaluating on job.Val, and writes the
+// run folder opts.Out (see DESIGN.md, "Files a run writes"). It returns an
+// *InterruptedError when ctx is cancelled (after saving the checkpoint) and a
+// *BadStepsError when too many steps in a row were not finite.
+func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
+	runtime.LockOSThread() // grad mode and autocast are per OS thread
+	defer runtime.UnlockOSThread()
+	began := time.Now()
+	if opts.Out == "" {
+		return nil, errors.New("train: no run folder (Options.Out)")
+	}
+	t, err := newTrainer(job, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer t.free()
+	opts = t.opts
+	m := job.Model
+	out := opts.Out
+	ckptDir := filepath.Join(out, "checkpoints")
+	last := filepath.Join(ckptDir, LastCheckpoint)
+	if !opts.Resume {
+		if _, err := os.Stat(last); err == nil {
+			return nil, fmt.Errorf("%s already holds a run (%s): continue it with --resume, or choose another --out", out, last)
+		}
+	} else if _, err := os.Stat(last); err != nil {
+		return nil, fmt.Errorf("--resume: %s has no checkpoint to resume from (%s)", out, last)
+	}
+	if len(job.Train) == 0 {
+		return nil, errors.New("train: the training split holds no images")
+	}
+	if err := os.MkdirAll(ckptDir, 0o755); err != nil {
+		return nil, err
+	}
+
+	st := checkpointState{seed: opts.Seed, best: math.Inf(1), bestStep: -1}
+	if opts.Resume {
+		if st, err = t.loadCheckpoint(last); err != nil {
+			return nil, err
+		}
+		if st.seed != opts.Seed {
+			fmt.Fprintf(logw(opts), "resume: using the checkpoint's data seed %d (not %d)\n", st.seed, opts.Seed)
+		}
+	} else {
+		if err := m.Config.Save(filepath.Join(out, clip.ConfigFile)); err != nil {
+			return nil, err
+		}
+		if err := writeJSON(filepath.Join(out, "args.json"), opts.Args); err != nil {
+			return nil, err
+		}
+	}
+
+	size := int(m.Config.Vision.ImageSize)
+	ctxLen := int(m.Config.Text.MaxPositionEmbeddings)
+	tok := job.Tokenizer
+	loader := dataset.NewLoader(job.Train, dataset.LoaderOptions{
+		Size: size, BatchSize: opts.BatchSize, Workers: opts.Workers, Seed: int64(st.seed),
+		Shuffle: true, DropLast: true, Augment: opts.Augment, CacheDir: opts.CacheDir, Report: opts.Report,
+		Tokenize: func(c string) []int64 { ids, _ := tok.Batch([]string{c}, ctxLen); return ids },
+	})
+	defer loader.Close()
+	perEpoch := loader.Len()
+	if perEpoch == 0 {
+		return nil, fmt.Errorf("train: the training split has %d images, fewer than one batch of %d", len(job.Train), opts.BatchSize)
+	}
+	epochs := opts.Epochs
+	if epochs <= 0 {
+		epochs = 1
+		if opts.MaxSteps > 0 {
+			epochs = (opts.MaxSteps + perEpoch - 1) / perEpoch
+		}
+	}
+	total := epochs * perEpoch
+	if opts.MaxSteps > 0 {
+		total = min(total, opts.MaxSteps)
+	}
+	t.sched = Schedule{Kind: opts.Schedule, Base: opts.LR, MinLR: opts.MinLR, Warmup: opts.Warmup, Total: total}
+	if err := t.sched.Validate(); err != nil {
+		return nil, err
+	}
+	met, err := openMetrics(out, opts.Resume, st.step)
+	if err != nil {
+		return nil, err
+	}
+	prog := newProgress(opts.Log, epochs, opts.LogEvery)
+	totalParams, trainable := nn.Count(m.NamedParameters())
+	prog.printf("training %d images (%d steps of %d per epoch, %d epochs, %d steps in all), %s, %s of %s parameters trained\n",
+		len(job.Train), perEpoch, opts.BatchSize, epochs, total, opts.Precision, fmtCount(trainable), fmtCount(totalParams))
+	if opts.Resume {
+		prog.printf("resuming at step %d (epoch %d, batch %d)\n", st.step, st.pos.Epoch+1, st.pos.Batch)
+	}
+
+	badStreak := 0 // non-finite steps in a row
+	res := &Result{BestValLoss: math.NaN()}
+	if !math.IsInf(st.best, 1) {
+		res.BestValLoss = st.best
+	}
+	evaluate := func(step int, epoch float64) error {
+		if len(job.Val) == 0 {
+			return nil
+		}
+		// Not cancellable: an interrupt during an evaluation is honoured after it, with
+		// the checkpoint written.
+		ev, err := Evaluate(context.WithoutCancel(ctx), m, tok, job.Val, EvalOptions{BatchSize: opts.EvalBatchSize, Workers: opts.Workers,
+			Precision: opts.Precision, CacheDir: opts.CacheDir, Report: opts.Report})
+		m.SetTrain(true)
+		if err != nil {
+			return err
+		}
+		res.Val = &ev
+		prog.printf("step %d (epoch %.2f) validation: %s\n", step, epoch, ev)
+		if err := met.add(EvalRow{Step: step, Epoch: epoch, ValLoss: ev.Loss, ImageToText: ev.ImageToText, TextToImage: ev.TextToImage}); err != nil {
+			return err
+		}
+		if ev.Loss < st.best {
+			st.best, st.bestStep = ev.Loss, step
+			res.BestValLoss = ev.Loss
+			return t.saveCheckpoint(filepath.Join(ckptDir, BestCheckpoint), st)
+		}
+		return nil
+	}
+	save := func() error {
+		if badStreak > 0 {
+			return nil // keep the last good checkpoint
+		}
+		if t.scaler != nil {
+			st.skipped = max(st.skipped, t.scaler.Skipped)
+		}
+		return t.saveCheckpoint(last, st)
+	}
+	plot := func() error {
+		return met.plot(filepath.Join(out, CurveFile), filepath.Base(filepath.Clean(out)))
+	}
+
+	var (
+		windowLoss          float64
+		windowN, windowImgs int
+		windowStart         = time.Now()
+		lastEvalStep        = -1
+		wroteCheckpoint     = opts.Resume
+		inputs              batchTensors
+	)
+	m.SetTrain(true)
+	for st.step < total {
+		epoch := st.pos.Epoch
+		if err := loader.StartAt(st.pos); err != nil {
+			return nil, err
+		}
+		prog.startEpoch(epoch, perEpoch, st.pos.Batch)
+		epochDone := false
+		for st.step < total {
+			if ctx.Err() != nil {
+				prog.finishEpoch()
+				return nil, t.interrupt(save, st.step, last)
+			}
+			b, err := loader.Next(ctx)
+			if err == io.EOF {
+				epochDone = true
+				break
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					prog.finishEpoch()
+					return nil, t.interrupt(save, st.step, last)
+				}
+				return nil, err
+			}
+			lr := t.sched.At(st.step)
+			var sr stepResult
+			err = torch.Try(func() {
+				n, s := int64(b.Len()), int64(b.Size)
+				inputs.pixels = torch.FromFloat32(b.Pixels, n, 3, s, s).ToDevice(m.Device(), false).Owned()    // [B, 3, S, S]
+				inputs.ids = torch.FromInt64(b.InputIDs, n, int64(ctxLen)).ToDevice(m.Device(), false).Owned() // [B, T]
+			})
+			if err == nil {
+				sr, err = t.step(inputs, lr)
+			}
+			inputs.pixels.Free()
+			inputs.ids.Free()
+			images := b.Len()
+			st.pos = b.Next
+			b.Release()
+			if err != nil {
+				return nil, fmt.Errorf("step %d: %w", st.step+1, err)
+			}
+			st.step++
+			switch sr.outcome {
+			case stepBad:
+				badStreak++
+				st.skipped++
+				prog.printf("step %d: non-finite loss or gradient (loss %v), step skipped (%d in a row)\n", st.step, sr.loss, badStreak)
+				if badStreak > opts.MaxBadSteps {
+					ck := ""
+					if wroteCheckpoint {
+						ck = last
+					}
+					prog.finishEpoch()
+					return nil, &BadStepsError{Streak: badStreak, Step: st.step, Checkpoint: ck}
+				}
+			case stepOverflow:
+				st.skipped++
+				prog.printf("step %d: fp16 gradient overflow, step skipped; loss scale now %g\n", st.step, t.scaler.Scale)
+			default:
+				badStreak = 0
+			}
+			if sr.outcome != stepBad {
+				windowLoss += sr.loss
+				windowN++
+			}
+			windowImgs += images
+			elapsed := time.Since(windowStart).Seconds()
+			ips := float64(windowImgs) / math.Max(elapsed, 1e-9)
+			prog.update(st.step, sr.loss, lr, ips)
+			fracEpoch := float64(epoch) + float64(st.pos.Batch)/float64(perEpoch)
+			if st.step%opts.LogEvery == 0 || st.step == total {
+				row := TrainRow{Step: st.step, Epoch: fracEpoch, LR: lr, TrainLoss: math.NaN(), ImagesPerS: ips, Skipped: st.skipped}
+				if windowN > 0 {
+					row.TrainLoss = windowLoss / float64(windowN)
+				}
+				if t.scaler != nil {
+					row.LossScale = t.scaler.Scale
+				}
+				if windowN > 0 {
+					if err := met.add(row); err != nil {
+						return nil, err
+					}
+				}
+				windowLoss, windowN, windowImgs, windowStart = 0, 0, 0, time.Now()
+			}
+			if opts.AfterStep != nil {
+				opts.AfterStep(st.step, sr.loss)
+			}
+			if opts.EvalEvery > 0 && st.step%opts.EvalEvery == 0 {
+				if err := evaluate(st.step, fracEpoch); err != nil {
+					return nil, err
+				}
+				lastEvalStep = st.step
+				if err := save(); err != nil {
+					return nil, err
+				}
+				wroteCheckpoint = true
+				if err := plot(); err != nil {
+					return nil, err
+				}
+			} else if opts.SaveEvery > 0 && st.step%opts.SaveEvery == 0 {
+				if err := save(); err != nil {
+					return nil, err
+				}
+				wroteCheckpoint = true
+			}
+		}
+		prog.finishEpoch()
+		if epochDone {
+			st.pos = dataset.Position{Epoch: epoch + 1}
+		}
+		if opts.EvalEvery == 0 && epochDone && lastEvalStep != st.step {
+			if err := evaluate(st.step, float64(epoch+1)); err != nil {
+				return nil, err
+			}
+			lastEvalStep = st.step
+		}
+		if err := save(); err != nil {
+			return nil, err
+		}
+		wroteCheckpoint = true
+		if err := plot(); err != nil {
+			return nil, err
+		}
+	}
+	if lastEvalStep != st.step && len(job.Val) > 0 {
+		// The run stopped between evaluations (--max-steps), or was resumed finished.
+		if err := evaluate(st.step, float64(st.pos.Epoch)+float64(st.pos.Batch)/float64(perEpoch)); err != nil {
+			return nil, err
+		}
+		if err := save(); err != nil {
+			return nil, err
+		}
+	}
+	if err := plot(); err != nil {
+		return nil, err
+	}
+
+	if len(job.Test) > 0 {
+		ev, err := Evaluate(ctx, m, tok, job.Test, EvalOptions{BatchSize: opts.EvalBatchSize, Workers: opts.Workers,
+			Precision: opts.Precision, CacheDir: opts.CacheDir, Report: opts.Report})
+		if err != nil {
+			return nil, fmt.Errorf("test evaluation: %w", err)
+		}
+		res.Test = &ev
+		prog.printf("test: %s\n", ev)
+		if err := writeJSON(filepath.Join(out, "eval.json"), ev); err != nil {
+			return nil, err
+		}
+	}
+	finish := job.Finish
+	if finish == nil {
+		finish = func(run string) error { return SaveModel(run, m, job.TokenizerDir) }
+	}
+	if err := finish(out); err != nil {
+		return nil, err
+	}
+	res.Steps, res.Skipped = st.step, st.skipped
+	res.TrainLosses = met.trainLosses
+	res.Duration = time.Since(began)
+	return res, nil
+}
+
+// interrupt writes the checkpoint of an interrupted run.
+func (t *trainer) interrupt(save func() error, step int, path string) error {
+	if err := save(); err != nil {
+		return fmt.Errorf("interrupted after step %d, and the checkpoint could not be written: %w", step, err)
+	}
+	return &InterruptedError{Step: step, Checkpoint: path}
+}
+
+// SaveModel writes a run's final model: RUN/model/ (an HF folder with the tokenizer of
+// tokenizerDir) and RUN/model.pt (the state dict, HF keys).
+func SaveModel(run string, m *clip.Model, tokenizerDir string) error {
+	if err := clip.SaveHF(filepath.Join(run, clip.RunModelDir), m, m.Config, tokenizerDir); err != nil {
+		return err
+	}
+	return clip.SavePT(filepath.Join(run, "model.pt"), m)
+}
+
+func logw(o Options) io.Writer {
+	if o.Log == nil {
+		return io.Discard
+	}
+	return o.Log
+}
+
+// fmtCount writes n with thousands separators.
+func fmtCount(n int64) string {
+	s := fmt.Sprint(n)
+	var out []byte
+	for i := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}

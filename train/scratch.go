@@ -1,0 +1,42 @@
+package train
+
+import (
+	"goclip/clip"
+	"goclip/clip/tokenizer"
+	"goclip/dataset"
+)
+
+// DefaultVocabSize is the BPE vocabulary trained for a from-scratch run on captions
+// captions when none is given: 4,096 tokens for small sets, growing with the data up to
+// CLIP's 49,408.
+func DefaultVocabSize(captions int) int {
+	switch {
+	case captions <= 50_000:
+		return 4096
+	case captions <= 200_000:
+		return 16384
+	case captions <= 1_000_000:
+		return 32768
+	}
+	return 49408
+}
+
+// TrainTokenizer learns a BPE vocabulary of vocabSize tokens from the captions of items.
+func TrainTokenizer(items []dataset.Item, vocabSize int) (*tokenizer.Tokenizer, error) {
+	var caps []string
+	for _, it := range items {
+		caps = append(caps, it.Captions...)
+	}
+	return tokenizer.Train(caps, vocabSize)
+}
+
+// WithTokenizer fits a from-scratch architecture to a tokenizer: the text vocabulary is
+// its size, and the start, end and padding ids are its special tokens (the text is
+// pooled at the first end token).
+func WithTokenizer(cfg clip.Config, tok *tokenizer.Tokenizer) clip.Config {
+	cfg.Text.VocabSize = int64(tok.VocabSize())
+	cfg.Text.BOSTokenID = int64(tok.StartID())
+	cfg.Text.EOSTokenID = int64(tok.EndID())
+	cfg.Text.PadTokenID = int64(tok.EndID())
+	return cfg
+}

@@ -1,0 +1,167 @@
+package train
+
+// One optimizer step: forward (with accumulation), backward, loss scaling, clipping,
+// the update and the logit-scale clamp, inside a torch.Scope and torch.Try.
+
+import (
+	"math"
+
+	"goclip/clip"
+	"goclip/torch"
+)
+
+// MaxLogitScale is the clamp of logit_scale after each step: ln(100).
+var MaxLogitScale = math.Log(100)
+
+// stepOutcome says what became of one step.
+type stepOutcome int
+
+const (
+	stepDone     stepOutcome = iota // the optimizer updated the parameters
+	stepOverflow                    // fp16 overflow: skipped, loss scale backed off
+	stepBad                         // non-finite loss or gradient norm: skipped
+)
+
+// stepResult is one step's loss (of the whole batch) and outcome.
+type stepResult struct {
+	loss     float64
+	gradNorm float64
+	outcome  stepOutcome
+}
+
+// logits is exp(scale)·cos(img_i, txt_j) [B, B] of unnormalised embeddings, in float32.
+func logits(img, txt, logitScale *torch.Tensor) *torch.Tensor {
+	in := img.To(torch.Float32).Normalize(2, -1, 1e-12) // [B, P]
+	tn := txt.To(torch.Float32).Normalize(2, -1, 1e-12) // [B, P]
+	return in.Matmul(tn.T()).Mul(logitScale.Exp())      // [B, B]
+}
+
+// microBounds splits n samples into accum nearly equal consecutive parts.
+func microBounds(n, accum int) []int {
+	accum = max(1, min(accum, n))
+	b := make([]int, accum+1)
+	for j := range b {
+		b[j] = j * n / accum
+	}
+	return b
+}
+
+// batchTensors are one batch's inputs on the device.
+type batchTensors struct {
+	pixels *torch.Tensor // [B, 3, S, S]
+	ids    *torch.Tensor // [B, T]
+}
+
+// step runs one optimizer step on in with learning rate lr. Tensors it makes are freed
+// before it returns; a tensor panic comes back as the error.
+func (t *trainer) step(in batchTensors, lr float64) (res stepResult, err error) {
+	scope := torch.NewScope()
+	defer scope.Close()
+	err = torch.Try(func() { res = t.stepInScope(in, lr) })
+	if err != nil {
+		t.opt.ZeroGrad()
+	}
+	return res, err
+}
+
+func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
+	m := t.model
+	dev := m.Device()
+	n := int(in.pixels.Size(0))
+	bounds := microBounds(n, t.opts.GradAccum)
+	lossScale := 1.0
+	if t.scaler != nil {
+		lossScale = t.scaler.Scale
+	}
+	var res stepResult
+
+	// backward runs backward of loss·lossScale unless the loss is not finite.
+	backward := func(loss *torch.Tensor) bool {
+		v := loss.Item()
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			res.loss = v
+			return false
+		}
+		loss.MulScalar(lossScale).Backward()
+		return true
+	}
+
+	if len(bounds) == 2 {
+		var loss *torch.Tensor
+		t.opts.Precision.run(dev, func() {
+			img := m.EncodeImage(in.pixels) // [B, P]
+			txt := m.EncodeText(in.ids)     // [B, P]
+			loss = clip.ContrastiveLoss(logits(img, txt, m.LogitScale))
+		})
+		res.loss = loss.Item()
+		if !backward(loss) {
+			t.opt.ZeroGrad()
+			res.outcome = stepBad
+			return res
+		}
+	} else {
+		// Embed every micro-batch without gradients, then back-propagate the whole
+		// batch's loss through each micro-batch's recomputed embeddings in turn.
+		k := len(bounds) - 1
+		imgs := make([]*torch.Tensor, k)
+		txts := make([]*torch.Tensor, k)
+		micro := func(x *torch.Tensor, j int) *torch.Tensor {
+			return x.Narrow(0, int64(bounds[j]), int64(bounds[j+1]-bounds[j]))
+		}
+		torch.NoGrad(func() {
+			t.opts.Precision.run(dev, func() {
+				for j := 0; j < k; j++ {
+					imgs[j] = m.EncodeImage(micro(in.pixels, j)).To(torch.Float32) // [b, P]
+					txts[j] = m.EncodeText(micro(in.ids, j)).To(torch.Float32)     // [b, P]
+				}
+			})
+		})
+		for j := 0; j < k; j++ {
+			inner := torch.NewScope()
+			var loss *torch.Tensor
+			t.opts.Precision.run(dev, func() {
+				img := append([]*torch.Tensor(nil), imgs...)
+				txt := append([]*torch.Tensor(nil), txts...)
+				img[j] = m.EncodeImage(micro(in.pixels, j)) // [b, P], with gradients
+				txt[j] = m.EncodeText(micro(in.ids, j))     // [b, P]
+				scale := m.LogitScale
+				if j > 0 {
+					scale = scale.Detach() // autograd-detached: its gradient comes from the first pass only
+				}
+				loss = clip.ContrastiveLoss(logits(torch.Cat(img, 0), torch.Cat(txt, 0), scale))
+			})
+			ok := backward(loss)
+			if j == 0 {
+				res.loss = loss.Item()
+			}
+			inner.Close()
+			if !ok {
+				t.opt.ZeroGrad()
+				res.outcome = stepBad
+				return res
+			}
+		}
+	}
+
+	params := t.opt.Params()
+	if t.scaler != nil {
+		overflow := torch.UnscaleGrads(params, 1/lossScale).Item() != 0
+		if !t.scaler.Update(overflow) {
+			t.opt.ZeroGrad()
+			res.outcome = stepOverflow
+			return res
+		}
+	}
+	res.gradNorm = torch.ClipGradNorm(params, t.opts.ClipGrad).Item()
+	if math.IsNaN(res.gradNorm) || math.IsInf(res.gradNorm, 0) {
+		t.opt.ZeroGrad()
+		res.outcome = stepBad
+		return res
+	}
+	if err := t.opt.Update(lr); err != nil {
+		panic(&torch.Error{Op: "adamw", Msg: err.Error()})
+	}
+	t.opt.ZeroGrad()
+	torch.NoGrad(func() { m.LogitScale.ClampMaxInPlace(MaxLogitScale) })
+	return res
+}
