@@ -102,7 +102,7 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 				n := int64(b.Len())
 				s := int64(b.Size)
 				var e *torch.Tensor
-				opts.Precision.run(dev, func() {
+				opts.Precision.Run(dev, func() {
 					x := torch.FromFloat32(b.Pixels, n, 3, s, s).ToDevice(dev, false) // [B, 3, S, S]
 					e = m.EncodeImage(x).To(torch.Float32)                            // [B, P]
 				})
@@ -142,7 +142,7 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 				batch := captions[start:min(start+opts.BatchSize, len(captions))]
 				ids, _ := tok.Batch(batch, ctxLen)
 				var e *torch.Tensor
-				opts.Precision.run(dev, func() {
+				opts.Precision.Run(dev, func() {
 					x := torch.FromInt64(ids, int64(len(batch)), int64(ctxLen)).ToDevice(dev, false) // [B, T]
 					e = m.EncodeText(x).To(torch.Float32)                                            // [B, P]
 				})

@@ -48,8 +48,8 @@ func (p Precision) autocast() (torch.DType, bool) {
 	return torch.Float32, false
 }
 
-// run runs f on dev under p's autocast.
-func (p Precision) run(dev torch.Device, f func()) {
+// Run runs f on dev under p's autocast.
+func (p Precision) Run(dev torch.Device, f func()) {
 	if dt, on := p.autocast(); on {
 		torch.Autocast(dev, dt, f)
 		return

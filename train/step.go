@@ -7,6 +7,7 @@ import (
 	"math"
 
 	"goclip/clip"
+	"goclip/nn"
 	"goclip/torch"
 )
 
@@ -52,6 +53,32 @@ type batchTensors struct {
 	ids    *torch.Tensor // [B, T]
 }
 
+// Stepper takes optimizer steps with the training loop's own step (forward with
+// accumulation, loss, backward, loss scaling, clipping, AdamW, the logit-scale clamp).
+// `goclip bench` times it.
+type Stepper struct{ t *trainer }
+
+// NewStepper builds the optimizer over params (nil: every parameter of m) as Run does,
+// with opts' optimizer, precision and accumulation settings.
+func NewStepper(m *clip.Model, params []nn.Named, opts Options) (*Stepper, error) {
+	t, err := newTrainer(Job{Model: m, Params: params}, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Stepper{t: t}, nil
+}
+
+// Step takes one step on a batch (pixels [B, 3, S, S], ids [B, T]) at the options' peak
+// learning rate and returns the batch's loss. A non-finite loss or an fp16 overflow skips
+// the update, as in Run.
+func (s *Stepper) Step(pixels, ids *torch.Tensor) (float64, error) {
+	res, err := s.t.step(batchTensors{pixels: pixels, ids: ids}, s.t.opts.LR)
+	return res.loss, err
+}
+
+// Free releases the optimizer state.
+func (s *Stepper) Free() { s.t.free() }
+
 // step runs one optimizer step on in with learning rate lr. Tensors it makes are freed
 // before it returns; a tensor panic comes back as the error.
 func (t *trainer) step(in batchTensors, lr float64) (res stepResult, err error) {
@@ -88,7 +115,7 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 
 	if len(bounds) == 2 {
 		var loss *torch.Tensor
-		t.opts.Precision.run(dev, func() {
+		t.opts.Precision.Run(dev, func() {
 			img := m.EncodeImage(in.pixels) // [B, P]
 			txt := m.EncodeText(in.ids)     // [B, P]
 			loss = clip.ContrastiveLoss(logits(img, txt, m.LogitScale))
@@ -109,7 +136,7 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 			return x.Narrow(0, int64(bounds[j]), int64(bounds[j+1]-bounds[j]))
 		}
 		torch.NoGrad(func() {
-			t.opts.Precision.run(dev, func() {
+			t.opts.Precision.Run(dev, func() {
 				for j := 0; j < k; j++ {
 					imgs[j] = m.EncodeImage(micro(in.pixels, j)).To(torch.Float32) // [b, P]
 					txts[j] = m.EncodeText(micro(in.ids, j)).To(torch.Float32)     // [b, P]
@@ -119,7 +146,7 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 		for j := 0; j < k; j++ {
 			inner := torch.NewScope()
 			var loss *torch.Tensor
-			t.opts.Precision.run(dev, func() {
+			t.opts.Precision.Run(dev, func() {
 				img := append([]*torch.Tensor(nil), imgs...)
 				txt := append([]*torch.Tensor(nil), txts...)
 				img[j] = m.EncodeImage(micro(in.pixels, j)) // [b, P], with gradients

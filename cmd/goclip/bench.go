@@ -131,11 +131,11 @@ func runBench(c *cli.Context) error {
 	if mode != "train" && mode != "embed" {
 		return fmt.Errorf("--mode %q: want train or embed", mode)
 	}
-	prec, err := parsePrecision(c.String(precisionFlag.Name))
+	dev, err := setupCompute(c)
 	if err != nil {
 		return err
 	}
-	dev, err := setupCompute(c)
+	prec, err := precisionOf(c, dev)
 	if err != nil {
 		return err
 	}
@@ -159,7 +159,7 @@ func runBench(c *cli.Context) error {
 	total, nTrain := nn.Count(m.NamedParameters())
 
 	cfg := m.Config
-	res := benchResult{Mode: mode, Device: dev.String(), DeviceName: deviceName(dev), Precision: prec.name,
+	res := benchResult{Mode: mode, Device: dev.String(), DeviceName: deviceName(dev), Precision: string(prec),
 		Threads: torch.Threads(), BatchSize: batch, Steps: steps, Params: total, Trainable: nTrain,
 		Torch: torch.Version()}
 	flops := forwardFLOPs(cfg) * float64(batch)
@@ -190,9 +190,9 @@ func runBench(c *cli.Context) error {
 			var ti, tt float64
 			var err error
 			torch.NoGrad(func() {
-				ti, err = timed(dev, func() { prec.run(dev, func() { m.EncodeImage(pixels) }) })
+				ti, err = timed(dev, func() { prec.Run(dev, func() { m.EncodeImage(pixels) }) })
 				if err == nil {
-					tt, err = timed(dev, func() { prec.run(dev, func() { m.EncodeText(ids) }) })
+					tt, err = timed(dev, func() { prec.Run(dev, func() { m.EncodeText(ids) }) })
 				}
 			})
 			if err != nil {
@@ -212,15 +212,17 @@ func runBench(c *cli.Context) error {
 		res.StepMS, res.StepMSMean = median(sum), mean(sum)
 		res.ImagesPerS = float64(batch) * 1000 / im
 	} else {
-		st, err := newBenchStep(m, trainable, prec, dev)
+		st, err := train.NewStepper(m, trainable, train.Options{LR: benchLR, WeightDecay: benchWeightDecay,
+			Beta1: benchBeta1, Beta2: benchBeta2, Eps: benchEps, ClipGrad: benchClipGrad, Precision: prec})
 		if err != nil {
 			return err
 		}
-		defer st.opt.Free()
+		defer st.Free()
 		var ms []float64
 		for i := 0; i < warmup+steps; i++ {
-			t, err := timed(dev, func() { res.Loss = st.run(pixels, ids) })
-			if err != nil {
+			var stepErr error
+			t, err := timed(dev, func() { res.Loss, stepErr = st.Step(pixels, ids) })
+			if err = errors.Join(stepErr, err); err != nil {
 				return err
 			}
 			if i >= warmup {
@@ -275,54 +277,6 @@ func benchModel(c *cli.Context, dev torch.Device) (*clip.Model, error) {
 	}
 	return nil, errors.New("give --model DIR (a model folder) or --config NAME (one of " +
 		strings.Join(clip.PresetNames, ", ") + ")")
-}
-
-// benchStep is one training step, as train's loop takes it with GradAccum 1.
-//
-// TODO(train): call the train package's step once it exports one (one implementation of
-// a step); this copy follows train/step.go's single-batch path, in fp32 with clip.Model's
-// own Forward for the logits.
-type benchStep struct {
-	m      *clip.Model
-	params []*torch.Tensor
-	opt    *torch.AdamW
-	prec   precision
-	dev    torch.Device
-}
-
-func newBenchStep(m *clip.Model, trainable []nn.Named, prec precision, dev torch.Device) (*benchStep, error) {
-	decay, noDecay := train.ParamGroups(trainable)
-	if len(decay)+len(noDecay) == 0 {
-		return nil, errors.New("no parameter requires grad")
-	}
-	tensors := func(ps []nn.Named) []*torch.Tensor {
-		out := make([]*torch.Tensor, len(ps))
-		for i, p := range ps {
-			out[i] = p.T
-		}
-		return out
-	}
-	opt := torch.NewAdamW([][]*torch.Tensor{tensors(decay), tensors(noDecay)},
-		[]float64{benchWeightDecay, 0}, benchBeta1, benchBeta2, benchEps)
-	return &benchStep{m: m, params: opt.Params(), opt: opt, prec: prec, dev: dev}, nil
-}
-
-// run takes one step and returns its loss. Its intermediates are freed on return.
-func (s *benchStep) run(pixels, ids *torch.Tensor) float64 {
-	scope := torch.NewScope()
-	defer scope.Close()
-	var loss *torch.Tensor
-	s.prec.run(s.dev, func() {
-		loss = clip.ContrastiveLoss(s.m.Forward(pixels, ids)) // []
-	})
-	loss.Backward()
-	torch.ClipGradNorm(s.params, benchClipGrad)
-	if err := s.opt.Update(benchLR); err != nil {
-		panic(&torch.Error{Op: "adamw", Msg: err.Error()})
-	}
-	s.opt.ZeroGrad()
-	torch.NoGrad(func() { s.m.LogitScale.ClampMaxInPlace(train.MaxLogitScale) })
-	return loss.Item()
 }
 
 // timed runs f and returns its wall time in milliseconds, the device synchronised after.

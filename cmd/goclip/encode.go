@@ -19,6 +19,7 @@ import (
 	"goclip/clip/tokenizer"
 	"goclip/dataset"
 	"goclip/torch"
+	"goclip/train"
 )
 
 // loadedModel is a model loaded for inference, with what encoding needs beside it.
@@ -27,7 +28,7 @@ type loadedModel struct {
 	cfg   clip.Config
 	src   clip.Source
 	dev   torch.Device
-	prec  precision
+	prec  train.Precision
 }
 
 // loadInferenceModel applies the compute flags and loads --model in evaluation mode.
@@ -40,7 +41,7 @@ func loadInferenceModel(c *cli.Context) (*loadedModel, error) {
 	if err != nil {
 		return nil, err
 	}
-	prec, err := parsePrecision(c.String(precisionFlag.Name))
+	prec, err := precisionOf(c, dev)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +218,7 @@ func (lm *loadedModel) encode(normalize bool, f func() *torch.Tensor) ([][]float
 		defer scope.Close()
 		torch.NoGrad(func() {
 			var e *torch.Tensor
-			lm.prec.run(lm.dev, func() { e = f() })
+			lm.prec.Run(lm.dev, func() { e = f() })
 			e = e.To(torch.Float32) // [B, P]
 			if normalize {
 				e = e.Normalize(2, -1, 1e-12)

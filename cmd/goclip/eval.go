@@ -63,12 +63,7 @@ func runEval(c *cli.Context) error {
 		return err
 	}
 	defer lm.free()
-	prec := train.Precision(lm.prec.name)
-	if !c.IsSet(precisionFlag.Name) {
-		if prec, err = train.ParsePrecision("", lm.dev); err != nil {
-			return err
-		}
-	}
+	prec := lm.prec
 	if dir := c.String("adapter"); dir != "" {
 		if _, err := lora.Load(dir, lm.model); err != nil {
 			return err

@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"goclip/torch"
+	"goclip/train"
 )
 
 // Categories group flags in --help.
@@ -39,8 +40,7 @@ var (
 	}
 	precisionFlag = &cli.StringFlag{
 		Name:     "precision",
-		Usage:    "fp32, or bf16/fp16 autocast (mixed precision; weights stay float32)",
-		Value:    "fp32",
+		Usage:    "fp32, or bf16/fp16 autocast (mixed precision; weights stay float32); default bf16 on CUDA, fp32 on the CPU",
 		EnvVars:  []string{"GOCLIP_PRECISION"},
 		Category: catCompute,
 	}
@@ -110,33 +110,14 @@ func parseDevice(s string) (torch.Device, error) {
 	return dev, nil
 }
 
-// precision is a parsed --precision: full float32, or autocast to a half type.
-type precision struct {
-	name     string
-	autocast bool
-	dtype    torch.DType // the autocast dtype when autocast
-}
-
-// parsePrecision reads a --precision value.
-func parsePrecision(s string) (precision, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "fp32", "float32", "":
-		return precision{name: "fp32", dtype: torch.Float32}, nil
-	case "bf16", "bfloat16":
-		return precision{name: "bf16", autocast: true, dtype: torch.BFloat16}, nil
-	case "fp16", "float16":
-		return precision{name: "fp16", autocast: true, dtype: torch.Float16}, nil
+// precisionOf reads --precision; unset, it is the device's default (bf16 on CUDA, fp32
+// on the CPU).
+func precisionOf(c *cli.Context, dev torch.Device) (train.Precision, error) {
+	p, err := train.ParsePrecision(c.String(precisionFlag.Name), dev)
+	if err != nil {
+		return "", fmt.Errorf("--precision: %w", err)
 	}
-	return precision{}, fmt.Errorf("--precision %q: want fp32, bf16 or fp16", s)
-}
-
-// run runs f on dev, under autocast when p asks for it.
-func (p precision) run(dev torch.Device, f func()) {
-	if p.autocast {
-		torch.Autocast(dev, p.dtype, f)
-		return
-	}
-	f()
+	return p, nil
 }
 
 // parseDType reads a --dtype value for files: float32, float16 or bfloat16.

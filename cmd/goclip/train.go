@@ -108,13 +108,9 @@ func setupTraining(c *cli.Context) (*trainSetup, error) {
 	if err != nil {
 		return nil, err
 	}
-	precName := c.String(precisionFlag.Name)
-	if !c.IsSet(precisionFlag.Name) {
-		precName = "" // the device's default: bf16 on CUDA, fp32 on the CPU
-	}
-	prec, err := train.ParsePrecision(precName, dev)
+	prec, err := precisionOf(c, dev)
 	if err != nil {
-		return nil, fmt.Errorf("--precision: %w", err)
+		return nil, err
 	}
 	if prec == train.FP16 && dev.Type != torch.CUDADevice {
 		return nil, errors.New("--precision fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
