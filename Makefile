@@ -12,15 +12,16 @@ SHIM_SRC := $(wildcard torch/csrc/*.cc torch/csrc/*.h) torch/csrc/CMakeLists.txt
 GO_SRC := $(shell find . -name '*.go' -not -path './build/*' 2>/dev/null) go.mod go.sum
 THREADS ?= $(shell nproc)
 
-.PHONY: all build shim test test-short bench clean check-torch2 test-binaries finetune train vet fmt
+.PHONY: all build shim test test-short bench clean check-torch2 gpu-prepare finetune train vet fmt
 
 all: build
 
 shim: $(SHIM)
 
-$(SHIM): $(SHIM_SRC)
-	cmake -S torch/csrc -B $(SHIM_DIR) -DCMAKE_PREFIX_PATH="$$(third_party/find-libtorch.sh)" -DCMAKE_BUILD_TYPE=Release >/dev/null
-	cmake --build $(SHIM_DIR) -j $(THREADS)
+# One way to build the shim everywhere (here, CI, Docker, the GPU machine): CMake when it
+# can configure Torch, else plain g++ against the libtorch it finds.
+$(SHIM): $(SHIM_SRC) scripts/build-shim.sh third_party/find-libtorch.sh
+	scripts/build-shim.sh --out $(SHIM_DIR) --jobs $(THREADS)
 
 bin/goclip: $(SHIM) $(GO_SRC)
 	$(GO) build -o bin/goclip ./cmd/goclip
@@ -34,11 +35,10 @@ test: build
 test-short: build
 	$(GO) test -count=1 -short ./...
 
-# Test binaries for the GPU machine (no Go there): scripts/gpu-check.sh runs them.
-test-binaries: build
-	mkdir -p build/tests
-	for p in $$($(GO) list ./... | grep -v /cmd/); do \
-	  $(GO) test -c -o build/tests/$$(basename $$p).test $$p || exit 1; done
+# What the GPU machine (no Go there) needs: bin/goclip and the test binaries, packed into
+# build/gpu-bundle for scripts/gpu-check.sh (docs/gpu.md).
+gpu-prepare: build
+	scripts/gpu-prepare.sh
 
 # Compile the shim against libtorch 2.x headers (Debian trixie's libtorch-dev, fetched,
 # not installed) so the 2.x code paths cannot rot while CI links 1.13.

@@ -31,7 +31,7 @@ if has_config "$debian"; then echo "$debian/Torch"; exit 0; fi
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "find-libtorch: installing libtorch-dev and cmake with apt" >&2
-  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtorch-dev libopenblas0-pthread cmake >&2
+  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtorch-dev libgloo-dev libopenblas0-pthread cmake >&2
   if has_config "$debian"; then echo "$debian/Torch"; exit 0; fi
 fi
 

@@ -194,6 +194,34 @@ gt_status gt_cuda_properties(int dev_index, char *buf, int n, int64_t *total_mem
 /* 1 when the shim was built with CUDA support (headers and libraries). */
 int gt_built_with_cuda(void);
 
+/* ---- distributed (distributed.cc) ---- */
+/* A c10d process group: TCPStore rendezvous plus a Gloo or NCCL backend. Owned by the
+ * caller (gt_pg_free). Collectives block until done or until the group's timeout; a
+ * timeout or a dead peer comes back as a status naming the op, rank and backend. Every
+ * rank must call the same collectives in the same order. */
+typedef void *gt_pg;
+enum { GT_GLOO = 0, GT_NCCL = 1 };
+enum { GT_REDUCE_SUM = 0, GT_REDUCE_AVG = 1, GT_REDUCE_MAX = 2, GT_REDUCE_MIN = 3 };
+/* 1 when this shim was built with the backend (Gloo headers; NCCL and CUDA). */
+int gt_dist_has_backend(int backend);
+/* Rendezvous at addr:port (rank 0 hosts the TCPStore there) with world ranks, then
+ * create the backend. timeout_ms bounds the rendezvous and each collective. */
+gt_status gt_pg_new(int backend, int rank, int world, const char *addr, int port,
+                    int64_t timeout_ms, gt_pg *out);
+void gt_pg_free(gt_pg pg); /* NULL allowed; never fails */
+/* In place on every rank: runs of tensors with one dtype and device are reduced through
+ * one flat buffer (one collective per run). AVG is SUM divided by the world size. */
+gt_status gt_pg_all_reduce(gt_pg pg, const gt_tensor *ts, int n, int op);
+/* [b_r, ...] from every rank concatenated on dim 0 in rank order (owned); b_r may differ
+ * by rank, the other sizes may not. No gradient. */
+gt_status gt_pg_all_gather(gt_pg pg, gt_tensor t, gt_tensor *out);
+/* all_gather with autograd: backward sums the gradient over ranks and returns this
+ * rank's rows. The graph keeps the group alive until it is freed. */
+gt_status gt_pg_gather_with_grad(gt_pg pg, gt_tensor t, gt_tensor *out);
+/* In place: every rank receives root's values. */
+gt_status gt_pg_broadcast(gt_pg pg, gt_tensor t, int root);
+gt_status gt_pg_barrier(gt_pg pg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# End-to-end LoRA fine-tune for the GPU check, benchmark (d): synthetic 224x224 data,
+# cached as .npy crops, `goclip finetune` of a random ViT-B/16 HF model with the bench's
+# settings (r=64, alpha=128, q/k/v, batch 256, bf16). Its metrics.jsonl images_per_s is
+# compared with `goclip bench` LoRA in the report: the GPU should not wait on data.
+#
+#   scripts/gpu/e2e.sh WORK [STEPS]     (run from the repository root)
+set -euo pipefail
+
+work=$1
+steps=${2:-40}
+g=bin/goclip
+py=${PYTHON:-python3}
+data=$work/synth224
+model=$work/models/vit-b-16
+run=$work/e2e-run
+workers=$(( $(nproc) > 4 ? $(nproc) - 2 : 2 ))
+
+if [ ! -f "$model/config.json" ] || [ ! -f "$model/vocab.json" ]; then
+  echo "e2e: making the ViT-B/16 model folder"
+  "$py" scripts/gpu/interop.py --work "$work" --goclip "$g" --models vit-b-16 --models-only \
+    --out "$work/e2e-models.json"
+fi
+t0=$(date +%s)
+"$g" synth --out "$data" --images 1024 --size 224 --seed 2 --force
+t1=$(date +%s)
+"$g" cache --data "$data" --size 224 --workers "$workers"
+t2=$(date +%s)
+rm -rf "$run"
+"$g" finetune --model "$model" --data "$data" --out "$run" \
+  --lora-r 64 --lora-alpha 128 --lora-targets q_proj,k_proj,v_proj \
+  --batch-size 256 --max-steps "$steps" --log-every 5 --precision bf16 --device cuda \
+  --workers "$workers" --seed 1
+t3=$(date +%s)
+printf '{"synth_s": %d, "cache_s": %d, "finetune_s": %d, "steps": %d, "workers": %d}\n' \
+  $((t1 - t0)) $((t2 - t1)) $((t3 - t2)) "$steps" "$workers" >"$work/e2e-times.json"
+echo "e2e: synth $((t1 - t0)) s, cache $((t2 - t1)) s, finetune $((t3 - t2)) s"

@@ -1,0 +1,175 @@
+package train
+
+// Data-parallel training over a torch.ProcessGroup: every rank holds the whole model,
+// takes a contiguous slice of each global batch, computes the contrastive loss against
+// the features of the whole global batch (gathered with gradients), and averages the
+// gradients of the trainable parameters before the optimizer step. The step then updates
+// every rank's copy identically, so the ranks stay in sync without sending weights.
+//
+// Why the gradients come out right: with N rows in the global batch split over W ranks
+// (b_r rows on rank r), rank r's loss is over its own rows against all N columns, scaled
+// by W·b_r/N (1 for equal slices). The mean of the W rank losses is then exactly the
+// global-batch loss. GatherWithGrad sends each rank the gradient of the sum of all ranks'
+// losses with respect to its rows, so the sum over ranks of the parameter gradients is
+// the gradient of that sum, and dividing by W (AverageGradients) gives the gradient of the
+// global-batch loss, as one process with the whole batch would compute it.
+
+import (
+	"fmt"
+
+	"goclip/nn"
+	"goclip/torch"
+)
+
+// DefaultBucketBytes is the size of the flat buffers gradients are all-reduced in, as
+// PyTorch DDP's bucket_cap_mb default (25 MB).
+const DefaultBucketBytes = 25 << 20
+
+// DataParallel keeps the parameters of one model in sync over a process group.
+type DataParallel struct {
+	PG          *torch.ProcessGroup
+	BucketBytes int64 // gradient bucket size; DefaultBucketBytes when 0
+
+	params    []nn.Named // every parameter: broadcast at start
+	trainable []nn.Named // those that require grad: gradients averaged
+}
+
+// NewDataParallel makes the helper for params (all of the model's parameters; those that
+// require grad are the trainable ones). It runs no collective.
+func NewDataParallel(pg *torch.ProcessGroup, params []nn.Named) *DataParallel {
+	dp := &DataParallel{PG: pg, params: params}
+	for _, p := range params {
+		if p.T.RequiresGrad() {
+			dp.trainable = append(dp.trainable, p)
+		}
+	}
+	return dp
+}
+
+// Rank is this process's rank; World the number of ranks.
+func (dp *DataParallel) Rank() int  { return dp.PG.Rank() }
+func (dp *DataParallel) World() int { return dp.PG.World() }
+
+// IsMain reports whether this is rank 0, the rank that logs, plots and writes
+// checkpoints.
+func (dp *DataParallel) IsMain() bool { return dp.PG.Rank() == 0 }
+
+// SyncParameters overwrites every parameter with rank 0's values. Call it once after
+// the model is built, loaded or resumed, before the first step.
+func (dp *DataParallel) SyncParameters() error {
+	for _, p := range dp.params {
+		if err := dp.PG.Broadcast(p.T, 0); err != nil {
+			return fmt.Errorf("train: broadcasting %s from rank 0: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// AverageGradients replaces the gradient of every trainable parameter by its mean over
+// the ranks. Gradients travel in flat buckets of about BucketBytes (one collective each,
+// consecutive parameters of one dtype and device). Call it after backward (after the
+// last micro-batch when accumulating) and before unscaling, clipping and the optimizer
+// step. Parameters without a gradient are skipped: the set with one must be the same on
+// every rank, as it is for a model whose every parameter is used in each step.
+func (dp *DataParallel) AverageGradients() (err error) {
+	if dp.PG.World() == 1 {
+		return nil
+	}
+	limit := dp.BucketBytes
+	if limit <= 0 {
+		limit = DefaultBucketBytes
+	}
+	scope := torch.NewScope()
+	defer scope.Close()
+	var bucket []*torch.Tensor
+	var bytes int64
+	var kind torch.DType
+	var dev torch.Device
+	flush := func() error {
+		if len(bucket) == 0 {
+			return nil
+		}
+		err := dp.PG.AllReduceOp(torch.ReduceAvg, bucket...)
+		bucket, bytes = bucket[:0], 0
+		return err
+	}
+	for _, p := range dp.trainable {
+		var g *torch.Tensor
+		if err := torch.Try(func() { g = p.T.Grad() }); err != nil {
+			return err
+		}
+		if g == nil {
+			continue
+		}
+		dt, d := g.DType(), g.Device()
+		if len(bucket) > 0 && (dt != kind || d != dev) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		kind, dev = dt, d
+		bucket = append(bucket, g) // shares the parameter's gradient: reduced in place
+		bytes += g.Numel() * int64(dt.Size())
+		if bytes >= limit {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// RankSlice is the rows [start, end) of a global batch of n samples that rank takes:
+// contiguous, in rank order, sizes differing by at most one. n must be at least world.
+func RankSlice(n, rank, world int) (start, end int) {
+	return rank * n / world, (rank + 1) * n / world
+}
+
+// Slice is this rank's rows [start, end) of a global batch of n samples.
+func (dp *DataParallel) Slice(n int) (start, end int) {
+	return RankSlice(n, dp.PG.Rank(), dp.PG.World())
+}
+
+// MeanScalar is the mean of v over the ranks (a step's loss for the log).
+func (dp *DataParallel) MeanScalar(v float64) (float64, error) {
+	t := torch.FromFloat64([]float64{v}, 1)
+	defer t.Free()
+	if err := dp.PG.AllReduceOp(torch.ReduceAvg, t); err != nil {
+		return 0, err
+	}
+	return t.Float64s()[0], nil
+}
+
+// ContrastiveLossGathered is this rank's share of CLIP's symmetric contrastive loss over
+// the global batch, computed in float32. img and txt [b, P] are this rank's unnormalised
+// embeddings (rows RankSlice(N, rank, W) of the global batch of N); logitScale is the log of the
+// temperature scale (CLIPModel's logit_scale). The features of all ranks are gathered
+// with gradients, so the negatives are the whole global batch; the loss covers this
+// rank's rows of logits_per_image and logits_per_text [b, N] (open_clip's local loss),
+// scaled by W·b/N so that the mean over ranks is the global-batch loss. After backward on
+// every rank and AverageGradients, the gradients equal those of the global-batch loss.
+// With a nil pg it is the ordinary loss over the local batch. It panics like tensor
+// operations, also when a collective fails.
+func ContrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.ProcessGroup) *torch.Tensor {
+	in := img.To(torch.Float32).Normalize(2, -1, 1e-12) // [b, P]
+	tn := txt.To(torch.Float32).Normalize(2, -1, 1e-12) // [b, P]
+	allImg, allTxt := in, tn                            // [N, P]
+	rank, world := 0, 1
+	if pg != nil {
+		allImg = pg.GatherWithGrad(in) // [N, P]
+		allTxt = pg.GatherWithGrad(tn) // [N, P]
+		rank, world = pg.Rank(), pg.World()
+	}
+	b, n := in.Size(0), allImg.Size(0)
+	start, end := RankSlice(int(n), rank, world)
+	if int64(end-start) != b {
+		panic(&torch.Error{Op: "contrastive_loss_gathered", Msg: fmt.Sprintf(
+			"rank %d has %d rows; rows %d..%d of the global batch of %d are its slice", rank, b, start, end, n)})
+	}
+	scale := logitScale.Exp()
+	perImage := in.Matmul(allTxt.T()).Mul(scale)                                          // [b, N]
+	perText := tn.Matmul(allImg.T()).Mul(scale)                                           // [b, N]
+	target := torch.Arange(float64(start), float64(end), 1, torch.Int64, in.Device())     // [b]
+	loss := torch.CrossEntropy(perImage, target).Add(torch.CrossEntropy(perText, target)) // []
+	return loss.MulScalar(0.5 * float64(world) * float64(b) / float64(n))                 // []
+}

@@ -1,0 +1,215 @@
+package train
+
+// Data-parallel equivalence: W ranks (separate processes re-running this test binary,
+// Gloo on 127.0.0.1) each take their slice of a global batch, compute
+// ContrastiveLossGathered, back-propagate and average the gradients; every rank then
+// compares the averaged gradients and the mean loss with one process's computation on
+// the whole batch (fp32, one thread per rank).
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"goclip/clip"
+	"goclip/nn"
+	"goclip/torch"
+)
+
+func TestRankSlice(t *testing.T) {
+	for _, c := range []struct{ n, world int }{{32, 2}, {11, 3}, {8, 8}, {10, 4}} {
+		next := 0
+		for r := 0; r < c.world; r++ {
+			s, e := RankSlice(c.n, r, c.world)
+			if s != next || e-s < c.n/c.world || e-s > c.n/c.world+1 {
+				t.Fatalf("RankSlice(%d, %d, %d) = [%d, %d)", c.n, r, c.world, s, e)
+			}
+			next = e
+		}
+		if next != c.n {
+			t.Fatalf("slices of %d over %d cover %d rows", c.n, c.world, next)
+		}
+	}
+}
+
+// toyCLIP is a two-tower linear model with CLIP's loss: enough to check the gradient
+// algebra of gathered features without building a transformer.
+type toyCLIP struct {
+	wi, bi, wt, bt, scale, frozen *torch.Tensor
+}
+
+func newToyCLIP() *toyCLIP {
+	torch.ManualSeed(7)
+	m := &toyCLIP{
+		wi:     torch.Randn([]int64{4, 6}, torch.Float32, torch.CPU).MulScalar(0.5), // [P, Di]
+		bi:     torch.Randn([]int64{4}, torch.Float32, torch.CPU),                   // [P]
+		wt:     torch.Randn([]int64{4, 5}, torch.Float32, torch.CPU).MulScalar(0.5), // [P, Dt]
+		bt:     torch.Randn([]int64{4}, torch.Float32, torch.CPU),                   // [P]
+		scale:  torch.FromFloat32([]float32{float32(math.Log(10))}),                 // []
+		frozen: torch.Randn([]int64{3}, torch.Float32, torch.CPU),                   // never used
+	}
+	for _, p := range []*torch.Tensor{m.wi, m.bi, m.wt, m.bt, m.scale} {
+		p.SetRequiresGrad(true)
+	}
+	return m
+}
+
+func (m *toyCLIP) named() []nn.Named {
+	return []nn.Named{{Name: "wi", T: m.wi}, {Name: "bi", T: m.bi}, {Name: "frozen", T: m.frozen},
+		{Name: "wt", T: m.wt}, {Name: "bt", T: m.bt}, {Name: "logit_scale", T: m.scale}}
+}
+
+func (m *toyCLIP) embed(x, y *torch.Tensor) (img, txt *torch.Tensor) {
+	return torch.Linear(x, m.wi, m.bi), torch.Linear(y, m.wt, m.bt) // [B, P], [B, P]
+}
+
+// TestDataParallelRank is one rank of TestDataParallelEquivalence.
+func TestDataParallelRank(t *testing.T) {
+	if os.Getenv("GOCLIP_DP_RANK") == "" {
+		t.Skip("a rank of TestDataParallelEquivalence, started by it")
+	}
+	n, _ := strconv.Atoi(os.Getenv("GOCLIP_DP_BATCH"))
+	if err := torch.SetThreads(1); err != nil {
+		t.Fatal(err)
+	}
+	rv, err := torch.EnvRendezvous()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, err := rv.NewProcessGroup("gloo", 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+
+	m := newToyCLIP()
+	x := torch.Randn([]int64{int64(n), 6}, torch.Float32, torch.CPU) // [N, Di] global batch
+	y := torch.Randn([]int64{int64(n), 5}, torch.Float32, torch.CPU) // [N, Dt]
+
+	// One process, whole batch: the reference.
+	img, txt := m.embed(x, y)
+	in := img.Normalize(2, -1, 1e-12)
+	tn := txt.Normalize(2, -1, 1e-12)
+	refLoss := clip.ContrastiveLoss(in.Matmul(tn.T()).Mul(m.scale.Exp()))
+	refLoss.Backward()
+	var ref [][]float64
+	for _, p := range m.named() {
+		if g := p.T.Grad(); g != nil {
+			ref = append(ref, g.Float64s())
+		}
+		p.T.ZeroGrad()
+	}
+
+	// Ranks other than 0 start from other weights: SyncParameters must fix that.
+	dp := NewDataParallel(pg, m.named())
+	dp.BucketBytes = 40 // several buckets
+	if pg.Rank() != 0 {
+		for _, p := range m.named() {
+			p.T.AddInPlace(nil, 0.25)
+		}
+	}
+	if err := dp.SyncParameters(); err != nil {
+		t.Fatal(err)
+	}
+	start, end := dp.Slice(n)
+	img, txt = m.embed(x.Narrow(0, int64(start), int64(end-start)), y.Narrow(0, int64(start), int64(end-start)))
+	loss := ContrastiveLossGathered(img, txt, m.scale, pg)
+	loss.Backward()
+	if err := dp.AverageGradients(); err != nil {
+		t.Fatal(err)
+	}
+	mean, err := dp.MeanScalar(loss.Item())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lossDiff := math.Abs(mean-refLoss.Item()) / math.Abs(refLoss.Item())
+	gradDiff := 0.0
+	i := 0
+	for _, p := range m.named() {
+		g := p.T.Grad()
+		if g == nil {
+			if p.T.RequiresGrad() {
+				t.Fatalf("%s has no gradient", p.Name)
+			}
+			continue
+		}
+		for j, v := range g.Float64s() {
+			gradDiff = math.Max(gradDiff, math.Abs(v-ref[i][j])/math.Max(1, math.Abs(ref[i][j])))
+		}
+		i++
+	}
+	fmt.Printf("RESULT rank %d rows [%d,%d) loss %.8f ref %.8f rel %.3g grad maxdiff %.3g\n",
+		pg.Rank(), start, end, mean, refLoss.Item(), lossDiff, gradDiff)
+	if lossDiff > 1e-5 || gradDiff > 1e-5 {
+		t.Fatalf("rank %d: loss differs by %.3g (relative), gradients by %.3g", pg.Rank(), lossDiff, gradDiff)
+	}
+}
+
+func TestDataParallelEquivalence(t *testing.T) {
+	if !torch.HasBackend("gloo") {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("the shim was built without Gloo: install libgloo-dev and rebuild it")
+		}
+		t.Skip("the shim was built without Gloo (install libgloo-dev and rebuild it)")
+	}
+	for _, c := range []struct{ world, batch int }{{2, 8}, {3, 11}} {
+		t.Run(fmt.Sprintf("world%d-batch%d", c.world, c.batch), func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			port := l.Addr().(*net.TCPAddr).Port
+			l.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			cmds := make([]*exec.Cmd, c.world)
+			outs := make([]*strings.Builder, c.world)
+			for r := range cmds {
+				cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestDataParallelRank$", "-test.v")
+				cmd.Env = append(os.Environ(), "GOCLIP_DP_RANK=1", "GOCLIP_DP_BATCH="+strconv.Itoa(c.batch),
+					"RANK="+strconv.Itoa(r), "WORLD_SIZE="+strconv.Itoa(c.world), "LOCAL_RANK="+strconv.Itoa(r),
+					"MASTER_ADDR=127.0.0.1", "MASTER_PORT="+strconv.Itoa(port))
+				outs[r] = &strings.Builder{}
+				cmd.Stdout, cmd.Stderr = outs[r], outs[r]
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				cmds[r] = cmd
+			}
+			for r, cmd := range cmds {
+				err := cmd.Wait()
+				for _, line := range strings.Split(outs[r].String(), "\n") {
+					if strings.HasPrefix(line, "RESULT") {
+						t.Log(line)
+					}
+				}
+				if err != nil {
+					t.Errorf("rank %d: %v\n%s", r, err, outs[r].String())
+				}
+			}
+		})
+	}
+}
+
+// TestContrastiveLossGatheredLocal: without a process group it is CLIP's loss.
+func TestContrastiveLossGatheredLocal(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	torch.ManualSeed(3)
+	img := torch.Randn([]int64{5, 4}, torch.Float32, torch.CPU)
+	txt := torch.Randn([]int64{5, 4}, torch.Float32, torch.CPU)
+	scale := torch.FromFloat32([]float32{2.5})
+	got := ContrastiveLossGathered(img, txt, scale, nil).Item()
+	in, tn := img.Normalize(2, -1, 1e-12), txt.Normalize(2, -1, 1e-12)
+	want := clip.ContrastiveLoss(in.Matmul(tn.T()).Mul(scale.Exp())).Item()
+	if math.Abs(got-want) > 1e-6 {
+		t.Fatalf("loss %v, want %v", got, want)
+	}
+}
