@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 
+	"goclip/internal/atomicfile"
 	"goclip/torch"
 	"goclip/torch/serialize"
 )
@@ -234,11 +236,7 @@ func readWeights(file string, f func(name string, raw serialize.RawTensor) error
 	if err != nil {
 		return err
 	}
-	names := make([]string, 0, len(raw))
-	for k := range raw {
-		names = append(names, k)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(raw))
 	for _, name := range names {
 		if err := f(name, raw[name]); err != nil {
 			return err
@@ -452,14 +450,7 @@ func writeConfig(path string, cfg Config, dtype torch.DType) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	obj["torch_dtype"], _ = json.Marshal(dtype.String())
-	data, err = json.MarshalIndent(obj, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil { // in the temporary folder
-		return err
-	}
-	return os.Chmod(path, 0o644) // Save made it 0600
+	return atomicfile.WriteJSON(path, obj)
 }
 
 // writeTokenizerFiles copies the tokenizer files of src into dst and writes HF's
@@ -494,11 +485,7 @@ func writeTokenizerFiles(dst, src string, cfg Config) error {
 		if isFile(filepath.Join(dst, name)) {
 			continue
 		}
-		data, err := json.MarshalIndent(v, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dst, name), append(data, '\n'), 0o644); err != nil {
+		if err := atomicfile.WriteJSON(filepath.Join(dst, name), v); err != nil {
 			return err
 		}
 	}

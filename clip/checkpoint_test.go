@@ -3,8 +3,6 @@ package clip
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,23 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"goclip/internal/testutil"
 	"goclip/torch"
 	"goclip/torch/serialize"
 )
-
-// ckptFixture is the reference HF folder; it skips when ../shared is absent and fails
-// under CI=true.
-func ckptFixture(t *testing.T) string {
-	t.Helper()
-	dir := filepath.Join("..", "..", "shared", "fixtures", "clip-tiny-openai")
-	if _, err := os.Stat(filepath.Join(dir, SafetensorsFile)); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("fixture %s missing under CI=true: %v", dir, err)
-		}
-		t.Skipf("fixture %s absent (../shared/fixtures not checked out): %v", dir, err)
-	}
-	return dir
-}
 
 // ckptSmallConfig is a CLIP small enough to build in milliseconds.
 func ckptSmallConfig(t *testing.T) Config {
@@ -140,7 +125,7 @@ func mustPreset(t *testing.T, name string) Config {
 // TestLoadPretrainedFixture loads the reference folder and checks every tensor against
 // the file, and that no tensor handle leaks.
 func TestLoadPretrainedFixture(t *testing.T) {
-	dir := ckptFixture(t)
+	dir := testutil.Fixtures(t, "clip-tiny-openai")
 	base := torch.Live()
 	m, cfg, err := LoadPretrained(dir, torch.CPU, torch.Float32)
 	if err != nil {
@@ -290,7 +275,7 @@ func TestLoadHalfPrecision(t *testing.T) {
 // opens with torch.load(weights_only=True) in Python with the safetensors header's keys
 // and shapes.
 func TestRoundTripPT(t *testing.T) {
-	dir := ckptFixture(t)
+	dir := testutil.Fixtures(t, "clip-tiny-openai")
 	m, cfg := ckptLoad(t, dir)
 	tmp := t.TempDir()
 	pt := filepath.Join(tmp, "model.pt")
@@ -354,22 +339,15 @@ func TestRoundTripPT(t *testing.T) {
 }
 
 // ckptPythonShapes opens path with torch.load(weights_only=True) in Debian's python3
-// and returns each key's shape (float32 checked). It skips where that Python lacks torch
-// (and fails under CI=true).
+// (testutil.PythonTorch) and returns each key's shape (float32 checked).
 func ckptPythonShapes(t *testing.T, path string) map[string][]int64 {
 	t.Helper()
-	const py = "/usr/bin/python3"
+	py := testutil.PythonTorch(t)
 	script := `import json, sys, torch
 sd = torch.load(sys.argv[1], weights_only=True)
 assert all(v.dtype == torch.float32 for v in sd.values()), "not float32"
 print(json.dumps({k: list(v.shape) for k, v in sd.items()}))`
 	out, err := exec.Command(py, "-c", script, path).CombinedOutput()
-	if err != nil && (bytes.Contains(out, []byte("No module named 'torch'")) || errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist)) {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s cannot import torch under CI=true: %v\n%s", py, err, out)
-		}
-		t.Skipf("%s cannot import torch: %v\n%s", py, err, out)
-	}
 	if err != nil {
 		t.Fatalf("torch.load(%s, weights_only=True): %v\n%s", path, err, out)
 	}
@@ -455,7 +433,7 @@ func TestFolderLayouts(t *testing.T) {
 // TestSaveHFReplaces: saving over an existing folder replaces its files and leaves no
 // temporary folder behind; tokenizer files are copied.
 func TestSaveHFReplaces(t *testing.T) {
-	fx := ckptFixture(t)
+	fx := testutil.Fixtures(t, "clip-tiny-openai")
 	cfg := ckptSmallConfig(t)
 	a, b := ckptNewModel(t, cfg), ckptNewModel(t, cfg)
 	parent := t.TempDir()

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"goclip/internal/atomicfile"
 	"goclip/nn"
 )
 
@@ -242,24 +243,7 @@ func LoadConfig(path string) (Config, error) {
 // Save writes c as an HF config.json, atomically (a temporary file renamed into place),
 // with architectures ["CLIPModel"] and model_type "clip".
 func (c Config) Save(path string) error {
-	data, err := json.MarshalIndent(c, "", "  ")
-	if err != nil {
-		return err
-	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".config-*.json.tmp")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(data, '\n'))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := atomicfile.WriteJSON(path, c); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil

@@ -2,69 +2,38 @@ package clip
 
 import (
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"codeberg.org/sbinet/npyio"
-
+	"goclip/internal/testutil"
 	"goclip/nn"
 	"goclip/torch"
 )
 
-const tinyOpenAI = "../../shared/fixtures/clip-tiny-openai"
-
-// fixture returns the path of a reference fixture; it skips when the fixtures are absent
-// (a user's machine) and fails under CI=true.
+// fixture returns the path of a file of the reference model folder
+// ../shared/fixtures/clip-tiny-openai (see testutil.Fixtures).
 func fixture(t *testing.T, name string) string {
 	t.Helper()
-	p := filepath.Join(tinyOpenAI, name)
-	if _, err := os.Stat(p); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("fixture %s missing under CI=true: %v", p, err)
-		}
-		t.Skipf("fixture %s absent (../shared/fixtures not checked out): %v", p, err)
-	}
-	return p
+	return testutil.Fixtures(t, "clip-tiny-openai", name)
 }
 
 // readNpy reads a float or int64 .npy file into a CPU tensor of its shape (floats as
 // float32).
 func readNpy(t *testing.T, path string) *torch.Tensor {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := npyio.NewReader(f)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	shape := make([]int64, len(r.Header.Descr.Shape))
-	for i, s := range r.Header.Descr.Shape {
+	dims, data := testutil.ReadNpy(t, path)
+	shape := make([]int64, len(dims))
+	for i, s := range dims {
 		shape[i] = int64(s)
 	}
-	switch typ := r.Header.Descr.Type; {
-	case strings.Contains(typ, "i8"):
-		var v []int64
-		if err := r.Read(&v); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
+	switch v := data.(type) {
+	case []int64:
 		return torch.FromInt64(v, shape...)
-	case strings.Contains(typ, "f8"):
-		var v []float64
-		if err := r.Read(&v); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
+	case []float64:
 		return torch.FromFloat64(v, shape...).To(torch.Float32)
 	default:
-		var v []float32
-		if err := r.Read(&v); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		return torch.FromFloat32(v, shape...)
+		return torch.FromFloat32(v.([]float32), shape...)
 	}
 }
 
@@ -80,16 +49,7 @@ func relErr(t *testing.T, name string, a, b *torch.Tensor) float64 {
 			t.Fatalf("%s: shape %v, reference %v", name, as, bs)
 		}
 	}
-	x, y := a.Float64s(), b.Float64s()
-	var num, den float64
-	for i := range x {
-		num = math.Max(num, math.Abs(x[i]-y[i]))
-		den = math.Max(den, math.Abs(y[i]))
-	}
-	if den == 0 {
-		return num
-	}
-	return num / den
+	return testutil.RelErr(a.Float64s(), b.Float64s())
 }
 
 // loadTinyOpenAI builds the fixture model and loads its weights.
@@ -149,7 +109,7 @@ func TestModelParityOpenAI(t *testing.T) {
 		}
 	}
 
-	grads, _ := filepath.Glob(filepath.Join(tinyOpenAI, "grad__*.npy"))
+	grads, _ := filepath.Glob(filepath.Join(testutil.Fixtures(t, "clip-tiny-openai"), "grad__*.npy"))
 	if len(grads) == 0 {
 		t.Fatal("no grad__*.npy fixtures")
 	}

@@ -1,7 +1,6 @@
 package dataset
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
@@ -16,6 +15,8 @@ import (
 	"sync"
 
 	"codeberg.org/sbinet/npyio/npy"
+
+	"goclip/internal/atomicfile"
 )
 
 // The preprocessed cache holds every image resized and centre cropped to S x S
@@ -242,11 +243,7 @@ func BuildCache(items []Item, dir string, size int, opts CacheOptions) (*CacheSt
 	if err != nil {
 		return nil, err
 	}
-	tmp := filepath.Join(sdir, cacheIndexName+".tmp")
-	if err := os.WriteFile(tmp, raw, 0o644); err != nil {
-		return nil, fmt.Errorf("cache: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(sdir, cacheIndexName)); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(sdir, cacheIndexName), raw); err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
 	return stats, nil
@@ -276,26 +273,15 @@ func itemLabel(it Item) string {
 // npyio's Write, which walks every element by reflection (about 20 s for 30 MB).
 // Shards are read back through npyio's header parser (OpenCache).
 func writeShard(path string, rows [][]uint8, size int) (int64, error) {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return 0, fmt.Errorf("cache: %w", err)
-	}
-	w := bufio.NewWriterSize(f, 1<<20)
 	hdr := npyHeader("|u1", []int{len(rows), size, size, 3})
-	w.Write(hdr)
-	for _, r := range rows {
-		w.Write(r)
-	}
-	err = w.Flush()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
+	err := atomicfile.WriteFile(path, func(w io.Writer) error {
+		w.Write(hdr) // write errors are sticky: the flush reports them
+		for _, r := range rows {
+			w.Write(r)
+		}
+		return nil
+	})
 	if err != nil {
-		os.Remove(tmp)
 		return 0, fmt.Errorf("cache: writing %s: %w", path, err)
 	}
 	return int64(len(hdr) + len(rows)*3*size*size), nil

@@ -13,44 +13,11 @@ import (
 	"strings"
 	"testing"
 
-	"codeberg.org/sbinet/npyio/npy"
+	"goclip/internal/testutil"
 )
 
-// imageFixtures returns ../../shared/fixtures, skipping the test when it is absent
-// (a user's machine) and failing under CI=true.
-func imageFixtures(t testing.TB) string {
-	t.Helper()
-	dir := filepath.Join("..", "..", "shared", "fixtures")
-	if _, err := os.Stat(filepath.Join(dir, "images")); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("reference fixtures missing under CI: %v", err)
-		}
-		t.Skipf("reference fixtures not found at %s (../shared is absent): %v", dir, err)
-	}
-	return dir
-}
-
-// readNpyF32 reads a float32 .npy with npyio and returns its shape and data.
-func readNpyF32(t testing.TB, path string) ([]int, []float32) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := npy.NewReader(f)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	var data []float32
-	if err := r.Read(&data); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return r.Header.Descr.Shape, data
-}
-
 func TestImageDecodeFixtures(t *testing.T) {
-	dir := filepath.Join(imageFixtures(t), "images")
+	dir := testutil.Fixtures(t, "images")
 	cases := map[string][2]int{
 		"astronaut.png": {512, 512}, "camera.png": {512, 512}, "logo.png": {500, 500},
 		"horse.png": {400, 328}, "rocket.jpg": {640, 427}, "chelsea.png": {451, 300},
@@ -74,7 +41,7 @@ func TestImageDecodeFixtures(t *testing.T) {
 }
 
 func TestImageTruncated(t *testing.T) {
-	path := filepath.Join(imageFixtures(t), "images", "truncated.jpg")
+	path := testutil.Fixtures(t, "images", "truncated.jpg")
 	_, err := ReadImage(path, 0)
 	if err == nil {
 		t.Fatal("truncated.jpg decoded without error")

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"goclip/internal/testutil"
 )
 
 func diffStats(got, want []float32) (maxAbs, meanAbs float64) {
@@ -22,7 +24,7 @@ func diffStats(got, want []float32) (maxAbs, meanAbs float64) {
 // TestPreprocessFixtures reproduces every preprocess/<image>.npy (3,224,224) made by
 // transformers' CLIPImageProcessor with PIL.
 func TestPreprocessFixtures(t *testing.T) {
-	fx := imageFixtures(t)
+	fx := testutil.Fixtures(t)
 	files, _ := filepath.Glob(filepath.Join(fx, "clip-tiny-openai", "preprocess", "*.npy"))
 	if len(files) == 0 {
 		t.Fatal("no preprocess fixtures")
@@ -34,7 +36,7 @@ func TestPreprocessFixtures(t *testing.T) {
 		if _, err := os.Stat(src); err != nil {
 			src, jpeg = filepath.Join(fx, "images", name+".jpg"), true
 		}
-		shape, want := readNpyF32(t, f)
+		shape, want := testutil.ReadNpyFloat32(t, f)
 		if len(shape) != 3 || shape[0] != 3 || shape[1] != 224 || shape[2] != 224 {
 			t.Fatalf("%s: shape %v", f, shape)
 		}
@@ -57,7 +59,7 @@ func TestPreprocessFixtures(t *testing.T) {
 
 // TestPreprocessPixelValues reproduces pixel_values.npy (8,3,32,32) at size 32.
 func TestPreprocessPixelValues(t *testing.T) {
-	fx := filepath.Join(imageFixtures(t), "clip-tiny-openai")
+	fx := testutil.Fixtures(t, "clip-tiny-openai")
 	var inputs struct{ Images []string }
 	raw, err := os.ReadFile(filepath.Join(fx, "inputs.json"))
 	if err != nil {
@@ -66,7 +68,7 @@ func TestPreprocessPixelValues(t *testing.T) {
 	if err := json.Unmarshal(raw, &inputs); err != nil {
 		t.Fatal(err)
 	}
-	shape, want := readNpyF32(t, filepath.Join(fx, "pixel_values.npy"))
+	shape, want := testutil.ReadNpyFloat32(t, filepath.Join(fx, "pixel_values.npy"))
 	if len(shape) != 4 || shape[0] != len(inputs.Images) || shape[2] != 32 {
 		t.Fatalf("pixel_values shape %v for %d images", shape, len(inputs.Images))
 	}

@@ -1,7 +1,6 @@
 package dataset
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -9,6 +8,7 @@ import (
 	"hash/fnv"
 	"image"
 	"image/jpeg"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -18,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"unicode"
+
+	"goclip/internal/atomicfile"
 )
 
 // SynthOptions configure Synthesize.
@@ -235,27 +237,29 @@ func Synthesize(dir string, opts SynthOptions) (*SynthResult, error) {
 			res.Test++
 		}
 	}
-	if err := writeAtomic(filepath.Join(dir, KarpathyFiles[0]), func(w *bufio.Writer) error {
+	karpathy := filepath.Join(dir, KarpathyFiles[0])
+	if err := atomicfile.WriteFile(karpathy, func(w io.Writer) error {
 		return writeKarpathy(w, res.Images)
 	}); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("synth: writing %s: %w", karpathy, err)
 	}
-	if err := writeAtomic(filepath.Join(dir, KaggleFile), func(w *bufio.Writer) error {
-		w.WriteString("image_name| comment_number| comment\n")
+	kaggle := filepath.Join(dir, KaggleFile)
+	if err := atomicfile.WriteFile(kaggle, func(w io.Writer) error {
+		io.WriteString(w, "image_name| comment_number| comment\n")
 		for _, im := range res.Images {
 			for k, c := range im.Captions {
 				fmt.Fprintf(w, "%s| %d| %s\n", im.Name, k, c)
 			}
 		}
-		return nil
+		return nil // write errors are sticky: the flush reports them
 	}); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("synth: writing %s: %w", kaggle, err)
 	}
 	return res, nil
 }
 
 // writeKarpathy writes images in the Karpathy split file format.
-func writeKarpathy(w *bufio.Writer, images []SynthImage) error {
+func writeKarpathy(w io.Writer, images []SynthImage) error {
 	type sentence struct {
 		Tokens []string `json:"tokens"`
 		Raw    string   `json:"raw"`
@@ -287,31 +291,4 @@ func writeKarpathy(w *bufio.Writer, images []SynthImage) error {
 		doc.Images[i] = e
 	}
 	return json.NewEncoder(w).Encode(doc)
-}
-
-// writeAtomic writes a file through a temporary file renamed into place.
-func writeAtomic(path string, fill func(*bufio.Writer) error) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("synth: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	w := bufio.NewWriterSize(tmp, 1<<20)
-	err = fill(w)
-	if err == nil {
-		err = w.Flush()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("synth: writing %s: %w", path, err)
-	}
-	return nil
 }

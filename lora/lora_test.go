@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"goclip/clip"
+	"goclip/internal/testutil"
 	"goclip/nn"
 	"goclip/torch"
 )
@@ -62,19 +63,6 @@ func embed(m *clip.Model, pixels, ids *torch.Tensor) []float64 {
 		out = append(m.EncodeImage(pixels).Float64s(), m.EncodeText(ids).Float64s()...)
 	})
 	return out
-}
-
-// relErr is max |a-b| / max |b|.
-func relErr(a, b []float64) float64 {
-	var num, den float64
-	for i := range a {
-		num = math.Max(num, math.Abs(a[i]-b[i]))
-		den = math.Max(den, math.Abs(b[i]))
-	}
-	if den == 0 {
-		return num
-	}
-	return num / den
 }
 
 func inject(t testing.TB, m *clip.Model, cfg Config) *Adapter {
@@ -382,7 +370,7 @@ func TestMergeUnmerge(t *testing.T) {
 		orig[p.Name] = p.T.Float64s()
 	}
 	unmerged := embed(m, px, ids)
-	if relErr(unmerged, base) < 1e-3 {
+	if testutil.RelErr(unmerged, base) < 1e-3 {
 		t.Fatal("non-zero lora_B did not change the outputs")
 	}
 
@@ -412,13 +400,13 @@ func TestMergeUnmerge(t *testing.T) {
 		t.Error("Merged() false after Merge")
 	}
 	merged := embed(m, px, ids)
-	if e := relErr(merged, unmerged); e > 1e-5 {
+	if e := testutil.RelErr(merged, unmerged); e > 1e-5 {
 		t.Errorf("merged forward differs from unmerged: rel %.3g", e)
 	} else {
 		t.Logf("merged vs unmerged forward: rel %.3g", e)
 	}
 	w := m.VisionModel.Encoder.Layers[1].SelfAttn.Q.Base().Weight.Float64s()
-	if e := relErr(mergedCopy, w); e > 1e-6 {
+	if e := testutil.RelErr(mergedCopy, w); e > 1e-6 {
 		t.Errorf("MergedStateDict weight differs from the merged weight: rel %.3g", e)
 	}
 	release()
@@ -428,14 +416,14 @@ func TestMergeUnmerge(t *testing.T) {
 	}
 	var worst float64
 	for _, p := range m.NamedParameters() {
-		e := relErr(p.T.Float64s(), orig[p.Name])
+		e := testutil.RelErr(p.T.Float64s(), orig[p.Name])
 		worst = math.Max(worst, e)
 		if e > 1e-6 {
 			t.Errorf("%s after merge+unmerge: rel %.3g", p.Name, e)
 		}
 	}
 	t.Logf("merge+unmerge worst relative error %.3g", worst)
-	if e := relErr(embed(m, px, ids), unmerged); e > 1e-5 {
+	if e := testutil.RelErr(embed(m, px, ids), unmerged); e > 1e-5 {
 		t.Errorf("unmerged forward changed: rel %.3g", e)
 	}
 
@@ -448,7 +436,7 @@ func TestMergeUnmerge(t *testing.T) {
 			t.Fatalf("%s after MergeAndUnload", p.Name)
 		}
 	}
-	if e := relErr(embed(m, px, ids), merged); e > 1e-6 {
+	if e := testutil.RelErr(embed(m, px, ids), merged); e > 1e-6 {
 		t.Errorf("forward after MergeAndUnload differs from merged: rel %.3g", e)
 	}
 }
@@ -552,7 +540,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 		t.Errorf("loaded config %+v, saved %+v", b.Config, a.Config)
 	}
 	got := embed(m2, px, ids)
-	if e := relErr(got, want); e != 0 {
+	if e := testutil.RelErr(got, want); e != 0 {
 		t.Errorf("loaded adapter's outputs differ: rel %.3g", e)
 	}
 
@@ -688,7 +676,7 @@ func TestLoadPEFTLayout(t *testing.T) {
 			t.Errorf("pt=%v: %d tensors, file has %d", pt, len(got), len(vals))
 		}
 		for k, v := range vals {
-			if g, ok := got[k]; !ok || relErr(g.Float64s(), v) != 0 {
+			if g, ok := got[k]; !ok || testutil.RelErr(g.Float64s(), v) != 0 {
 				t.Errorf("pt=%v: %s not loaded", pt, k)
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 	"strings"
 
 	"goclip/clip"
+	"goclip/internal/atomicfile"
 	"goclip/torch"
 )
 
@@ -77,7 +79,7 @@ func (a *Adapter) LoadStateDict(sd map[string]*torch.Tensor) error {
 	src := map[string]*torch.Tensor{}
 	from := map[string]string{}
 	serr := &clip.StateDictError{}
-	for _, k := range sortedKeys(sd) {
+	for _, k := range slices.Sorted(maps.Keys(sd)) {
 		c := canonicalKey(k)
 		if prev, dup := from[c]; dup {
 			return fmt.Errorf("adapter weights: %q and %q are the same tensor %q", prev, k, c)
@@ -90,7 +92,7 @@ func (a *Adapter) LoadStateDict(sd map[string]*torch.Tensor) error {
 		src[c] = sd[k]
 	}
 	err := torch.Try(func() {
-		for _, k := range sortedKeys(want) {
+		for _, k := range slices.Sorted(maps.Keys(want)) {
 			s, ok := src[k]
 			if !ok || s == nil {
 				serr.Missing = append(serr.Missing, k)
@@ -196,37 +198,13 @@ func (a *Adapter) Save(dir, baseModel string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("lora: save: %w", err)
 	}
-	data, err := json.MarshalIndent(a.peftConfig(baseModel), "", "  ")
-	if err != nil {
-		return fmt.Errorf("lora: save: %w", err)
-	}
-	if err := writeFileAtomic(filepath.Join(dir, ConfigFile), append(data, '\n')); err != nil {
+	if err := atomicfile.WriteJSON(filepath.Join(dir, ConfigFile), a.peftConfig(baseModel)); err != nil {
 		return fmt.Errorf("lora: save: %w", err)
 	}
 	if err := torch.SaveSafetensors(filepath.Join(dir, WeightsFile), a.StateDict(), map[string]string{"format": "pt"}); err != nil {
 		return fmt.Errorf("lora: save: %w", err)
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // fileConfig holds the adapter_config.json fields that ReadConfig interprets, with
@@ -395,13 +373,4 @@ func Load(dir string, m *clip.Model) (*Adapter, error) {
 	}
 	m.SetTrain(false)
 	return a, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }

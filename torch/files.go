@@ -2,8 +2,9 @@ package torch
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 
 	"goclip/torch/serialize"
@@ -48,7 +49,7 @@ func (t *Tensor) Raw() serialize.RawTensor {
 // FromRawMap converts every RawTensor; on error, the tensors made so far are freed.
 func FromRawMap(raw map[string]serialize.RawTensor, dev Device) (map[string]*Tensor, error) {
 	out := make(map[string]*Tensor, len(raw))
-	for _, k := range sortedKeys(raw) {
+	for _, k := range slices.Sorted(maps.Keys(raw)) {
 		t, err := FromRaw(raw[k], dev)
 		if err != nil {
 			FreeMap(out)
@@ -62,7 +63,7 @@ func FromRawMap(raw map[string]serialize.RawTensor, dev Device) (map[string]*Ten
 // RawMap copies every tensor to the host.
 func RawMap(ts map[string]*Tensor) (map[string]serialize.RawTensor, error) {
 	out := make(map[string]serialize.RawTensor, len(ts))
-	for _, k := range sortedKeys(ts) {
+	for _, k := range slices.Sorted(maps.Keys(ts)) {
 		var r serialize.RawTensor
 		if err := Try(func() { r = ts[k].Raw() }); err != nil {
 			return nil, fmt.Errorf("tensor %q: %w", k, err)
@@ -77,15 +78,6 @@ func FreeMap(ts map[string]*Tensor) {
 	for _, t := range ts {
 		t.Free()
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // LoadTensors reads a state dict from a .safetensors file or a torch.save file (.pt,

@@ -3,11 +3,12 @@ package torch
 import (
 	"encoding/json"
 	"math"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"goclip/internal/testutil"
 )
 
 // adamwReference is torch.optim.AdamW's update written out in float64 Go.
@@ -57,21 +58,8 @@ func TestAdamWMatchesReference(t *testing.T) {
 	}
 }
 
-// pythonTorch returns Debian's python3 with torch, or skips (fails under CI).
-func pythonTorch(t *testing.T) string {
-	t.Helper()
-	py := "/usr/bin/python3"
-	if err := exec.Command(py, "-c", "import torch").Run(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s cannot import torch (apt-get install python3-torch): %v", py, err)
-		}
-		t.Skipf("%s cannot import torch (apt-get install python3-torch); skipping the Python comparison", py)
-	}
-	return py
-}
-
 func TestAdamWMatchesPythonTorch(t *testing.T) {
-	py := pythonTorch(t)
+	py := testutil.PythonTorch(t)
 	s := NewScope()
 	defer s.Close()
 	const n = 6
@@ -154,7 +142,7 @@ func TestClipGradNormAndUnscale(t *testing.T) {
 }
 
 func TestSavedFilesOpenInPython(t *testing.T) {
-	py := pythonTorch(t)
+	py := testutil.PythonTorch(t)
 	s := NewScope()
 	defer s.Close()
 	dir := t.TempDir()

@@ -8,14 +8,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"image/color"
+	"io"
 	"os"
 	"path/filepath"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+
+	"goclip/internal/atomicfile"
 )
 
 // MetricsFile and CurveFile are the run files of this file's writers.
@@ -87,7 +89,7 @@ func openMetrics(dir string, resume bool, step int) (*metrics, error) {
 			m.val = append(m.val, plotter.XY{X: row.Epoch, Y: *row.ValLoss})
 		}
 	}
-	return m, writeFileAtomic(m.path, kept.Bytes())
+	return m, atomicfile.WriteBytes(m.path, kept.Bytes())
 }
 
 // add appends a row.
@@ -148,47 +150,10 @@ func (m *metrics) plot(path, title string) error {
 	if err != nil {
 		return err
 	}
-	var buf bytes.Buffer
-	if _, err := w.WriteTo(&buf); err != nil {
+	return atomicfile.WriteFile(path, func(f io.Writer) error {
+		_, err := w.WriteTo(f)
 		return err
-	}
-	return writeFileAtomic(path, buf.Bytes())
-}
-
-// writeFileAtomic writes data to a temporary file beside path and renames it into place.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
-
-// writeJSON writes v as indented JSON to path, atomically.
-func writeJSON(path string, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(path, append(data, '\n'))
+	})
 }
 
 func dirOf(path string) string { return filepath.Dir(path) }

@@ -14,6 +14,7 @@ import (
 	"goclip/clip"
 	"goclip/clip/tokenizer"
 	"goclip/dataset"
+	"goclip/internal/atomicfile"
 	"goclip/nn"
 	"goclip/torch"
 )
@@ -265,7 +266,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		if err := m.Config.Save(filepath.Join(out, clip.ConfigFile)); err != nil {
 			return nil, err
 		}
-		if err := writeJSON(filepath.Join(out, "args.json"), opts.Args); err != nil {
+		if err := atomicfile.WriteJSON(filepath.Join(out, "args.json"), opts.Args); err != nil {
 			return nil, err
 		}
 	}
@@ -508,7 +509,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		}
 		res.Test = &ev
 		prog.printf("test: %s\n", ev)
-		if err := writeJSON(filepath.Join(out, "eval.json"), ev); err != nil {
+		if err := atomicfile.WriteJSON(filepath.Join(out, "eval.json"), ev); err != nil {
 			return nil, err
 		}
 	}

@@ -1,19 +1,18 @@
 package tokenizer
 
 import (
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"unicode"
+
+	"goclip/internal/testutil"
 )
 
 // fuzzTokenizer is OpenAI's vocabulary when the fixtures are present, and a
 // vocabulary trained here otherwise, so the fuzz target always runs.
 func fuzzTokenizer(f *testing.F) *Tokenizer {
-	gz := filepath.Join("..", "..", "..", "shared", "fixtures", OpenAIFile)
-	if _, err := os.Stat(gz); err == nil {
+	if gz, ok := testutil.Lookup(OpenAIFile); ok {
 		tok, err := Load(gz)
 		if err != nil {
 			f.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"goclip/internal/atomicfile"
 )
 
 // File names of the two vocabulary formats.
@@ -302,37 +304,12 @@ func (t *Tokenizer) Save(dir string) error {
 		merges.WriteString(t.tokens[p.right])
 		merges.WriteByte('\n')
 	}
-	if err := writeAtomic(filepath.Join(dir, VocabFile), vocab.Bytes()); err != nil {
-		return err
+	vocabPath, mergesPath := filepath.Join(dir, VocabFile), filepath.Join(dir, MergesFile)
+	if err := atomicfile.WriteBytes(vocabPath, vocab.Bytes()); err != nil {
+		return fmt.Errorf("tokenizer: writing %s: %w", vocabPath, err)
 	}
-	return writeAtomic(filepath.Join(dir, MergesFile), merges.Bytes())
-}
-
-// writeAtomic writes data to a temporary file beside path and renames it to
-// path, so that readers see the old file or the whole new one.
-func writeAtomic(path string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("tokenizer: %w", err)
+	if err := atomicfile.WriteBytes(mergesPath, merges.Bytes()); err != nil {
+		return fmt.Errorf("tokenizer: writing %s: %w", mergesPath, err)
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-			err = fmt.Errorf("tokenizer: writing %s: %w", path, err)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return nil
 }

@@ -12,23 +12,8 @@ import (
 	"sync"
 	"testing"
 
-	"codeberg.org/sbinet/npyio"
+	"goclip/internal/testutil"
 )
-
-// fixtureDir returns ../shared/fixtures (relative to the repository root, so
-// three levels up from this package). Without it the test is skipped, except
-// under CI=true, where it fails.
-func fixtureDir(t testing.TB) string {
-	t.Helper()
-	dir := filepath.Join("..", "..", "..", "shared", "fixtures")
-	if _, err := os.Stat(filepath.Join(dir, "clip_tokenizer_cases.jsonl")); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("reference fixtures missing under CI=true: %v", err)
-		}
-		t.Skipf("reference fixtures not found (%v); they live in ../shared/fixtures beside the repository", err)
-	}
-	return dir
-}
 
 type fixtureCase struct {
 	Text    string `json:"text"`
@@ -39,7 +24,7 @@ type fixtureCase struct {
 
 func readCases(t testing.TB) []fixtureCase {
 	t.Helper()
-	f, err := os.Open(filepath.Join(fixtureDir(t), "clip_tokenizer_cases.jsonl"))
+	f, err := os.Open(testutil.Fixtures(t, "clip_tokenizer_cases.jsonl"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +55,7 @@ var (
 
 func refTokenizers(t testing.TB) map[string]*Tokenizer {
 	t.Helper()
-	dir := fixtureDir(t)
+	dir := testutil.Fixtures(t)
 	loadOnce.Do(func() {
 		if fromGz, loadErr = Load(filepath.Join(dir, OpenAIFile)); loadErr != nil {
 			return
@@ -138,7 +123,7 @@ func TestSaveReproducesHFFiles(t *testing.T) {
 	if err := gz.Save(dir); err != nil {
 		t.Fatal(err)
 	}
-	ref := filepath.Join(fixtureDir(t), "clip-tiny-openai")
+	ref := testutil.Fixtures(t, "clip-tiny-openai")
 	readVocab := func(path string) map[string]int {
 		raw, err := os.ReadFile(path)
 		if err != nil {
@@ -171,7 +156,7 @@ func TestSaveReproducesHFFiles(t *testing.T) {
 
 // Every way of naming a vocabulary gives the same ids.
 func TestLoadPaths(t *testing.T) {
-	dir := fixtureDir(t)
+	dir := testutil.Fixtures(t)
 	cases := readCases(t)
 	tmp := t.TempDir()
 	gzPath := filepath.Join(dir, OpenAIFile)
@@ -321,7 +306,7 @@ func itoa(n int) string {
 
 // Batch agrees with the reference CLIP inputs made by transformers' tokenizer.
 func TestBatchMatchesReference(t *testing.T) {
-	dir := filepath.Join(fixtureDir(t), "clip-tiny-openai")
+	dir := testutil.Fixtures(t, "clip-tiny-openai")
 	raw, err := os.ReadFile(filepath.Join(dir, "inputs.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -332,24 +317,8 @@ func TestBatchMatchesReference(t *testing.T) {
 	if err := json.Unmarshal(raw, &inputs); err != nil {
 		t.Fatal(err)
 	}
-	readNpy := func(name string) ([]int64, []int) {
-		f, err := os.Open(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		r, err := npyio.NewReader(f)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		var v []int64
-		if err := r.Read(&v); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		return v, r.Header.Descr.Shape
-	}
-	wantIDs, shape := readNpy("input_ids.npy")
-	wantMask, _ := readNpy("attention_mask.npy")
+	shape, wantIDs := testutil.ReadNpyInt64(t, filepath.Join(dir, "input_ids.npy"))
+	_, wantMask := testutil.ReadNpyInt64(t, filepath.Join(dir, "attention_mask.npy"))
 	if len(shape) != 2 || shape[0] != len(inputs.Captions) {
 		t.Fatalf("input_ids.npy shape %v for %d captions", shape, len(inputs.Captions))
 	}
@@ -429,7 +398,7 @@ func TestEncodeContext(t *testing.T) {
 // alone, and the shared cache does not mix pieces up.
 func TestConcurrentEncode(t *testing.T) {
 	cases := readCases(t)
-	tok, err := Load(filepath.Join(fixtureDir(t), OpenAIFile)) // a fresh, empty cache
+	tok, err := Load(testutil.Fixtures(t, OpenAIFile)) // a fresh, empty cache
 	if err != nil {
 		t.Fatal(err)
 	}

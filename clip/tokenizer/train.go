@@ -3,7 +3,8 @@ package tokenizer
 import (
 	"container/heap"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -43,11 +44,7 @@ func Train(captions []string, vocabSize int) (*Tokenizer, error) {
 			counts[piece]++
 		})
 	}
-	pieces := make([]string, 0, len(counts))
-	for p := range counts {
-		pieces = append(pieces, p)
-	}
-	sort.Strings(pieces)
+	pieces := slices.Sorted(maps.Keys(counts))
 
 	var first [256]int32 // id of each byte, by OpenAI's order
 	for id, b := range byteOrder {

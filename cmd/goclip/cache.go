@@ -2,12 +2,9 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"goclip/dataset"
 )
@@ -61,19 +58,9 @@ func runCache(c *cli.Context) error {
 		Force:     c.Bool("force"),
 		Report:    &ds.Report,
 	}
-	if term.IsTerminal(int(os.Stderr.Fd())) {
-		bar := progressbar.NewOptions(len(ds.Items),
-			progressbar.OptionSetWriter(os.Stderr),
-			progressbar.OptionSetDescription(fmt.Sprintf("cache %dpx", size)),
-			progressbar.OptionShowCount(),
-			progressbar.OptionShowIts(),
-			progressbar.OptionSetItsString("img"),
-			progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionClearOnFinish(),
-		)
-		defer bar.Close()
-		opts.Progress = func(done, _ int) { bar.Set(done) }
-	}
+	progress, closeBar := imageProgress(len(ds.Items), fmt.Sprintf("cache %dpx", size))
+	defer closeBar()
+	opts.Progress = progress
 	start := time.Now()
 	st, err := dataset.BuildCache(ds.Items, out, size, opts)
 	if err != nil {

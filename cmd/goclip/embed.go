@@ -11,6 +11,8 @@ import (
 
 	"codeberg.org/sbinet/npyio"
 	"github.com/urfave/cli/v2"
+
+	"goclip/internal/atomicfile"
 )
 
 var embedCommand = &cli.Command{
@@ -121,12 +123,12 @@ func runEmbed(c *cli.Context) error {
 		}
 		rows, inputs = res.rows, res.kept
 	}
-	if err := writeNpy(out, rows); err != nil {
-		return err
+	if err := atomicfile.WriteFile(out, func(w io.Writer) error { return npyio.Write(w, rows) }); err != nil {
+		return fmt.Errorf("writing %s: %w", out, err)
 	}
 	if list := c.String("list"); list != "" {
-		if err := writeFileAtomic(list, []byte(strings.Join(inputs, "\n")+"\n")); err != nil {
-			return err
+		if err := atomicfile.WriteBytes(list, []byte(strings.Join(inputs, "\n")+"\n")); err != nil {
+			return fmt.Errorf("writing %s: %w", list, err)
 		}
 	}
 	fmt.Fprintf(c.App.ErrWriter, "wrote %s: %d x %d float32\n", out, len(rows), len(rows[0]))
@@ -155,45 +157,4 @@ func readLines(path string) ([]string, error) {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
 	return lines, nil
-}
-
-// writeNpy writes rows as a float32 (N, D) .npy file, atomically.
-func writeNpy(path string, rows [][]float32) error {
-	return writeAtomic(path, func(w io.Writer) error { return npyio.Write(w, rows) })
-}
-
-// writeFileAtomic writes data to path through a temporary file renamed into place.
-func writeFileAtomic(path string, data []byte) error {
-	return writeAtomic(path, func(w io.Writer) error {
-		_, err := w.Write(data)
-		return err
-	})
-}
-
-// writeAtomic writes path through a temporary file in the same folder, renamed into
-// place once complete, so that path is never seen half-written.
-func writeAtomic(path string, write func(io.Writer) error) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	bw := bufio.NewWriter(f)
-	err = write(bw)
-	if err == nil {
-		err = bw.Flush()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
 }

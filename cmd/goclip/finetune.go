@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +11,7 @@ import (
 
 	"goclip/clip"
 	"goclip/clip/tokenizer"
+	"goclip/internal/atomicfile"
 	"goclip/lora"
 	"goclip/torch"
 	"goclip/train"
@@ -100,18 +100,9 @@ func runFinetune(c *cli.Context) error {
 			return fmt.Errorf("base evaluation: %w", err)
 		}
 		fmt.Fprintf(c.App.ErrWriter, "base: %s\n", ev)
-		if err := writeJSONFile(basePath, ev); err != nil {
-			return err
+		if err := atomicfile.WriteJSON(basePath, ev); err != nil {
+			return fmt.Errorf("writing %s: %w", basePath, err)
 		}
 	}
 	return s.run(c, job)
-}
-
-// writeJSONFile writes v as indented JSON to path, atomically.
-func writeJSONFile(path string, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(path, append(data, '\n'))
 }

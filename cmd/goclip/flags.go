@@ -120,17 +120,18 @@ func precisionOf(c *cli.Context, dev torch.Device) (train.Precision, error) {
 	return p, nil
 }
 
-// parseDType reads a --dtype value for files: float32, float16 or bfloat16.
+// parseDType reads a --dtype value for files (torch.ParseDType's names): float32 (also
+// when empty), float16 or bfloat16.
 func parseDType(s string) (torch.DType, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "float32", "fp32", "f32", "":
+	name := strings.TrimSpace(s)
+	if name == "" {
 		return torch.Float32, nil
-	case "float16", "fp16", "f16", "half":
-		return torch.Float16, nil
-	case "bfloat16", "bf16":
-		return torch.BFloat16, nil
 	}
-	return 0, fmt.Errorf("--dtype %q: want float32, float16 or bfloat16", s)
+	d, err := torch.ParseDType(name)
+	if err != nil || (d != torch.Float32 && d != torch.Float16 && d != torch.BFloat16) {
+		return 0, fmt.Errorf("--dtype %q: want float32, float16 or bfloat16", s)
+	}
+	return d, nil
 }
 
 // torchAction wraps a command action so that a tensor operation's panic (a *torch.Error,

@@ -12,8 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"codeberg.org/sbinet/npyio"
-
+	"goclip/internal/testutil"
 	"goclip/torch/serialize"
 )
 
@@ -36,42 +35,6 @@ func mustGoclip(t *testing.T, args ...string) string {
 		t.Fatalf("goclip %s: %v\nstderr: %s", strings.Join(args, " "), err, errOut)
 	}
 	return out
-}
-
-// sharedFixtures is ../shared/fixtures from the project root; it skips when absent and
-// fails under CI=true.
-func sharedFixtures(t *testing.T) string {
-	t.Helper()
-	dir := filepath.Join("..", "..", "..", "shared", "fixtures")
-	if _, err := os.Stat(filepath.Join(dir, "clip-tiny-openai", "model.safetensors")); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("fixtures %s missing under CI=true: %v", dir, err)
-		}
-		t.Skipf("fixtures %s absent (../shared not checked out): %v", dir, err)
-	}
-	return dir
-}
-
-// readNpyF32 reads a float32 .npy file: its shape and values.
-func readNpyF32(t *testing.T, path string) ([]int, []float32) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := npyio.NewReader(f)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	if strings.Trim(r.Header.Descr.Type, "'") != "<f4" {
-		t.Fatalf("%s: dtype %s, want <f4", path, r.Header.Descr.Type)
-	}
-	var v []float32
-	if err := r.Read(&v); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return r.Header.Descr.Shape, v
 }
 
 // maxAbsDiff is max |a-b| over two equal-length slices.
@@ -115,7 +78,7 @@ func TestInfoCommand(t *testing.T) {
 	if _, _, err := runGoclip(t, "info"); err == nil {
 		t.Error("info with neither --model nor --config succeeded")
 	}
-	fx := sharedFixtures(t)
+	fx := testutil.Fixtures(t)
 	out = mustGoclip(t, "info", "--model", filepath.Join(fx, "clip-tiny-openai"))
 	if !strings.HasPrefix(out, "trainable params: 3,700,289 || all params: 3,700,289 || trainable%: 100.0000") {
 		t.Errorf("info --model fixture: %q", out)
@@ -123,7 +86,7 @@ func TestInfoCommand(t *testing.T) {
 }
 
 func TestConvertCommand(t *testing.T) {
-	fx := filepath.Join(sharedFixtures(t), "clip-tiny-openai")
+	fx := testutil.Fixtures(t, "clip-tiny-openai")
 	tmp := t.TempDir()
 	pt := filepath.Join(tmp, "clip.pt")
 	mustGoclip(t, "convert", fx, pt)
@@ -179,7 +142,7 @@ func TestConvertCommand(t *testing.T) {
 // TestEmbedCommand: rows in input order and of shape (N, projection_dim), equal to the
 // reference embeddings of the fixture's images and captions.
 func TestEmbedCommand(t *testing.T) {
-	fx := sharedFixtures(t)
+	fx := testutil.Fixtures(t)
 	model := filepath.Join(fx, "clip-tiny-openai")
 	images := filepath.Join(fx, "images")
 	var inputs struct {
@@ -190,7 +153,7 @@ func TestEmbedCommand(t *testing.T) {
 	if err != nil || json.Unmarshal(data, &inputs) != nil {
 		t.Fatalf("inputs.json: %v", err)
 	}
-	refShape, ref := readNpyF32(t, filepath.Join(model, "image_embeds.npy"))
+	refShape, ref := testutil.ReadNpyFloat32(t, filepath.Join(model, "image_embeds.npy"))
 	p := refShape[1]
 	tmp := t.TempDir()
 
@@ -201,7 +164,7 @@ func TestEmbedCommand(t *testing.T) {
 		args = append(args, "--images", filepath.Join(images, name))
 	}
 	mustGoclip(t, args...)
-	shape, got := readNpyF32(t, filepath.Join(tmp, "img.npy"))
+	shape, got := testutil.ReadNpyFloat32(t, filepath.Join(tmp, "img.npy"))
 	if !slices.Equal(shape, refShape) {
 		t.Fatalf("shape %v, want %v", shape, refShape)
 	}
@@ -227,7 +190,7 @@ func TestEmbedCommand(t *testing.T) {
 	if !slices.IsSortedFunc(names, strings.Compare) || len(names) != 9 {
 		t.Errorf("folder rows not in sorted order: %v", names)
 	}
-	shape, dir := readNpyF32(t, filepath.Join(tmp, "dir.npy"))
+	shape, dir := testutil.ReadNpyFloat32(t, filepath.Join(tmp, "dir.npy"))
 	if shape[0] != len(names) || shape[1] != p {
 		t.Fatalf("folder shape %v", shape)
 	}
@@ -247,8 +210,8 @@ func TestEmbedCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustGoclip(t, "embed", "--model", model, "--texts", texts, "--out", filepath.Join(tmp, "txt.npy"), "--normalize")
-	shape, txt := readNpyF32(t, filepath.Join(tmp, "txt.npy"))
-	refShape, refTxt := readNpyF32(t, filepath.Join(model, "text_embeds.npy"))
+	shape, txt := testutil.ReadNpyFloat32(t, filepath.Join(tmp, "txt.npy"))
+	refShape, refTxt := testutil.ReadNpyFloat32(t, filepath.Join(model, "text_embeds.npy"))
 	if !slices.Equal(shape, refShape) {
 		t.Fatalf("text shape %v, want %v", shape, refShape)
 	}
@@ -269,7 +232,7 @@ func TestEmbedCommand(t *testing.T) {
 }
 
 func TestZeroshotCommand(t *testing.T) {
-	fx := sharedFixtures(t)
+	fx := testutil.Fixtures(t)
 	model := filepath.Join(fx, "clip-tiny-openai")
 	imgs := []string{filepath.Join(fx, "images", "rocket.jpg"), filepath.Join(fx, "images", "camera.png")}
 	out := mustGoclip(t, append([]string{"zeroshot", "--model", model, "--classes", "cat,dog,rocket", "--json"}, imgs...)...)

@@ -3,12 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"goclip/dataset"
 )
@@ -71,19 +68,9 @@ func runSynth(c *cli.Context) error {
 	if opts.Images < 1 {
 		return fmt.Errorf("synth: --images %d: want at least 1", opts.Images)
 	}
-	if term.IsTerminal(int(os.Stderr.Fd())) {
-		bar := progressbar.NewOptions(opts.Images,
-			progressbar.OptionSetWriter(os.Stderr),
-			progressbar.OptionSetDescription("synth "+opts.Domain),
-			progressbar.OptionShowCount(),
-			progressbar.OptionShowIts(),
-			progressbar.OptionSetItsString("img"),
-			progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionClearOnFinish(),
-		)
-		defer bar.Close()
-		opts.Progress = func(done, _ int) { bar.Set(done) }
-	}
+	progress, closeBar := imageProgress(opts.Images, "synth "+opts.Domain)
+	defer closeBar()
+	opts.Progress = progress
 	start := time.Now()
 	res, err := dataset.Synthesize(c.String("out"), opts)
 	if errors.Is(err, dataset.ErrExists) {

@@ -8,36 +8,18 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"goclip/internal/testutil"
 )
 
-// torchPython is the interpreter with torch: Debian's, the one python3-torch
-// installs into (a python3 earlier on PATH may be another interpreter
-// without torch), unless GOCLIP_TORCH_PYTHON names another, e.g. one with
-// torch 2.x on a GPU machine.
-func torchPython() string {
-	if p := os.Getenv("GOCLIP_TORCH_PYTHON"); p != "" {
-		return p
-	}
-	return "/usr/bin/python3"
-}
-
-// requireTorch skips the test when Debian's python3-torch is missing, and
-// fails it instead under CI=true, where it must be installed.
+// requireTorch skips the test under -short (except under CI=true), and when the
+// interpreter of testutil.PythonTorch lacks torch or numpy (failing under CI=true).
 func requireTorch(t *testing.T) {
 	t.Helper()
-	ci := os.Getenv("CI") == "true"
-	if testing.Short() && !ci {
+	if testing.Short() && os.Getenv("CI") != "true" {
 		t.Skip("-short: skipping Python interop")
 	}
-	cmd := exec.Command(torchPython(), "-c", "import torch, numpy")
-	cmd.Dir = t.TempDir()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		msg := "needs " + torchPython() + " with python3-torch and python3-numpy (apt-get install python3-torch python3-numpy): " + strings.TrimSpace(string(out))
-		if ci {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	testutil.PythonTorch(t, "numpy")
 }
 
 // runPython runs testdata/torch_interop.py with args in dir.
@@ -47,7 +29,7 @@ func runPython(t *testing.T, dir string, args ...string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(torchPython(), append([]string{script}, args...)...)
+	cmd := exec.Command(testutil.PythonTorch(t, "numpy"), append([]string{script}, args...)...)
 	cmd.Dir = dir // not this folder: nothing here may shadow a Python module
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("python %v: %v\n%s", args, err, out)

@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
 	"unicode/utf8"
+
+	"goclip/internal/atomicfile"
 )
 
 // ptArchiveName is the folder inside the zip; torch accepts any name.
@@ -27,11 +30,7 @@ func WritePT(path string, tensors map[string]RawTensor) error {
 	p := newPickler()
 	p.w.WriteByte(opProto)
 	p.w.WriteByte(2)
-	keys := make([]string, 0, len(tensors))
-	for k := range tensors {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	keys := slices.Sorted(maps.Keys(tensors))
 	p.orderedDictStart()
 	for _, k := range keys {
 		if err := p.str(k); err != nil {
@@ -298,11 +297,7 @@ type entry struct {
 }
 
 func mapEntries[K cmp.Ordered, V any](m map[K]V) []entry {
-	keys := make([]K, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	keys := slices.Sorted(maps.Keys(m))
 	out := make([]entry, len(keys))
 	for i, k := range keys {
 		out[i] = entry{k, m[k]}
@@ -370,7 +365,7 @@ func (p *pickler) dict(entries []entry, at string, depth int) error {
 // writeZip writes the pickle and the storages as torch.save's zip archive,
 // each record stored uncompressed and its data 64-byte aligned.
 func (p *pickler) writeZip(path string) error {
-	return writeAtomic(path, func(w io.Writer) error {
+	return atomicfile.WriteFile(path, func(w io.Writer) error {
 		cw := &countingWriter{w: w}
 		zw := zip.NewWriter(cw)
 		add := func(name string, data []byte) error {

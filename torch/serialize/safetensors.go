@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
+
+	"goclip/internal/atomicfile"
 )
 
 // maxSafetensorsHeader is the reference implementation's limit on the JSON
@@ -243,11 +246,7 @@ func (s *SafetensorsFile) Path() string { return s.path }
 
 // Names lists the tensors in name order.
 func (s *SafetensorsFile) Names() []string {
-	names := make([]string, 0, len(s.infos))
-	for k := range s.infos {
-		names = append(names, k)
-	}
-	slices.Sort(names)
+	names := slices.Sorted(maps.Keys(s.infos))
 	return names
 }
 
@@ -351,7 +350,7 @@ func WriteSafetensors(path string, tensors map[string]RawTensor, metadata map[st
 	if err := checkWritable(path, tensors); err != nil {
 		return err
 	}
-	return writeAtomic(path, func(w io.Writer) error {
+	return atomicfile.WriteFile(path, func(w io.Writer) error {
 		return encodeSafetensors(w, tensors, metadata)
 	})
 }
@@ -424,11 +423,7 @@ func safetensorsHeader(names []string, tensors map[string]RawTensor, metadata ma
 	first := true
 	if metadata != nil {
 		buf.WriteString(`"__metadata__":{`)
-		keys := make([]string, 0, len(metadata))
-		for k := range metadata {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
+		keys := slices.Sorted(maps.Keys(metadata))
 		for i, k := range keys {
 			if i > 0 {
 				buf.WriteByte(',')

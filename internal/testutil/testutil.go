@@ -1,0 +1,160 @@
+// Package testutil holds what the tests of several packages share: the reference
+// fixtures in ../shared/fixtures, Debian's python3 with torch, .npy files and the
+// relative error the parity tests compare with.
+//
+// It is imported only by _test.go files. It imports nothing of goclip, so that the tests
+// of every package, torch and torch/serialize included, may use it.
+//
+// # Missing prerequisites
+//
+// A test whose fixtures or Python are absent is skipped with a message that says what is
+// missing and how to get it (a user's machine), except under CI=true, where it fails:
+// there everything must be installed.
+package testutil
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// moduleRoot is the folder holding go.mod, found by walking up from the working
+// directory (a package's folder under go test).
+var moduleRoot = sync.OnceValues(func() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod in the working directory or above it")
+		}
+		dir = parent
+	}
+})
+
+// Lookup returns the path of ../shared/fixtures/<rel...> beside the module root (or in
+// the folder GOCLIP_FIXTURES names, e.g. a copy on a GPU machine) and whether it exists.
+// Tests that can run without the fixture use it; others use Fixtures.
+func Lookup(rel ...string) (string, bool) {
+	p, err := lookup(rel)
+	return p, err == nil
+}
+
+func lookup(rel []string) (string, error) {
+	dir := os.Getenv("GOCLIP_FIXTURES")
+	if dir == "" {
+		root, err := moduleRoot()
+		if err != nil {
+			return "", err
+		}
+		dir = filepath.Join(root, "..", "shared", "fixtures")
+	}
+	p := filepath.Join(append([]string{dir}, rel...)...)
+	_, err := os.Stat(p)
+	return p, err
+}
+
+// Fixtures returns the path of ../shared/fixtures/<rel...> as Lookup finds it (the
+// folder itself without rel). When it is absent the test is skipped, or fails under
+// CI=true.
+func Fixtures(t testing.TB, rel ...string) string {
+	t.Helper()
+	p, err := lookup(rel)
+	if err != nil {
+		missing(t, fmt.Sprintf("reference fixture %s absent: %v (the fixtures live in ../shared/fixtures beside the repository, or where GOCLIP_FIXTURES says)", p, err))
+	}
+	return p
+}
+
+// missing skips t with msg, or fails it under CI=true.
+func missing(t testing.TB, msg string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + "; required under CI=true")
+	}
+	t.Skip(msg + "; skipping")
+}
+
+type pythonCheck struct {
+	once sync.Once
+	err  error
+}
+
+var (
+	pythonMu     sync.Mutex
+	pythonChecks = map[string]*pythonCheck{}
+)
+
+// PythonTorch returns the interpreter that the Python comparisons run: Debian's
+// /usr/bin/python3, the one python3-torch installs into (a python3 earlier on PATH may
+// be another interpreter without torch), unless GOCLIP_TORCH_PYTHON names another, e.g.
+// one with torch 2.x on a GPU machine. It checks, once per test binary, that the
+// interpreter imports torch and the modules named (e.g. "numpy"); when it cannot, the
+// test is skipped, or fails under CI=true.
+func PythonTorch(t testing.TB, modules ...string) string {
+	t.Helper()
+	py := os.Getenv("GOCLIP_TORCH_PYTHON")
+	if py == "" {
+		py = "/usr/bin/python3"
+	}
+	mods := append([]string{"torch"}, modules...)
+	key := py + "\x00" + strings.Join(mods, ",")
+	pythonMu.Lock()
+	c, ok := pythonChecks[key]
+	if !ok {
+		c = &pythonCheck{}
+		pythonChecks[key] = c
+	}
+	pythonMu.Unlock()
+	c.once.Do(func() {
+		cmd := exec.Command(py, "-c", "import "+strings.Join(mods, ", "))
+		cmd.Dir = os.TempDir() // nothing in a package's folder may shadow a Python module
+		if out, err := cmd.CombinedOutput(); err != nil {
+			c.err = err
+			if out := strings.TrimSpace(string(out)); out != "" {
+				c.err = fmt.Errorf("%w: %s", err, out)
+			}
+		}
+	})
+	if c.err != nil {
+		pkgs := make([]string, len(mods))
+		for i, m := range mods {
+			pkgs[i] = "python3-" + m
+		}
+		missing(t, fmt.Sprintf("%s cannot import %s (apt-get install %s, or set GOCLIP_TORCH_PYTHON): %v",
+			py, strings.Join(mods, ", "), strings.Join(pkgs, " "), c.err))
+	}
+	return py
+}
+
+// RelErr is max |got - want| / max |want| (the reference's scale); max |got - want|
+// when want is all zero. It is +Inf when the lengths differ or a value is NaN, so that
+// no comparison passes by accident.
+func RelErr(got, want []float64) float64 {
+	if len(got) != len(want) {
+		return math.Inf(1)
+	}
+	var num, den float64
+	for i := range want {
+		num = math.Max(num, math.Abs(got[i]-want[i]))
+		den = math.Max(den, math.Abs(want[i]))
+	}
+	if math.IsNaN(num) {
+		return math.Inf(1)
+	}
+	if den == 0 {
+		return num
+	}
+	return num / den
+}
