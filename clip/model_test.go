@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"goclip/internal/tensortest"
 	"goclip/internal/testutil"
 	"goclip/nn"
 	"goclip/torch"
@@ -19,23 +20,6 @@ func fixture(t *testing.T, name string) string {
 }
 
 // readNpy reads a float or int64 .npy file into a CPU tensor of its shape (floats as
-// float32).
-func readNpy(t *testing.T, path string) *torch.Tensor {
-	t.Helper()
-	dims, data := testutil.ReadNpy(t, path)
-	shape := make([]int64, len(dims))
-	for i, s := range dims {
-		shape[i] = int64(s)
-	}
-	switch v := data.(type) {
-	case []int64:
-		return torch.FromInt64(v, shape...)
-	case []float64:
-		return torch.FromFloat64(v, shape...).To(torch.Float32)
-	default:
-		return torch.FromFloat32(v.([]float32), shape...)
-	}
-}
 
 // relErr is max |a-b| / max |b| (the reference b's scale), after checking the shapes.
 func relErr(t *testing.T, name string, a, b *torch.Tensor) float64 {
@@ -84,8 +68,8 @@ func TestModelParityOpenAI(t *testing.T) {
 	base := torch.Live()
 	m := loadTinyOpenAI(t)
 	s := torch.NewScope()
-	pixels := readNpy(t, fixture(t, "pixel_values.npy"))
-	ids := readNpy(t, fixture(t, "input_ids.npy"))
+	pixels := tensortest.ReadNpy(t, fixture(t, "pixel_values.npy"))
+	ids := tensortest.ReadNpy(t, fixture(t, "input_ids.npy"))
 
 	outputs := map[string]*torch.Tensor{}
 	if err := torch.Try(func() {
@@ -102,7 +86,7 @@ func TestModelParityOpenAI(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"vision_pooled", "image_embeds", "text_pooled", "text_embeds", "logits_per_image", "loss"} {
-		e := relErr(t, name, outputs[name], readNpy(t, fixture(t, name+".npy")))
+		e := relErr(t, name, outputs[name], tensortest.ReadNpy(t, fixture(t, name+".npy")))
 		t.Logf("%-18s rel err %.3g", name, e)
 		if e > 1e-5 {
 			t.Errorf("%s: relative error %.3g > 1e-5", name, e)
@@ -126,7 +110,7 @@ func TestModelParityOpenAI(t *testing.T) {
 			t.Errorf("%s: no gradient", key)
 			continue
 		}
-		e := relErr(t, "grad "+key, grad, readNpy(t, g))
+		e := relErr(t, "grad "+key, grad, tensortest.ReadNpy(t, g))
 		t.Logf("grad %-55s rel err %.3g", key, e)
 		if e > 1e-4 {
 			t.Errorf("grad %s: relative error %.3g > 1e-4", key, e)

@@ -10,15 +10,14 @@ package cudatest
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"codeberg.org/sbinet/npyio"
-
 	"goclip/clip"
+	"goclip/internal/tensortest"
+	"goclip/internal/testutil"
 	"goclip/torch"
 )
 
@@ -48,21 +47,6 @@ func needCUDA(t *testing.T) {
 	t.Skip(msg + "; skipping")
 }
 
-// relErr is max |got - want| / max |want|.
-func relErr(got, want []float64) float64 {
-	var num, den float64
-	for i := range want {
-		num = math.Max(num, math.Abs(got[i]-want[i]))
-		den = math.Max(den, math.Abs(want[i]))
-	}
-	if len(got) != len(want) || math.IsNaN(num) {
-		return math.Inf(1)
-	}
-	if den == 0 {
-		return num
-	}
-	return num / den
-}
 
 // checkLeaks fails the test if tensors created after it was called are still alive at
 // the end of the test.
@@ -128,7 +112,7 @@ func TestDeviceRoundTrip(t *testing.T) {
 	if bf.DType() != torch.BFloat16 || !bf.Device().IsCUDA() {
 		t.Fatalf("ToDeviceDType gave %v", bf)
 	}
-	if e := relErr(f64(bf.Float32s()), f64(vals)); e > 1e-2 {
+	if e := testutil.RelErr(f64(bf.Float32s()), f64(vals)); e > 1e-2 {
 		t.Errorf("bf16 round trip relative error %.3g", e)
 	}
 
@@ -202,7 +186,7 @@ func TestAutocastDTypes(t *testing.T) {
 		if sm.DType() != torch.Float32 {
 			t.Errorf("autocast %v: softmax gave %v, want float32", dt, sm.DType())
 		}
-		if e := relErr(f64(lin.Float32s()), f64(want.Float32s())); e > 2e-2 {
+		if e := testutil.RelErr(f64(lin.Float32s()), f64(want.Float32s())); e > 2e-2 {
 			t.Errorf("autocast %v: linear relative error %.3g", dt, e)
 		}
 		if out := torch.Linear(x, w, bias); out.DType() != torch.Float32 {
@@ -262,7 +246,7 @@ func TestFusedAdamWMatchesCPU(t *testing.T) {
 				{"exp_avg", cpu.Groups[gi].ExpAvg[i], gpu.Groups[gi].ExpAvg[i]},
 				{"exp_avg_sq", cpu.Groups[gi].ExpAvgSq[i], gpu.Groups[gi].ExpAvgSq[i]},
 			} {
-				if e := relErr(f64(c.b.Float32s()), f64(c.a.Float32s())); e > 1e-5 {
+				if e := testutil.RelErr(f64(c.b.Float32s()), f64(c.a.Float32s())); e > 1e-5 {
 					t.Errorf("group %d %s %d: fused CUDA vs CPU relative error %.3g > 1e-5", gi, c.name, i, e)
 				}
 			}
@@ -303,7 +287,7 @@ func TestSDPAMatchesManual(t *testing.T) {
 			if fused.DType() != dt {
 				t.Errorf("%v %s: fused output is %v", dt, c.name, fused.DType())
 			}
-			e := relErr(f64(fused.Float32s()), f64(manual.Float32s()))
+			e := testutil.RelErr(f64(fused.Float32s()), f64(manual.Float32s()))
 			t.Logf("%-8v %-13s rel err %.3g", dt, c.name, e)
 			if e > tols[dt] {
 				t.Errorf("%v %s: SDPA vs manual relative error %.3g > %g", dt, c.name, e, tols[dt])
@@ -323,7 +307,7 @@ func TestSDPAMatchesManual(t *testing.T) {
 	}
 	gf, gm := grads(true), grads(false)
 	for i, name := range []string{"dq", "dk", "dv"} {
-		if e := relErr(gf[i], gm[i]); e > 3e-2 {
+		if e := testutil.RelErr(gf[i], gm[i]); e > 3e-2 {
 			t.Errorf("bf16 causal %s: fused vs manual relative error %.3g > 3e-2", name, e)
 		}
 	}
@@ -334,59 +318,8 @@ func TestSDPAMatchesManual(t *testing.T) {
 
 // ---- CLIP fixture parity on CUDA ----
 
-func fixtures(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("GOCLIP_FIXTURES")
-	if dir == "" {
-		dir = "../../../shared/fixtures"
-	}
-	p := filepath.Join(dir, "clip-tiny-openai")
-	if _, err := os.Stat(filepath.Join(p, "model.safetensors")); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("fixture %s missing under CI=true: %v", p, err)
-		}
-		t.Skipf("fixture %s absent (set GOCLIP_FIXTURES or check out ../shared): %v", p, err)
-	}
-	return p
-}
+func fixtures(t *testing.T) string { return testutil.Fixtures(t, "clip-tiny-openai") }
 
-// readNpy reads a float32, float64 or int64 .npy file into a CPU tensor.
-func readNpy(t *testing.T, path string) *torch.Tensor {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := npyio.NewReader(f)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	shape := make([]int64, len(r.Header.Descr.Shape))
-	for i, s := range r.Header.Descr.Shape {
-		shape[i] = int64(s)
-	}
-	switch typ := r.Header.Descr.Type; {
-	case strings.Contains(typ, "i8"):
-		var v []int64
-		if err := r.Read(&v); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		return torch.FromInt64(v, shape...)
-	case strings.Contains(typ, "f8"):
-		var v []float64
-		if err := r.Read(&v); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		return torch.FromFloat64(v, shape...).To(torch.Float32)
-	default:
-		var v []float32
-		if err := r.Read(&v); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		return torch.FromFloat32(v, shape...)
-	}
-}
 
 func loadFixtureModel(t *testing.T, dir string) *clip.Model {
 	t.Helper()
@@ -423,8 +356,8 @@ func TestCLIPParityCUDA(t *testing.T) {
 	defer m.Free()
 	s := torch.NewScope()
 	defer s.Close()
-	pixels := readNpy(t, filepath.Join(dir, "pixel_values.npy")).ToDevice(dev, false)
-	ids := readNpy(t, filepath.Join(dir, "input_ids.npy")).ToDevice(dev, false)
+	pixels := tensortest.ReadNpy(t, filepath.Join(dir, "pixel_values.npy")).ToDevice(dev, false)
+	ids := tensortest.ReadNpy(t, filepath.Join(dir, "input_ids.npy")).ToDevice(dev, false)
 	names := []string{"vision_pooled", "text_pooled", "image_embeds", "text_embeds", "logits_per_image", "loss"}
 	run := func() map[string]*torch.Tensor {
 		out := map[string]*torch.Tensor{}
@@ -445,7 +378,7 @@ func TestCLIPParityCUDA(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range names {
-		e := relErr(f64(fp32[name].Float32s()), f64(readNpy(t, filepath.Join(dir, name+".npy")).Float32s()))
+		e := testutil.RelErr(f64(fp32[name].Float32s()), f64(tensortest.ReadNpy(t, filepath.Join(dir, name+".npy")).Float32s()))
 		t.Logf("fp32 %-18s rel err %.3g", name, e)
 		if e > 1e-4 {
 			t.Errorf("fp32 %s: relative error %.3g > 1e-4", name, e)
@@ -468,7 +401,7 @@ func TestCLIPParityCUDA(t *testing.T) {
 			t.Errorf("%s: no gradient", key)
 			continue
 		}
-		e := relErr(f64(grad.Float32s()), f64(readNpy(t, g).Float32s()))
+		e := testutil.RelErr(f64(grad.Float32s()), f64(tensortest.ReadNpy(t, g).Float32s()))
 		t.Logf("fp32 grad %-55s rel err %.3g", key, e)
 		if e > 1e-4 {
 			t.Errorf("fp32 grad %s: relative error %.3g > 1e-4", key, e)
@@ -483,7 +416,7 @@ func TestCLIPParityCUDA(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range names {
-		e := relErr(f64(bf[name].Float32s()), f64(readNpy(t, filepath.Join(dir, name+".npy")).Float32s()))
+		e := testutil.RelErr(f64(bf[name].Float32s()), f64(tensortest.ReadNpy(t, filepath.Join(dir, name+".npy")).Float32s()))
 		t.Logf("bf16 %-18s rel err %.3g", name, e)
 		if e > 5e-2 {
 			t.Errorf("bf16 autocast %s: relative error %.3g > 5e-2", name, e)
