@@ -47,6 +47,17 @@ type LoaderOptions struct {
 
 	// Report, when set, records each unreadable image (once) with its reason.
 	Report *Report
+
+	// World > 1 makes the loader serve rank Rank's share of each global batch
+	// (data-parallel training): batch j of an epoch started at sample s is the fixed
+	// positions [s+j·BatchSize, s+(j+1)·BatchSize) of the epoch's order, every rank
+	// draws the same order, and rank r loads only the contiguous rows [n·r/World,
+	// n·(r+1)/World) of those n positions. Unreadable images are left out of the share
+	// (counted as usual) instead of being replaced, so a share may be short. The
+	// caption and augmentation of a sample depend on (Seed, epoch, item), never on the
+	// rank, so the ranks' shares together are the batch a single loader would serve
+	// when every image is readable.
+	Rank, World int
 }
 
 // Position is a point in the data stream to resume from: Sample positions of Epoch's
@@ -258,21 +269,27 @@ func (l *Loader) StartAt(p Position) error {
 	tokens := make(chan struct{}, window)
 	jobs := make(chan int)
 	results := make(chan *sample, window)
+	positions := [][2]int{{start, len(order)}} // the positions [lo, hi) to load
+	if l.opts.World > 1 {
+		positions = l.shares(start, len(order)) // this rank's rows of each batch
+	}
 
 	r.wg.Add(2 + l.opts.Workers)
 	go func() { // dispatcher
 		defer r.wg.Done()
 		defer close(jobs)
-		for pos := start; pos < len(order); pos++ {
-			select {
-			case tokens <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			select {
-			case jobs <- pos:
-			case <-ctx.Done():
-				return
+		for _, span := range positions {
+			for pos := span[0]; pos < span[1]; pos++ {
+				select {
+				case tokens <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+				select {
+				case jobs <- pos:
+				case <-ctx.Done():
+					return
+				}
 			}
 		}
 	}()
@@ -292,6 +309,10 @@ func (l *Loader) StartAt(p Position) error {
 	go func() { // assembler
 		defer r.wg.Done()
 		defer close(r.batches)
+		if l.opts.World > 1 {
+			r.err = l.assembleShares(ctx, p, start, positions, tokens, results, r.batches)
+			return
+		}
 		r.err = l.assemble(ctx, p, start, order, tokens, results, r.batches)
 	}()
 	l.run = r
@@ -362,6 +383,79 @@ func (l *Loader) assemble(ctx context.Context, p Position, next int, order []int
 	}
 	if b != nil && !l.opts.DropLast {
 		send()
+	}
+	return nil
+}
+
+// shares are this rank's positions [lo, hi) of each batch of an epoch started at
+// position start of n (LoaderOptions.World > 1).
+func (l *Loader) shares(start, n int) [][2]int {
+	var out [][2]int
+	for lo := start; lo < n; lo += l.opts.BatchSize {
+		hi := min(lo+l.opts.BatchSize, n)
+		if hi-lo < l.opts.BatchSize && l.opts.DropLast {
+			break
+		}
+		k := hi - lo
+		out = append(out, [2]int{lo + k*l.opts.Rank/l.opts.World, lo + k*(l.opts.Rank+1)/l.opts.World})
+	}
+	return out
+}
+
+// assembleShares is assemble for LoaderOptions.World > 1: one batch per share, its
+// readable images in order (possibly fewer than the share, possibly none).
+func (l *Loader) assembleShares(ctx context.Context, p Position, start int, shares [][2]int,
+	tokens chan struct{}, results chan *sample, out chan<- *Batch) error {
+	pending := map[int]*sample{}
+	ctxLen := -1
+	n := 3 * l.opts.Size * l.opts.Size
+	for j, sh := range shares {
+		b := l.newBatch(p.Epoch, p.Batch+j)
+		for pos := sh[0]; pos < sh[1]; {
+			s, ok := pending[pos]
+			if !ok {
+				select {
+				case s := <-results:
+					pending[s.pos] = s
+				case <-ctx.Done():
+					return nil
+				}
+				continue
+			}
+			delete(pending, pos)
+			pos++
+			<-tokens
+			if !s.ok {
+				continue
+			}
+			i := len(b.Items)
+			if l.opts.Uint8 {
+				copy(b.PixelsU8[i*n:(i+1)*n], s.u8)
+				l.u8Pool.Put(&s.u8)
+			} else {
+				copy(b.Pixels[i*n:(i+1)*n], s.f32)
+				l.f32Pool.Put(&s.f32)
+			}
+			if l.opts.Tokenize != nil {
+				if ctxLen < 0 {
+					ctxLen = len(s.ids)
+				}
+				if len(s.ids) != ctxLen {
+					return fmt.Errorf("dataset: Tokenize returned %d ids for %q, %d for an earlier caption: ids must be padded to the context length", len(s.ids), s.caption, ctxLen)
+				}
+				b.InputIDs = append(b.InputIDs, s.ids...)
+			}
+			b.Items = append(b.Items, s.idx)
+			b.Captions = append(b.Captions, s.caption)
+		}
+		end := min(start+(j+1)*l.opts.BatchSize, len(l.items)) // the global batch's end
+		b.Next = Position{Epoch: p.Epoch, Batch: p.Batch + j + 1, Sample: end}
+		l.trim(b)
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	return nil
 }

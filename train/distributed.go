@@ -15,6 +15,7 @@ package train
 // global-batch loss, as one process with the whole batch would compute it.
 
 import (
+	"errors"
 	"fmt"
 
 	"goclip/nn"
@@ -140,36 +141,72 @@ func (dp *DataParallel) MeanScalar(v float64) (float64, error) {
 	return t.Float64s()[0], nil
 }
 
+// AnyRank reports whether v is true on any rank (a collective: every rank calls it).
+// Ranks use it to agree on stopping, e.g. after an interrupt that reached some of them.
+func (dp *DataParallel) AnyRank(v bool) (bool, error) {
+	x := 0.0
+	if v {
+		x = 1
+	}
+	t := torch.FromFloat64([]float64{x}, 1)
+	defer t.Free()
+	if err := dp.PG.AllReduceOp(torch.ReduceMax, t); err != nil {
+		return false, err
+	}
+	return t.Float64s()[0] != 0, nil
+}
+
 // ContrastiveLossGathered is this rank's share of CLIP's symmetric contrastive loss over
 // the global batch, computed in float32. img and txt [b, P] are this rank's unnormalised
-// embeddings (rows RankSlice(N, rank, W) of the global batch of N); logitScale is the log of the
-// temperature scale (CLIPModel's logit_scale). The features of all ranks are gathered
-// with gradients, so the negatives are the whole global batch; the loss covers this
-// rank's rows of logits_per_image and logits_per_text [b, N] (open_clip's local loss),
-// scaled by W·b/N so that the mean over ranks is the global-batch loss. After backward on
-// every rank and AverageGradients, the gradients equal those of the global-batch loss.
+// embeddings, the rows of the global batch of N that follow those of the lower ranks
+// (RankSlice(N, rank, W) when every rank has its full share; a rank whose loader left
+// out unreadable images has fewer); logitScale is the log of the temperature scale
+// (CLIPModel's logit_scale). The features of all ranks are gathered with gradients, so
+// the negatives are the whole global batch; the loss covers this rank's rows of
+// logits_per_image and logits_per_text [b, N] (open_clip's local loss), scaled by
+// W·b/N so that the mean over ranks is the global-batch loss. After backward on every
+// rank and AverageGradients, the gradients equal those of the global-batch loss.
 // With a nil pg it is the ordinary loss over the local batch. It panics like tensor
 // operations, also when a collective fails.
 func ContrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.ProcessGroup) *torch.Tensor {
 	in := img.To(torch.Float32).Normalize(2, -1, 1e-12) // [b, P]
 	tn := txt.To(torch.Float32).Normalize(2, -1, 1e-12) // [b, P]
 	allImg, allTxt := in, tn                            // [N, P]
-	rank, world := 0, 1
+	world, start := 1, int64(0)
+	b := in.Size(0)
 	if pg != nil {
+		world = pg.World()
+		counts, err := pg.AllGather(torch.FromInt64([]int64{b}, 1).ToDevice(in.Device(), false)) // [W]
+		mustDist(err)
+		for r, c := range counts.Int64s() {
+			if c == 0 { // every rank sees it: all fail together
+				panic(&torch.Error{Op: "contrastive_loss_gathered", Msg: fmt.Sprintf(
+					"rank %d has no sample in its share of the global batch (all its images unreadable?)", r)})
+			}
+			if r < pg.Rank() {
+				start += c
+			}
+		}
 		allImg = pg.GatherWithGrad(in) // [N, P]
 		allTxt = pg.GatherWithGrad(tn) // [N, P]
-		rank, world = pg.Rank(), pg.World()
 	}
-	b, n := in.Size(0), allImg.Size(0)
-	start, end := RankSlice(int(n), rank, world)
-	if int64(end-start) != b {
-		panic(&torch.Error{Op: "contrastive_loss_gathered", Msg: fmt.Sprintf(
-			"rank %d has %d rows; rows %d..%d of the global batch of %d are its slice", rank, b, start, end, n)})
-	}
+	n := allImg.Size(0)
 	scale := logitScale.Exp()
 	perImage := in.Matmul(allTxt.T()).Mul(scale)                                          // [b, N]
 	perText := tn.Matmul(allImg.T()).Mul(scale)                                           // [b, N]
-	target := torch.Arange(float64(start), float64(end), 1, torch.Int64, in.Device())     // [b]
+	target := torch.Arange(float64(start), float64(start+b), 1, torch.Int64, in.Device()) // [b]
 	loss := torch.CrossEntropy(perImage, target).Add(torch.CrossEntropy(perText, target)) // []
 	return loss.MulScalar(0.5 * float64(world) * float64(b) / float64(n))                 // []
+}
+
+// mustDist panics with err as a *torch.Error (what torch.Try recovers) unless it is nil.
+func mustDist(err error) {
+	if err == nil {
+		return
+	}
+	var te *torch.Error
+	if errors.As(err, &te) {
+		panic(te)
+	}
+	panic(&torch.Error{Op: "dist", Msg: err.Error()})
 }

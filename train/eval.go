@@ -54,6 +54,13 @@ type EvalOptions struct {
 	Precision Precision // autocast for the forward passes (default fp32)
 	CacheDir  string    // a dataset cache to read images from ("" for none)
 	Report    *dataset.Report
+
+	// ProcessGroup, when set, splits the work over its ranks: each embeds a contiguous
+	// share of the images (RankSlice) and of the captions, the embeddings are gathered
+	// in rank order, and every rank computes the same metrics, those of one process
+	// (up to float rounding of the forward passes). Every rank must call Evaluate with
+	// the same items and options. nil: one process.
+	ProcessGroup *torch.ProcessGroup
 }
 
 // DefaultEvalBatch is the evaluation batch size when none is given.
@@ -73,8 +80,16 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 	dev := m.Device()
 	size := int(m.Config.Vision.ImageSize)
 	ctxLen := int(m.Config.Text.MaxPositionEmbeddings)
+	pg := opts.ProcessGroup
+	rank, world := 0, 1
+	if pg != nil {
+		rank, world = pg.Rank(), pg.World()
+	}
+	// share is this rank's part [lo, hi) of n rows.
+	share := func(n int) (int, int) { return RankSlice(n, rank, world) }
+	lo, hi := share(len(items))
 
-	loader := dataset.NewLoader(items, dataset.LoaderOptions{
+	loader := dataset.NewLoader(items[lo:hi], dataset.LoaderOptions{
 		Size: size, BatchSize: opts.BatchSize, Workers: opts.Workers, FirstCaption: true,
 		CacheDir: opts.CacheDir, Report: opts.Report,
 	})
@@ -107,7 +122,9 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 					e = m.EncodeImage(x).To(torch.Float32)                            // [B, P]
 				})
 				imgChunks = append(imgChunks, e)
-				kept = append(kept, b.Items...)
+				for _, i := range b.Items {
+					kept = append(kept, lo+i)
+				}
 				b.Release()
 			}
 		})
@@ -115,6 +132,33 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 	if err == nil {
 		err = loadErr
 	}
+	if err != nil {
+		return res, fmt.Errorf("evaluate: %w", err)
+	}
+	var img *torch.Tensor // [N, P]: every kept image, in split order
+	err = torch.Try(func() {
+		if len(imgChunks) == 0 {
+			img = torch.Zeros([]int64{0, m.Config.ProjectionDim}, torch.Float32, dev)
+		} else {
+			img = torch.Cat(imgChunks, 0)
+		}
+		if pg == nil {
+			return
+		}
+		all, err := pg.AllGather(img)
+		mustDist(err)
+		img = all
+		ids := make([]int64, len(kept))
+		for i, k := range kept {
+			ids[i] = int64(k)
+		}
+		allIDs, err := pg.AllGather(torch.FromInt64(ids, int64(len(ids))))
+		mustDist(err)
+		kept = kept[:0]
+		for _, k := range allIDs.Int64s() {
+			kept = append(kept, int(k))
+		}
+	})
 	if err != nil {
 		return res, fmt.Errorf("evaluate: %w", err)
 	}
@@ -136,10 +180,10 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 
 	err = torch.Try(func() {
 		torch.NoGrad(func() {
-			img := torch.Cat(imgChunks, 0) // [N, P]
-			var txtChunks []*torch.Tensor
-			for start := 0; start < len(captions); start += opts.BatchSize {
-				batch := captions[start:min(start+opts.BatchSize, len(captions))]
+			clo, chi := share(len(captions)) // this rank's captions
+			txtChunks := []*torch.Tensor{torch.Zeros([]int64{0, m.Config.ProjectionDim}, torch.Float32, dev)}
+			for start := clo; start < chi; start += opts.BatchSize {
+				batch := captions[start:min(start+opts.BatchSize, chi)]
 				ids, _ := tok.Batch(batch, ctxLen)
 				var e *torch.Tensor
 				opts.Precision.Run(dev, func() {
@@ -148,7 +192,12 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 				})
 				txtChunks = append(txtChunks, e)
 			}
-			txt := torch.Cat(txtChunks, 0) // [M, P]
+			txt := torch.Cat(txtChunks, 0) // [M, P] (this rank's share)
+			if pg != nil {
+				all, err := pg.AllGather(txt)
+				mustDist(err)
+				txt = all // [M, P]
+			}
 			pairTxt := txt.IndexSelect(0, torch.FromInt64(first, int64(len(first))).ToDevice(dev, false))
 			res.Loss = PairLoss(img, pairTxt, m.LogitScale.Item(), opts.BatchSize)
 			res.ImageToText, res.TextToImage = Retrieval(img, txt, owner)

@@ -53,13 +53,18 @@ type metrics struct {
 	path        string
 	train, val  plotter.XYs // (epoch, loss)
 	trainLosses []float64   // per logged row, for tests and the report
+	readOnly    bool        // keep rows in memory only (ranks other than 0)
 }
 
 // openMetrics starts RUN/metrics.jsonl: a new file, or on resume the existing one cut
 // to the rows at or before step (rows a killed run wrote after its last checkpoint).
-func openMetrics(dir string, resume bool, step int) (*metrics, error) {
-	m := &metrics{path: filepath.Join(dir, MetricsFile)}
+// Without write (ranks other than 0) it only keeps the rows in memory.
+func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error) {
+	m := &metrics{path: filepath.Join(dir, MetricsFile), readOnly: !write}
 	if !resume {
+		if m.readOnly {
+			return m, nil
+		}
 		return m, os.WriteFile(m.path, nil, 0o644)
 	}
 	data, err := os.ReadFile(m.path)
@@ -89,6 +94,9 @@ func openMetrics(dir string, resume bool, step int) (*metrics, error) {
 			m.val = append(m.val, plotter.XY{X: row.Epoch, Y: *row.ValLoss})
 		}
 	}
+	if m.readOnly {
+		return m, nil
+	}
 	return m, atomicfile.WriteBytes(m.path, kept.Bytes())
 }
 
@@ -104,6 +112,9 @@ func (m *metrics) add(row any) error {
 		m.trainLosses = append(m.trainLosses, r.TrainLoss)
 	case EvalRow:
 		m.val = append(m.val, plotter.XY{X: r.Epoch, Y: r.ValLoss})
+	}
+	if m.readOnly {
+		return nil
 	}
 	f, err := os.OpenFile(m.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {

@@ -57,6 +57,15 @@ type Options struct {
 	Args any       // written to args.json (the command line's settings)
 	Log  io.Writer // progress and messages (nil: none)
 
+	// ProcessGroup, when set, makes the run data parallel over its ranks (see
+	// DataParallel): each rank loads its contiguous share of every global batch of
+	// BatchSize, the loss is taken over the features of the whole batch, the gradients
+	// are averaged, and evaluations split their images and captions over the ranks.
+	// Every rank runs Run with the same options and data; rank 0 alone writes the run
+	// folder (a resumed run reads checkpoints/last.pt on every rank, so Out must be on
+	// storage they share). nil: one process.
+	ProcessGroup *torch.ProcessGroup
+
 	// AfterStep, when set, is called after every optimizer step with the number of
 	// steps taken (tests use it to interrupt a run by cancelling its context).
 	AfterStep func(step int, loss float64)
@@ -177,7 +186,11 @@ type trainer struct {
 	opt    *torch.AdamW
 	sched  Schedule
 	scaler *LossScaler
+	dp     *DataParallel // nil: one process
 }
+
+// main reports whether this process writes the run folder (rank 0, or the only one).
+func (t *trainer) main() bool { return t.dp == nil || t.dp.IsMain() }
 
 // newTrainer builds the optimizer over job's trainable parameters.
 func newTrainer(job Job, opts Options) (*trainer, error) {
@@ -237,6 +250,30 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	defer t.free()
 	opts = t.opts
 	m := job.Model
+	if pg := opts.ProcessGroup; pg != nil {
+		if opts.BatchSize/pg.World() < opts.GradAccum {
+			return nil, fmt.Errorf("train: a global batch of %d over %d ranks gives shares of %d samples, fewer than the %d micro-batches of --grad-accum",
+				opts.BatchSize, pg.World(), opts.BatchSize/pg.World(), opts.GradAccum)
+		}
+		t.dp = NewDataParallel(pg, m.NamedParameters())
+	}
+	isMain := t.main()
+	if !isMain {
+		opts.Log = nil // rank 0 reports progress
+	}
+	// Collectives must not be abandoned by some ranks only: a distributed run waits for
+	// data without ctx, and the ranks agree on stopping once per step.
+	dataCtx := ctx
+	if t.dp != nil {
+		dataCtx = context.WithoutCancel(ctx)
+	}
+	stopping := func() (bool, error) {
+		stop := ctx.Err() != nil
+		if t.dp == nil {
+			return stop, nil
+		}
+		return t.dp.AnyRank(stop)
+	}
 	out := opts.Out
 	ckptDir := filepath.Join(out, "checkpoints")
 	last := filepath.Join(ckptDir, LastCheckpoint)
@@ -250,8 +287,10 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	if len(job.Train) == 0 {
 		return nil, errors.New("train: the training split holds no images")
 	}
-	if err := os.MkdirAll(ckptDir, 0o755); err != nil {
-		return nil, err
+	if isMain {
+		if err := os.MkdirAll(ckptDir, 0o755); err != nil {
+			return nil, err
+		}
 	}
 
 	st := checkpointState{seed: opts.Seed, best: math.Inf(1), bestStep: -1}
@@ -262,7 +301,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		if st.seed != opts.Seed {
 			fmt.Fprintf(logw(opts), "resume: using the checkpoint's data seed %d (not %d)\n", st.seed, opts.Seed)
 		}
-	} else {
+	} else if isMain {
 		if err := m.Config.Save(filepath.Join(out, clip.ConfigFile)); err != nil {
 			return nil, err
 		}
@@ -271,14 +310,26 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		}
 	}
 
+	if t.dp != nil {
+		// Every rank starts from rank 0's weights (a fresh init may differ by rank; a
+		// resumed run's are equal already, and so is the optimizer state all ranks read).
+		if err := t.dp.SyncParameters(); err != nil {
+			return nil, err
+		}
+	}
+
 	size := int(m.Config.Vision.ImageSize)
 	ctxLen := int(m.Config.Text.MaxPositionEmbeddings)
 	tok := job.Tokenizer
-	loader := dataset.NewLoader(job.Train, dataset.LoaderOptions{
+	lopts := dataset.LoaderOptions{
 		Size: size, BatchSize: opts.BatchSize, Workers: opts.Workers, Seed: int64(st.seed),
 		Shuffle: true, DropLast: true, Augment: opts.Augment, CacheDir: opts.CacheDir, Report: opts.Report,
 		Tokenize: func(c string) []int64 { ids, _ := tok.Batch([]string{c}, ctxLen); return ids },
-	})
+	}
+	if t.dp != nil {
+		lopts.Rank, lopts.World = t.dp.Rank(), t.dp.World() // this rank's share of each batch
+	}
+	loader := dataset.NewLoader(job.Train, lopts)
 	defer loader.Close()
 	perEpoch := loader.Len()
 	if perEpoch == 0 {
@@ -299,7 +350,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	if err := t.sched.Validate(); err != nil {
 		return nil, err
 	}
-	met, err := openMetrics(out, opts.Resume, st.step)
+	met, err := openMetrics(out, opts.Resume, st.step, isMain)
 	if err != nil {
 		return nil, err
 	}
@@ -307,6 +358,9 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	totalParams, trainable := nn.Count(m.NamedParameters())
 	prog.printf("training %d images (%d steps of %d per epoch, %d epochs, %d steps in all), %s, %s of %s parameters trained\n",
 		len(job.Train), perEpoch, opts.BatchSize, epochs, total, opts.Precision, fmtCount(trainable), fmtCount(totalParams))
+	if t.dp != nil {
+		prog.printf("data parallel: %d ranks (%s), %d samples of each batch per rank\n", t.dp.World(), t.dp.PG.Backend(), opts.BatchSize/t.dp.World())
+	}
 	if opts.Resume {
 		prog.printf("resuming at step %d (epoch %d, batch %d)\n", st.step, st.pos.Epoch+1, st.pos.Batch)
 	}
@@ -323,7 +377,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		// Not cancellable: an interrupt during an evaluation is honoured after it, with
 		// the checkpoint written.
 		ev, err := Evaluate(context.WithoutCancel(ctx), m, tok, job.Val, EvalOptions{BatchSize: opts.EvalBatchSize, Workers: opts.Workers,
-			Precision: opts.Precision, CacheDir: opts.CacheDir, Report: opts.Report})
+			Precision: opts.Precision, CacheDir: opts.CacheDir, Report: opts.Report, ProcessGroup: opts.ProcessGroup})
 		m.SetTrain(true)
 		if err != nil {
 			return err
@@ -336,12 +390,14 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		if ev.Loss < st.best {
 			st.best, st.bestStep = ev.Loss, step
 			res.BestValLoss = ev.Loss
-			return t.saveCheckpoint(filepath.Join(ckptDir, BestCheckpoint), st)
+			if isMain {
+				return t.saveCheckpoint(filepath.Join(ckptDir, BestCheckpoint), st)
+			}
 		}
 		return nil
 	}
 	save := func() error {
-		if badStreak > 0 {
+		if badStreak > 0 || !isMain {
 			return nil // keep the last good checkpoint
 		}
 		if t.scaler != nil {
@@ -350,6 +406,9 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		return t.saveCheckpoint(last, st)
 	}
 	plot := func() error {
+		if !isMain {
+			return nil
+		}
 		return met.plot(filepath.Join(out, CurveFile), filepath.Base(filepath.Clean(out)))
 	}
 
@@ -370,11 +429,13 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		prog.startEpoch(epoch, perEpoch, st.pos.Batch)
 		epochDone := false
 		for st.step < total {
-			if ctx.Err() != nil {
+			if stop, err := stopping(); err != nil {
+				return nil, fmt.Errorf("step %d: %w", st.step+1, err)
+			} else if stop {
 				prog.finishEpoch()
 				return nil, t.interrupt(save, st.step, last)
 			}
-			b, err := loader.Next(ctx)
+			b, err := loader.Next(dataCtx)
 			if err == io.EOF {
 				epochDone = true
 				break
@@ -399,6 +460,9 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 			inputs.pixels.Free()
 			inputs.ids.Free()
 			images := b.Len()
+			if t.dp != nil {
+				images = opts.BatchSize // the global batch, for images/s
+			}
 			st.pos = b.Next
 			b.Release()
 			if err != nil {
@@ -502,23 +566,27 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	}
 
 	if len(job.Test) > 0 {
-		ev, err := Evaluate(ctx, m, tok, job.Test, EvalOptions{BatchSize: opts.EvalBatchSize, Workers: opts.Workers,
-			Precision: opts.Precision, CacheDir: opts.CacheDir, Report: opts.Report})
+		ev, err := Evaluate(dataCtx, m, tok, job.Test, EvalOptions{BatchSize: opts.EvalBatchSize, Workers: opts.Workers,
+			Precision: opts.Precision, CacheDir: opts.CacheDir, Report: opts.Report, ProcessGroup: opts.ProcessGroup})
 		if err != nil {
 			return nil, fmt.Errorf("test evaluation: %w", err)
 		}
 		res.Test = &ev
 		prog.printf("test: %s\n", ev)
-		if err := atomicfile.WriteJSON(filepath.Join(out, "eval.json"), ev); err != nil {
-			return nil, err
+		if isMain {
+			if err := atomicfile.WriteJSON(filepath.Join(out, "eval.json"), ev); err != nil {
+				return nil, err
+			}
 		}
 	}
 	finish := job.Finish
 	if finish == nil {
 		finish = func(run string) error { return SaveModel(run, m, job.TokenizerDir) }
 	}
-	if err := finish(out); err != nil {
-		return nil, err
+	if isMain {
+		if err := finish(out); err != nil {
+			return nil, err
+		}
 	}
 	res.Steps, res.Skipped = st.step, st.skipped
 	res.TrainLosses = met.trainLosses

@@ -4,6 +4,7 @@ package train
 // the update and the logit-scale clamp, inside a torch.Scope and torch.Try.
 
 import (
+	"fmt"
 	"math"
 
 	"goclip/clip"
@@ -96,21 +97,42 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 	dev := m.Device()
 	n := int(in.pixels.Size(0))
 	bounds := microBounds(n, t.opts.GradAccum)
+	if t.dp != nil && len(bounds)-1 != t.opts.GradAccum { // every rank must run as many passes
+		panic(&torch.Error{Op: "step", Msg: fmt.Sprintf("rank %d holds %d samples of the batch, fewer than --grad-accum %d",
+			t.dp.Rank(), n, t.opts.GradAccum)})
+	}
 	lossScale := 1.0
 	if t.scaler != nil {
 		lossScale = t.scaler.Scale
 	}
 	var res stepResult
+	var pg *torch.ProcessGroup // nil: one process
+	if t.dp != nil {
+		pg = t.dp.PG
+	}
+	// lossOf is the contrastive loss of (this rank's share of) the batch.
+	lossOf := func(img, txt, scale *torch.Tensor) *torch.Tensor {
+		if pg == nil {
+			return clip.ContrastiveLoss(logits(img, txt, scale))
+		}
+		return ContrastiveLossGathered(img, txt, scale, pg)
+	}
 
-	// backward runs backward of loss·lossScale unless the loss is not finite.
-	backward := func(loss *torch.Tensor) bool {
+	// backward runs backward of loss·lossScale unless the loss is not finite, and
+	// returns the loss of the whole batch (the mean of the ranks' shares: every rank
+	// decides on the same value, so all of them run backward or none does).
+	backward := func(loss *torch.Tensor) (float64, bool) {
 		v := loss.Item()
+		if t.dp != nil {
+			var err error
+			v, err = t.dp.MeanScalar(v)
+			mustDist(err)
+		}
 		if math.IsNaN(v) || math.IsInf(v, 0) {
-			res.loss = v
-			return false
+			return v, false
 		}
 		loss.MulScalar(lossScale).Backward()
-		return true
+		return v, true
 	}
 
 	if len(bounds) == 2 {
@@ -118,10 +140,10 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 		t.opts.Precision.Run(dev, func() {
 			img := m.EncodeImage(in.pixels) // [B, P]
 			txt := m.EncodeText(in.ids)     // [B, P]
-			loss = clip.ContrastiveLoss(logits(img, txt, m.LogitScale))
+			loss = lossOf(img, txt, m.LogitScale)
 		})
-		res.loss = loss.Item()
-		if !backward(loss) {
+		var ok bool
+		if res.loss, ok = backward(loss); !ok {
 			t.opt.ZeroGrad()
 			res.outcome = stepBad
 			return res
@@ -155,11 +177,11 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 				if j > 0 {
 					scale = scale.Detach() // autograd-detached: its gradient comes from the first pass only
 				}
-				loss = clip.ContrastiveLoss(logits(torch.Cat(img, 0), torch.Cat(txt, 0), scale))
+				loss = lossOf(torch.Cat(img, 0), torch.Cat(txt, 0), scale)
 			})
-			ok := backward(loss)
+			v, ok := backward(loss)
 			if j == 0 {
-				res.loss = loss.Item()
+				res.loss = v
 			}
 			inner.Close()
 			if !ok {
@@ -170,6 +192,9 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 		}
 	}
 
+	if t.dp != nil {
+		mustDist(t.dp.AverageGradients())
+	}
 	params := t.opt.Params()
 	if t.scaler != nil {
 		overflow := torch.UnscaleGrads(params, 1/lossScale).Item() != 0

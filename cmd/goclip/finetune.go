@@ -56,6 +56,7 @@ func runFinetune(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	defer s.close()
 	src, err := clip.FindCheckpoint(dir)
 	if err != nil {
 		return err
@@ -72,6 +73,7 @@ func runFinetune(c *cli.Context) error {
 		return err
 	}
 	defer m.Free()
+	torch.ManualSeed(c.Uint64(seedFlag.Name)) // lora_A's draw: the same run from the same --seed
 	a, err := lora.Inject(m, lora.Config{
 		R: c.Int("lora-r"), Alpha: c.Float64(loraAlphaFlag.Name), Dropout: c.Float64("lora-dropout"),
 		Targets: splitList(c.String(loraTargetsFlag.Name)),
@@ -80,7 +82,9 @@ func runFinetune(c *cli.Context) error {
 		return err
 	}
 	total, trainable := a.Counts()
-	fmt.Fprintln(c.App.Writer, lora.FormatCounts(total, trainable))
+	if s.main() {
+		fmt.Fprintln(c.App.Writer, lora.FormatCounts(total, trainable))
+	}
 	if c.Bool("dry-run") {
 		return nil
 	}
@@ -91,17 +95,24 @@ func runFinetune(c *cli.Context) error {
 	job.Params, job.Adapter = a.Trainable(), true
 	job.Finish = train.FinishLoRA(a, train.BaseModelName(dir), src.Tokenizer)
 
+	// Every rank decides from the same file (rank 0 writes it only after the
+	// evaluation all of them run), and the ranks' base weights are equal (one file).
 	basePath := filepath.Join(s.out, "eval_base.json")
 	if _, err := os.Stat(basePath); err != nil && len(job.Test) > 0 {
-		fmt.Fprintf(c.App.ErrWriter, "evaluating the base model on the test split (%d images)\n", len(job.Test))
+		if s.main() {
+			fmt.Fprintf(c.App.ErrWriter, "evaluating the base model on the test split (%d images)\n", len(job.Test))
+		}
 		ev, err := train.Evaluate(context.Background(), m, tok, job.Test, train.EvalOptions{
-			BatchSize: s.opts.EvalBatchSize, Workers: s.opts.Workers, Precision: s.prec, CacheDir: s.opts.CacheDir, Report: &s.ds.Report})
+			BatchSize: s.opts.EvalBatchSize, Workers: s.opts.Workers, Precision: s.prec, CacheDir: s.opts.CacheDir, Report: &s.ds.Report,
+			ProcessGroup: s.pg})
 		if err != nil {
 			return fmt.Errorf("base evaluation: %w", err)
 		}
-		fmt.Fprintf(c.App.ErrWriter, "base: %s\n", ev)
-		if err := atomicfile.WriteJSON(basePath, ev); err != nil {
-			return fmt.Errorf("writing %s: %w", basePath, err)
+		if s.main() {
+			fmt.Fprintf(c.App.ErrWriter, "base: %s\n", ev)
+			if err := atomicfile.WriteJSON(basePath, ev); err != nil {
+				return fmt.Errorf("writing %s: %w", basePath, err)
+			}
 		}
 	}
 	return s.run(c, job)

@@ -36,7 +36,7 @@ func TestLaunchChild(t *testing.T) {
 	if len(args) > 0 && args[0] == "die-on-rank-1" { // a test command: rank 1 fails
 		fmt.Printf("rank %s of %s, port %s\n", os.Getenv("RANK"), os.Getenv("WORLD_SIZE"), os.Getenv("MASTER_PORT"))
 		if os.Getenv("RANK") == "1" {
-			time.Sleep(300 * time.Millisecond)
+			time.Sleep(3 * time.Second) // the other ranks print first, even on a loaded machine
 			fmt.Fprintln(os.Stderr, "dying")
 			os.Exit(3)
 		}

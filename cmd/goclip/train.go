@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -27,7 +28,34 @@ var (
 		Required: true, EnvVars: []string{"GOCLIP_DATA"}, Category: catModel}
 	runOutFlag = &cli.PathFlag{Name: "out", Usage: "the run folder (created; see DESIGN.md, Files a run writes)",
 		Required: true, EnvVars: []string{"GOCLIP_OUT"}, Category: catOutput}
+	distTimeoutFlag = &cli.DurationFlag{Name: "dist-timeout", Usage: "distributed runs (goclip launch, torchrun): how long ranks wait for each other, at the rendezvous and in every collective, before failing",
+		Value: 5 * time.Minute, EnvVars: []string{"GOCLIP_DIST_TIMEOUT"}, Category: catCompute}
 )
+
+// joinProcessGroup joins the process group that torchrun or goclip launch describe in
+// the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), on the
+// rank's GPU (cuda:LOCAL_RANK unless --device names one) with NCCL, or with Gloo on the
+// CPU. Without WORLD_SIZE, or with WORLD_SIZE=1, it returns nil: one process.
+func joinProcessGroup(c *cli.Context, dev torch.Device) (*torch.ProcessGroup, torch.Device, error) {
+	rv, err := torch.EnvRendezvous()
+	if err != nil {
+		return nil, dev, err
+	}
+	if !rv.FromEnv || rv.World < 2 {
+		return nil, dev, nil
+	}
+	if dev.Type == torch.CUDADevice && !strings.Contains(c.String(deviceFlag.Name), ":") {
+		dev.Index = rv.LocalRank
+		if err := torch.CheckDevice(dev); err != nil {
+			return nil, dev, fmt.Errorf("rank %d (LOCAL_RANK %d): %w", rv.Rank, rv.LocalRank, err)
+		}
+	}
+	pg, err := rv.NewProcessGroup(torch.DefaultBackend(dev), c.Duration(distTimeoutFlag.Name))
+	if err != nil {
+		return nil, dev, fmt.Errorf("rank %d of %d joining the process group at %s:%d: %w", rv.Rank, rv.World, rv.Addr, rv.Port, err)
+	}
+	return pg, dev, nil
+}
 
 // trainingFlags are the flags of the training loop, shared by train and finetune;
 // epochs and lr differ in default between the two.
@@ -53,7 +81,7 @@ func trainingFlags(epochs int, lr float64, batch int) []cli.Flag {
 		&cli.IntFlag{Name: "eval-batch-size", Usage: "evaluation batch (pairs per loss batch)", Value: train.DefaultEvalBatch, EnvVars: []string{"GOCLIP_EVAL_BATCH_SIZE"}, Category: catCompute},
 		&cli.PathFlag{Name: "cache", Usage: "a goclip cache folder of preprocessed images (default: the data set's, when built)", EnvVars: []string{"GOCLIP_CACHE"}, Category: catCompute},
 		batchSizeFlag(batch, "the global batch: image/caption pairs per optimizer step"),
-		workersFlag, seedFlag,
+		workersFlag, seedFlag, distTimeoutFlag,
 	}
 	return append(f, computeFlags()...)
 }
@@ -97,7 +125,14 @@ type trainSetup struct {
 	opts   train.Options
 	out    string
 	resume bool
+	pg     *torch.ProcessGroup // nil: one process
 }
+
+// main reports whether this process writes files (rank 0, or the only process).
+func (s *trainSetup) main() bool { return s.pg == nil || s.pg.Rank() == 0 }
+
+// close leaves the process group.
+func (s *trainSetup) close() { s.pg.Close() }
 
 // setupTraining reads the common flags and the data set, printing its report.
 func setupTraining(c *cli.Context) (*trainSetup, error) {
@@ -118,6 +153,16 @@ func setupTraining(c *cli.Context) (*trainSetup, error) {
 	if c.Int("batch-size") < 1 || c.Int("grad-accum") < 1 || c.Int("grad-accum") > c.Int("batch-size") {
 		return nil, fmt.Errorf("--batch-size %d and --grad-accum %d: want 1 <= grad-accum <= batch-size", c.Int("batch-size"), c.Int("grad-accum"))
 	}
+	pg, dev, err := joinProcessGroup(c, dev)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			pg.Close()
+		}
+	}()
 	ds, err := dataset.Open(c.String("data"), dataset.Options{})
 	if err != nil {
 		return nil, err
@@ -146,9 +191,10 @@ func setupTraining(c *cli.Context) (*trainSetup, error) {
 		Precision: prec, MaxBadSteps: c.Int("max-bad-steps"),
 		LogEvery: c.Int("log-every"), EvalEvery: c.Int("eval-every"), EvalBatchSize: c.Int("eval-batch-size"), SaveEvery: c.Int("save-every"),
 		Workers: c.Int(workersFlag.Name), Seed: c.Uint64(seedFlag.Name), Augment: augment, CacheDir: cache, Report: &ds.Report,
-		Args: args, Log: c.App.ErrWriter,
+		Args: args, Log: c.App.ErrWriter, ProcessGroup: pg,
 	}
-	return &trainSetup{dev: dev, prec: prec, ds: ds, opts: opts, out: out, resume: opts.Resume}, nil
+	ok = true
+	return &trainSetup{dev: dev, prec: prec, ds: ds, opts: opts, out: out, resume: opts.Resume, pg: pg}, nil
 }
 
 // checkFresh refuses to start a new run over an existing one.
@@ -183,6 +229,9 @@ func (s *trainSetup) run(c *cli.Context, job train.Job) error {
 	if err != nil {
 		return err
 	}
+	if !s.main() {
+		return nil // rank 0 reports
+	}
 	w := c.App.ErrWriter
 	if s.opts.Report.Skipped() > 0 {
 		fmt.Fprintf(w, "data: %s\n", s.opts.Report.Summary())
@@ -211,6 +260,7 @@ func runTrain(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	defer s.close()
 	if (c.String(modelFlag.Name) == "") == (c.String(configFlag.Name) == "") {
 		return errors.New("give --config NAME (from scratch) or --model DIR (full fine-tuning), one of them")
 	}
@@ -271,6 +321,7 @@ func scratchTokenizer(c *cli.Context, s *trainSetup, dir string) (*tokenizer.Tok
 			return tokenizer.Load(dir)
 		}
 	}
+	// In a distributed run every rank builds the same vocabulary; rank 0 saves it.
 	var tok *tokenizer.Tokenizer
 	var err error
 	if path := c.String("tokenizer"); path != "" {
@@ -284,8 +335,8 @@ func scratchTokenizer(c *cli.Context, s *trainSetup, dir string) (*tokenizer.Tok
 		fmt.Fprintf(c.App.ErrWriter, "tokenizer: training a %d-token BPE vocabulary on %d captions\n", size, s.ds.Captions(dataset.Train))
 		tok, err = train.TrainTokenizer(items, size)
 	}
-	if err != nil {
-		return nil, err
+	if err != nil || !s.main() {
+		return tok, err
 	}
 	return tok, tok.Save(dir)
 }
