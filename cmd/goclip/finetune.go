@@ -32,7 +32,7 @@ model as RUN/model/ and RUN/model.pt, and RUN/eval.json.
    trainable params: 5,898,240 || all params: 155,518,977 || trainable%: 3.7926
 
 Examples:
-   goclip finetune --model openai/clip-vit-base-patch16 --data flickr30k --out runs/lora
+   goclip finetune --model /data/clip-vit-base-patch16 --data /data/flickr30k --out runs/lora64
    goclip finetune --model runs/demo-base --data runs/demo-data/shifted --out runs/demo-finetune --epochs 5`,
 	Flags: append([]cli.Flag{
 		modelFlag,

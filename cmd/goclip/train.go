@@ -105,7 +105,7 @@ with --resume to continue exactly where it stopped.
 
 Examples:
    goclip train --config tiny --data runs/demo-data/base --out runs/demo-base --epochs 10
-   goclip train --model openai/clip-vit-base-patch16 --data flickr30k --out runs/full --lr 1e-5`,
+   goclip train --model /data/clip-vit-base-patch16 --data /data/flickr30k --out runs/full --lr 1e-5`,
 	Flags: append([]cli.Flag{
 		modelFlag, configFlag,
 		&cli.PathFlag{Name: "tokenizer", Usage: "from scratch: a vocabulary (HF folder, vocab.json's folder or bpe_simple_vocab_16e6.txt.gz) instead of training one", EnvVars: []string{"GOCLIP_TOKENIZER"}, Category: catModel},
