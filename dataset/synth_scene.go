@@ -24,7 +24,7 @@ var (
 	baseColours = []synthColour{
 		{"red", [3]uint8{215, 35, 35}}, {"green", [3]uint8{40, 165, 60}}, {"blue", [3]uint8{35, 75, 215}},
 		{"yellow", [3]uint8{240, 210, 40}}, {"white", [3]uint8{245, 245, 245}}, {"black", [3]uint8{25, 25, 25}},
-		{"purple", [3]uint8{135, 50, 180}},
+		{"purple", [3]uint8{135, 50, 180}}, {"magenta", [3]uint8{225, 30, 190}}, {"navy", [3]uint8{25, 35, 120}},
 	}
 	shiftedColours = []synthColour{
 		{"orange", [3]uint8{250, 135, 20}}, {"pink", [3]uint8{250, 140, 195}},
@@ -37,13 +37,16 @@ var (
 	baseBackgrounds = []synthColour{
 		{"grey", [3]uint8{128, 128, 128}}, {"beige", [3]uint8{222, 205, 165}},
 		{"light blue", [3]uint8{165, 200, 232}}, {"dark grey", [3]uint8{60, 60, 66}},
+		{"olive", [3]uint8{120, 120, 45}}, {"tan", [3]uint8{190, 150, 90}},
 	}
 	shiftedBackgrounds = []synthColour{
 		{"dark green", [3]uint8{35, 80, 45}}, {"lavender", [3]uint8{196, 182, 226}}, {"maroon", [3]uint8{100, 30, 42}},
 	}
 
 	// Radii of the size classes as fractions of the short side.
-	sizeRadius = map[string]float64{"small": 0.08, "medium": 0.11, "large": 0.145}
+	// They are as large as the 3x3 grid allows, so that kinds and textures stay legible
+	// at 64 pixels.
+	sizeRadius = map[string]float64{"small": 0.09, "medium": 0.125, "large": 0.16}
 	sizeNames  = []string{"small", "medium", "large"}
 )
 
@@ -86,9 +89,9 @@ func sampleScene(rng *rand.Rand, name string, size int, shifted bool) SynthImage
 
 	n := 1
 	switch a := rng.Float64(); {
-	case a < 0.3:
+	case a < 0.2:
 		n = 1
-	case a < 0.7:
+	case a < 0.6:
 		n = 2
 	default:
 		n = 3
@@ -136,11 +139,12 @@ func sampleScene(rng *rand.Rand, name string, size int, shifted bool) SynthImage
 // Flickr30k's five annotators do, while always naming every shape's colour and kind and,
 // unless it is the unmarked medium/solid, its size and texture.
 type captioner struct {
-	rng *rand.Rand
-	s   *SynthImage
+	rng   *rand.Rand
+	s     *SynthImage
+	short bool // the shorter words only, for the three-shape captions
 }
 
-func newCaptioner(rng *rand.Rand, s *SynthImage) *captioner { return &captioner{rng, s} }
+func newCaptioner(rng *rand.Rand, s *SynthImage) *captioner { return &captioner{rng: rng, s: s} }
 
 func (g *captioner) one(words ...string) string { return words[g.rng.IntN(len(words))] }
 
@@ -165,16 +169,27 @@ var textureWords = map[string][2][]string{
 	"wavy":      {{"wavy"}, {"with wavy stripes", "with wavy lines"}},
 }
 
-// np names a shape: "a big striped red circle", "a red circle with stripes".
+// np names a shape: "a big striped red circle", "a red circle with stripes". When
+// g.short is set it uses only the shorter forms, the texture before the colour.
 func (g *captioner) np(sh *SynthShape, article bool) string {
 	tex := textureWords[sh.Texture]
 	var pre, post string
-	if g.rng.IntN(2) == 0 {
+	switch {
+	case g.short && sh.Texture == "solid":
+	case g.short:
+		for pre == "" || strings.Contains(pre, "-") {
+			pre = g.one(tex[0]...)
+		}
+	case g.rng.IntN(2) == 0:
 		pre = g.one(tex[0]...)
-	} else {
+	default:
 		post = g.one(tex[1]...)
 	}
-	phrase := join(g.one(sizeWords[sh.Size]...), pre, sh.Colour, g.one(nounWords[sh.Kind]...), post)
+	size := g.one(sizeWords[sh.Size]...)
+	if g.short && strings.Contains(size, "-") {
+		size = sh.Size
+	}
+	phrase := join(size, pre, sh.Colour, g.one(nounWords[sh.Kind]...), post)
 	if article {
 		phrase = withArticle(phrase)
 	}
@@ -202,7 +217,7 @@ func (g *captioner) bg() string {
 	return strings.ReplaceAll(g.s.Background, "grey", g.one("grey", "grey", "gray"))
 }
 
-// where names the cell of a shape: "in the top left corner", "on the right".
+// where names the cell of a shape in a few words: "in the top left", "on the right".
 func (g *captioner) where(sh *SynthShape) string {
 	rows := []string{"top", "middle", "bottom"}
 	cols := []string{"left", "centre", "right"}
@@ -215,11 +230,16 @@ func (g *captioner) where(sh *SynthShape) string {
 		return g.one("on the ", "at the ") + cols[sh.Col]
 	}
 	corner := rows[sh.Row] + " " + cols[sh.Col]
-	switch g.rng.IntN(3) {
+	if g.short {
+		return g.one("in the ", "at the ") + corner
+	}
+	switch g.rng.IntN(4) {
 	case 0:
 		return "in the " + corner + " corner"
 	case 1:
 		return "at the " + corner
+	case 2:
+		return "in the " + corner
 	}
 	return "in the " + strings.Replace(strings.Replace(corner, "top", "upper", 1), "bottom", "lower", 1)
 }
@@ -239,9 +259,11 @@ func (g *captioner) rel(a, b *SynthShape) string {
 	return g.one("below", "under", "beneath")
 }
 
-var countWords = []string{"", "one", "two", "three"}
-
-// captions writes five captions from five different sentence shapes.
+// captions writes five captions from five different sentence shapes. Every caption
+// names every shape (colour, kind, size, texture); nearly all also name the background
+// and where each shape is, in the grid or relative to another shape, so that a caption
+// picks its image out of hundreds. Three-shape captions use the short forms, and name
+// the background early, to fit a 32-token context.
 func (g *captioner) captions() []string {
 	sh := make([]*SynthShape, len(g.s.Shapes))
 	for i := range g.s.Shapes {
@@ -250,50 +272,47 @@ func (g *captioner) captions() []string {
 	g.rng.Shuffle(len(sh), func(i, j int) { sh[i], sh[j] = sh[j], sh[i] })
 	np := func(i int) string { return g.np(sh[i], true) }
 	bare := func(i int) string { return g.np(sh[i], false) }
+	at := func(i int) string { return np(i) + " " + g.where(sh[i]) }
+	bareAt := func(i int) string { return bare(i) + " " + g.where(sh[i]) }
 	var templates []func() string
 	switch len(sh) {
 	case 1:
 		templates = []func() string{
-			func() string { return np(0) + " " + g.where(sh[0]) + " on a " + g.bg() + " background" },
-			func() string { return "a single " + bare(0) + " " + g.where(sh[0]) },
-			func() string { return withArticle(g.bg()) + " background with " + np(0) + " " + g.where(sh[0]) },
-			func() string { return "one shape: " + np(0) + ", " + g.where(sh[0]) },
-			func() string {
-				return "there is " + np(0) + " " + g.where(sh[0]) + " against " + withArticle(g.bg()) + " backdrop"
-			},
-			func() string { return bare(0) + " on " + g.bg() },
+			func() string { return at(0) + " on a " + g.bg() + " background" },
+			func() string { return "a single " + bareAt(0) + " on " + g.bg() },
+			func() string { return withArticle(g.bg()) + " background with " + at(0) },
+			func() string { return "one shape: " + at(0) + ", on " + g.bg() },
+			func() string { return "there is " + at(0) + " against " + withArticle(g.bg()) + " backdrop" },
+			func() string { return bareAt(0) + ", " + g.bg() + " background" },
 		}
 	case 2:
 		templates = []func() string{
-			func() string { return np(0) + " " + g.rel(sh[0], sh[1]) + " " + np(1) },
+			func() string { return at(0) + " and " + at(1) + " on " + g.bg() },
 			func() string {
-				return "two shapes on " + withArticle(g.bg()) + " background: " + np(0) + " and " + np(1)
+				return "two shapes on " + withArticle(g.bg()) + " background: " + at(0) + " and " + at(1)
 			},
+			func() string {
+				return np(0) + " " + g.rel(sh[0], sh[1]) + " " + np(1) + " on " + withArticle(g.bg()) + " background"
+			},
+			func() string { return withArticle(g.bg()) + " background with " + at(0) + " and " + at(1) },
+			func() string { return bareAt(0) + ", " + bareAt(1) + ", on " + g.bg() },
 			func() string { return np(1) + " " + g.rel(sh[1], sh[0]) + " " + np(0) + " on " + g.bg() },
-			func() string { return np(0) + " " + g.where(sh[0]) + " and " + np(1) + " " + g.where(sh[1]) },
-			func() string {
-				return withArticle(g.bg()) + " background with " + np(0) + " " + g.rel(sh[0], sh[1]) + " " + np(1)
-			},
-			func() string { return bare(0) + " and " + bare(1) + " on " + g.bg() },
 		}
 	default:
+		g.short = true
 		templates = []func() string{
+			func() string { return bareAt(0) + ", " + bareAt(1) + " and " + bareAt(2) + " on " + g.bg() },
 			func() string {
-				return np(0) + ", " + np(1) + " and " + np(2) + " on " + withArticle(g.bg()) + " background"
+				return "three shapes on " + g.bg() + ": " + bareAt(0) + ", " + bareAt(1) + ", " + bareAt(2)
 			},
 			func() string {
-				return "three shapes: " + np(0) + " " + g.where(sh[0]) + ", " + np(1) + " " + g.where(sh[1]) + " and " + np(2) + " " + g.where(sh[2])
+				return "on " + g.bg() + ", " + np(0) + " " + g.rel(sh[0], sh[1]) + " " + np(1) + " and " + at(2)
 			},
 			func() string {
-				return np(0) + " " + g.rel(sh[0], sh[1]) + " " + np(1) + ", and " + np(2) + " " + g.where(sh[2])
+				return withArticle(g.bg()) + " background with " + at(0) + ", " + at(1) + " and " + at(2)
 			},
-			func() string {
-				return withArticle(g.bg()) + " background with " + countWords[3] + " shapes: " + np(0) + ", " + np(1) + " and " + np(2)
-			},
-			func() string { return bare(0) + ", " + bare(1) + " and " + bare(2) + " on " + g.bg() },
-			func() string {
-				return np(0) + " " + g.where(sh[0]) + ", " + np(1) + " " + g.where(sh[1]) + ", " + np(2) + " " + g.where(sh[2])
-			},
+			func() string { return g.bg() + " background, " + bareAt(0) + ", " + bareAt(1) + ", " + bareAt(2) },
+			func() string { return at(0) + ", " + at(1) + ", " + at(2) },
 		}
 	}
 	order := g.rng.Perm(len(templates))[:5]
