@@ -2,18 +2,19 @@
 # make bench: goclip against the Python PyTorch peers on this machine's CPU, in one run.
 # Each comparison alternates goclip and peer processes (A B A B ...) so that both share
 # whatever else the machine is doing; the tables give medians over the runs and the load
-# average. Writes bench/results/{ops,embed,train-step}-cpu.md.
+# average. Writes bench/results/{ops,embed,train-step,preprocess}-cpu.md.
 #
-#   bench/run.sh [ops] [embed] [train]      (default: all three)
+#   bench/run.sh [ops] [embed] [train] [preprocess]      (default: all four)
 #
 # Environment: PYTHON (default /usr/bin/python3, Debian's python3-torch), THREADS
 # (default 2), ROUNDS (goclip/peer pairs per comparison, default 2), GOCLIP (a built
 # goclip binary; default: go build into a temporary folder).
 #
-# Sizes (chosen so that the whole run stays under ~15 minutes on 2 loaded cores with
-# Debian's libtorch, whose BLAS is the reference netlib libblas at ~1-2 GFLOP/s):
-#   embed: clip-tiny-openai fixture shape, batch 32; vit-b-16 shape at batch 1 (batch 32
-#          would take ~20 minutes per side: 1.1 TFLOPs per image batch).
+# Sizes (chosen so that the whole run stays under ~15 minutes on 2 cores with Debian's
+# libtorch and OpenBLAS, ~25 GFLOP/s; with the reference netlib BLAS that libtorch-dev
+# falls back to, ~1-2 GFLOP/s, it takes hours: install libopenblas0-pthread):
+#   embed: clip-tiny-openai fixture shape and the vit-b-16 shape, batch 32 (one timed
+#          pass for vit-b-16: 1.1 TFLOPs per image batch).
 #   train: clip-tiny-openai fixture shape and the `tiny` preset (bench/configs/tiny.json:
 #          64-pixel images, width 128, full vocabulary), fp32, batch 32.
 set -euo pipefail
@@ -24,7 +25,7 @@ ROUNDS=${ROUNDS:-2}
 FIXTURE=../shared/fixtures/clip-tiny-openai/config.json
 [ -f "$FIXTURE" ] || FIXTURE=/work/shared/fixtures/clip-tiny-openai/config.json
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(ops embed train)
+[ ${#parts[@]} -gt 0 ] || parts=(ops embed train preprocess)
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -62,8 +63,8 @@ for part in "${parts[@]}"; do
   embed)
     pair embed-fixture "'$GOCLIP' bench --json --mode embed --config $FIXTURE --batch-size 32 --steps 5 --warmup 1 --threads $THREADS" \
       "'$PY' bench/peer/clip_eager.py --mode embed --config $FIXTURE --batch-size 32 --steps 5 --warmup 1 --threads $THREADS"
-    pair embed-vitb16 "'$GOCLIP' bench --json --mode embed --config bench/configs/vit-b-16.json --batch-size 1 --steps 1 --warmup 0 --threads $THREADS" \
-      "'$PY' bench/peer/clip_eager.py --mode embed --config bench/configs/vit-b-16.json --batch-size 1 --steps 1 --warmup 0 --threads $THREADS"
+    pair embed-vitb16 "'$GOCLIP' bench --json --mode embed --config bench/configs/vit-b-16.json --batch-size 32 --steps 1 --warmup 0 --threads $THREADS" \
+      "'$PY' bench/peer/clip_eager.py --mode embed --config bench/configs/vit-b-16.json --batch-size 32 --steps 1 --warmup 0 --threads $THREADS"
     table embed >bench/results/embed-cpu.md
     cat bench/results/embed-cpu.md
     ;;
@@ -75,8 +76,11 @@ for part in "${parts[@]}"; do
     table train >bench/results/train-step-cpu.md
     cat bench/results/train-step-cpu.md
     ;;
+  preprocess)
+    bench/preprocess.sh
+    ;;
   *)
-    echo "bench/run.sh: unknown part $part (want ops, embed or train)" >&2
+    echo "bench/run.sh: unknown part $part (want ops, embed, train or preprocess)" >&2
     exit 2
     ;;
   esac

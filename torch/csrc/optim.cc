@@ -20,7 +20,7 @@ void adamw_one(at::Tensor &p, const at::Tensor &g, at::Tensor &m, at::Tensor &v,
   v.mul_(beta2).addcmul_(g, g, 1.0 - beta2);
   const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(step));
   const double bc2 = 1.0 - std::pow(beta2, static_cast<double>(step));
-  auto denom = (v.sqrt() / std::sqrt(bc2)).add_(eps);
+  auto denom = v.sqrt().div_(std::sqrt(bc2)).add_(eps);  // one temporary, not two
   p.addcdiv_(m, denom, -lr / bc1);
 }
 
