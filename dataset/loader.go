@@ -357,26 +357,9 @@ func (l *Loader) assemble(ctx context.Context, p Position, next int, order []int
 		if b == nil {
 			b = l.newBatch(p.Epoch, index)
 		}
-		i := len(b.Items)
-		n := 3 * l.opts.Size * l.opts.Size
-		if l.opts.Uint8 {
-			copy(b.PixelsU8[i*n:(i+1)*n], s.u8)
-			l.u8Pool.Put(&s.u8)
-		} else {
-			copy(b.Pixels[i*n:(i+1)*n], s.f32)
-			l.f32Pool.Put(&s.f32)
+		if err := l.appendSample(b, s, &ctxLen); err != nil {
+			return err
 		}
-		if l.opts.Tokenize != nil {
-			if ctxLen < 0 {
-				ctxLen = len(s.ids)
-			}
-			if len(s.ids) != ctxLen {
-				return fmt.Errorf("dataset: Tokenize returned %d ids for %q, %d for an earlier caption: ids must be padded to the context length", len(s.ids), s.caption, ctxLen)
-			}
-			b.InputIDs = append(b.InputIDs, s.ids...)
-		}
-		b.Items = append(b.Items, s.idx)
-		b.Captions = append(b.Captions, s.caption)
 		if len(b.Items) == l.opts.BatchSize && !send() {
 			return nil
 		}
@@ -384,6 +367,33 @@ func (l *Loader) assemble(ctx context.Context, p Position, next int, order []int
 	if b != nil && !l.opts.DropLast {
 		send()
 	}
+	return nil
+}
+
+// appendSample copies a decoded sample into the next row of b, returning its buffers to
+// the pools. ctxLen is the token count of the first caption seen (-1 before any); every
+// caption's ids must have that length.
+func (l *Loader) appendSample(b *Batch, s *sample, ctxLen *int) error {
+	i := len(b.Items)
+	n := 3 * l.opts.Size * l.opts.Size
+	if l.opts.Uint8 {
+		copy(b.PixelsU8[i*n:(i+1)*n], s.u8)
+		l.u8Pool.Put(&s.u8)
+	} else {
+		copy(b.Pixels[i*n:(i+1)*n], s.f32)
+		l.f32Pool.Put(&s.f32)
+	}
+	if l.opts.Tokenize != nil {
+		if *ctxLen < 0 {
+			*ctxLen = len(s.ids)
+		}
+		if len(s.ids) != *ctxLen {
+			return fmt.Errorf("dataset: Tokenize returned %d ids for %q, %d for an earlier caption: ids must be padded to the context length", len(s.ids), s.caption, *ctxLen)
+		}
+		b.InputIDs = append(b.InputIDs, s.ids...)
+	}
+	b.Items = append(b.Items, s.idx)
+	b.Captions = append(b.Captions, s.caption)
 	return nil
 }
 
@@ -408,7 +418,6 @@ func (l *Loader) assembleShares(ctx context.Context, p Position, start int, shar
 	tokens chan struct{}, results chan *sample, out chan<- *Batch) error {
 	pending := map[int]*sample{}
 	ctxLen := -1
-	n := 3 * l.opts.Size * l.opts.Size
 	for j, sh := range shares {
 		b := l.newBatch(p.Epoch, p.Batch+j)
 		for pos := sh[0]; pos < sh[1]; {
@@ -428,25 +437,9 @@ func (l *Loader) assembleShares(ctx context.Context, p Position, start int, shar
 			if !s.ok {
 				continue
 			}
-			i := len(b.Items)
-			if l.opts.Uint8 {
-				copy(b.PixelsU8[i*n:(i+1)*n], s.u8)
-				l.u8Pool.Put(&s.u8)
-			} else {
-				copy(b.Pixels[i*n:(i+1)*n], s.f32)
-				l.f32Pool.Put(&s.f32)
+			if err := l.appendSample(b, s, &ctxLen); err != nil {
+				return err
 			}
-			if l.opts.Tokenize != nil {
-				if ctxLen < 0 {
-					ctxLen = len(s.ids)
-				}
-				if len(s.ids) != ctxLen {
-					return fmt.Errorf("dataset: Tokenize returned %d ids for %q, %d for an earlier caption: ids must be padded to the context length", len(s.ids), s.caption, ctxLen)
-				}
-				b.InputIDs = append(b.InputIDs, s.ids...)
-			}
-			b.Items = append(b.Items, s.idx)
-			b.Captions = append(b.Captions, s.caption)
 		}
 		end := min(start+(j+1)*l.opts.BatchSize, len(l.items)) // the global batch's end
 		b.Next = Position{Epoch: p.Epoch, Batch: p.Batch + j + 1, Sample: end}
