@@ -47,7 +47,6 @@ func needCUDA(t *testing.T) {
 	t.Skip(msg + "; skipping")
 }
 
-
 // checkLeaks fails the test if tensors created after it was called are still alive at
 // the end of the test.
 func checkLeaks(t *testing.T) {
@@ -319,7 +318,6 @@ func TestSDPAMatchesManual(t *testing.T) {
 // ---- CLIP fixture parity on CUDA ----
 
 func fixtures(t *testing.T) string { return testutil.Fixtures(t, "clip-tiny-openai") }
-
 
 func loadFixtureModel(t *testing.T, dir string) *clip.Model {
 	t.Helper()
