@@ -29,6 +29,8 @@ bin/goclip: $(SHIM) $(GO_SRC)
 build: bin/goclip
 
 test: build
+	@files=$$(gofmt -l $$(find . -name '*.go' -not -path './build/*')); \
+	  if [ -n "$$files" ]; then echo "gofmt would change: $$files"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m ./...
 
