@@ -187,8 +187,13 @@ func ContrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.Proce
 				start += c
 			}
 		}
-		allImg = pg.GatherWithGrad(in) // [N, P]
-		allTxt = pg.GatherWithGrad(tn) // [N, P]
+		// One gather for both towers: with two, their backward all-reduces would run in
+		// whatever order each rank's autograd engine picks for independent nodes (it
+		// follows per-thread sequence numbers), and a rank summing image gradients with
+		// another's text gradients gets wrong, though identical, results.
+		p := in.Size(1)
+		both := pg.GatherWithGrad(torch.Cat([]*torch.Tensor{in, tn}, 1)) // [N, 2P]
+		allImg, allTxt = both.Narrow(1, 0, p), both.Narrow(1, p, p)      // [N, P] each
 	}
 	n := allImg.Size(0)
 	scale := logitScale.Exp()
