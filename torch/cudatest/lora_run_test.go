@@ -49,7 +49,7 @@ func loraRun(t *testing.T, d torch.Device, prec train.Precision) (first, last fl
 	scope := torch.NewScope()
 	defer scope.Close()
 	pixels := torch.Randn([]int64{b, cfg.Vision.NumChannels, s, s}, torch.Float32, d) // [B, C, S, S]
-	tokens := torch.FromInt64(ids, b, ctx).ToDevice(d, false)                          // [B, T]
+	tokens := torch.FromInt64(ids, b, ctx).ToDevice(d, false)                         // [B, T]
 	for step := 0; step < 50; step++ {
 		loss, err := st.Step(pixels, tokens)
 		if err != nil {
