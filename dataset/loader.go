@@ -319,6 +319,23 @@ func (l *Loader) StartAt(p Position) error {
 	return nil
 }
 
+// awaitSample returns the sample at position pos of the epoch's order, keeping the
+// workers' results that arrive before it in pending; nil when ctx is cancelled.
+func awaitSample(ctx context.Context, pending map[int]*sample, results <-chan *sample, pos int) *sample {
+	for {
+		if s, ok := pending[pos]; ok {
+			delete(pending, pos)
+			return s
+		}
+		select {
+		case s := <-results:
+			pending[s.pos] = s
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
 func (l *Loader) assemble(ctx context.Context, p Position, next int, order []int,
 	tokens chan struct{}, results chan *sample, out chan<- *Batch) error {
 	pending := map[int]*sample{}
@@ -338,17 +355,10 @@ func (l *Loader) assemble(ctx context.Context, p Position, next int, order []int
 		}
 	}
 	for next < len(order) {
-		s, ok := pending[next]
-		if !ok {
-			select {
-			case s := <-results:
-				pending[s.pos] = s
-			case <-ctx.Done():
-				return nil
-			}
-			continue
+		s := awaitSample(ctx, pending, results, next)
+		if s == nil {
+			return nil
 		}
-		delete(pending, next)
 		next++
 		<-tokens
 		if !s.ok {
@@ -421,17 +431,10 @@ func (l *Loader) assembleShares(ctx context.Context, p Position, start int, shar
 	for j, sh := range shares {
 		b := l.newBatch(p.Epoch, p.Batch+j)
 		for pos := sh[0]; pos < sh[1]; {
-			s, ok := pending[pos]
-			if !ok {
-				select {
-				case s := <-results:
-					pending[s.pos] = s
-				case <-ctx.Done():
-					return nil
-				}
-				continue
+			s := awaitSample(ctx, pending, results, pos)
+			if s == nil {
+				return nil
 			}
-			delete(pending, pos)
 			pos++
 			<-tokens
 			if !s.ok {
