@@ -321,21 +321,8 @@ func fixtures(t *testing.T) string { return testutil.Fixtures(t, "clip-tiny-open
 
 func loadFixtureModel(t *testing.T, dir string) *clip.Model {
 	t.Helper()
-	cfg, err := clip.LoadConfig(filepath.Join(dir, "config.json"))
+	m, _, err := clip.LoadPretrained(dir, dev, torch.Float32)
 	if err != nil {
-		t.Fatal(err)
-	}
-	sd, err := torch.LoadTensors(filepath.Join(dir, "model.safetensors"), torch.CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer torch.FreeMap(sd)
-	m, err := clip.New(cfg, dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.LoadStateDict(sd); err != nil {
-		m.Free()
 		t.Fatal(err)
 	}
 	return m
