@@ -91,11 +91,18 @@ print((torch.version.cuda or "").split(".")[0])' || true)
   fi
 }
 
-# torch_version_of INCLUDE: "MAJOR MINOR" from torch/csrc/api/include/torch/version.h.
+# torch_version_of INCLUDE: "MAJOR MINOR" of the libtorch headers in INCLUDE. Since torch
+# 2.10 the numbers live in torch/headeronly/version.h (torch/csrc/api/include/torch/
+# version.h only includes it); older releases define them in the latter.
 torch_version_of() {
-  local h="$1/torch/csrc/api/include/torch/version.h"
-  [ -f "$h" ] || { echo "0 0"; return; }
-  echo "$(sed -n 's/^#define TORCH_VERSION_MAJOR \([0-9]*\).*/\1/p' "$h") $(sed -n 's/^#define TORCH_VERSION_MINOR \([0-9]*\).*/\1/p' "$h")"
+  local h major minor
+  for h in "$1/torch/headeronly/version.h" "$1/torch/csrc/api/include/torch/version.h"; do
+    [ -f "$h" ] || continue
+    major=$(sed -n 's/^#define TORCH_VERSION_MAJOR \([0-9]*\).*/\1/p' "$h")
+    minor=$(sed -n 's/^#define TORCH_VERSION_MINOR \([0-9]*\).*/\1/p' "$h")
+    if [ -n "$major" ] && [ -n "$minor" ]; then echo "$major $minor"; return; fi
+  done
+  echo "0 0"
 }
 
 # cuda_major_of DIR: the CUDA runtime major version of the headers in DIR, or nothing.

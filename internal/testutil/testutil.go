@@ -1,6 +1,7 @@
 // Package testutil holds what the tests of several packages share: the reference
-// fixtures in ../shared/fixtures, Debian's python3 with torch, .npy files and the
-// relative error the parity tests compare with.
+// fixtures in ../shared/fixtures, the project's Python environment (build/venv: torch,
+// transformers, peft, open_clip), .npy files and the relative error the parity tests
+// compare with.
 //
 // It is imported only by _test.go files. It imports nothing of goclip, so that the tests
 // of every package, torch and torch/serialize included, may use it.
@@ -96,17 +97,21 @@ var (
 	pythonChecks = map[string]*pythonCheck{}
 )
 
-// PythonTorch returns the interpreter that the Python comparisons run: Debian's
-// /usr/bin/python3, the one python3-torch installs into (a python3 earlier on PATH may
-// be another interpreter without torch), unless GOCLIP_TORCH_PYTHON names another, e.g.
-// one with torch 2.x on a GPU machine. It checks, once per test binary, that the
-// interpreter imports torch and the modules named (e.g. "numpy"); when it cannot, the
-// test is skipped, or fails under CI=true.
+// PythonTorch returns the interpreter that the Python comparisons run: the project's
+// environment, build/venv/bin/python under the module root (third_party/venv.sh makes it;
+// `make venv`), unless GOCLIP_TORCH_PYTHON names another, e.g. the GPU machine's python.
+// It checks, once per test binary, that the interpreter imports torch and the modules
+// named (e.g. "numpy", "transformers"); when it cannot, the test is skipped, or fails
+// under CI=true.
 func PythonTorch(t testing.TB, modules ...string) string {
 	t.Helper()
 	py := os.Getenv("GOCLIP_TORCH_PYTHON")
 	if py == "" {
-		py = "/usr/bin/python3"
+		root, err := moduleRoot()
+		if err != nil {
+			missing(t, "no project Python environment: "+err.Error())
+		}
+		py = filepath.Join(root, "build", "venv", "bin", "python")
 	}
 	mods := append([]string{"torch"}, modules...)
 	key := py + "\x00" + strings.Join(mods, ",")
@@ -128,12 +133,8 @@ func PythonTorch(t testing.TB, modules ...string) string {
 		}
 	})
 	if c.err != nil {
-		pkgs := make([]string, len(mods))
-		for i, m := range mods {
-			pkgs[i] = "python3-" + m
-		}
-		missing(t, fmt.Sprintf("%s cannot import %s (apt-get install %s, or set GOCLIP_TORCH_PYTHON): %v",
-			py, strings.Join(mods, ", "), strings.Join(pkgs, " "), c.err))
+		missing(t, fmt.Sprintf("%s cannot import %s (make venv builds the project's environment, or set GOCLIP_TORCH_PYTHON): %v",
+			py, strings.Join(mods, ", "), c.err))
 	}
 	return py
 }

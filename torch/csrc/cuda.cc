@@ -5,8 +5,15 @@
 #include "common.h"
 
 #ifdef GOCLIP_WITH_CUDA
-#include <ATen/cuda/CUDAContext.h>
+// Only the allocator's header and the runtime API: ATen/cuda/CUDAContext.h would pull in
+// cuBLAS, cuSPARSE and cuda_fp16.h (which needs CCCL's <nv/target> on CUDA 13) for one
+// function, declared here as libtorch_cuda exports it.
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <cuda_runtime_api.h>
+
+namespace at::cuda {
+cudaDeviceProp *getDeviceProperties(c10::DeviceIndex device);
+}  // namespace at::cuda
 #endif
 
 using namespace goclip;
