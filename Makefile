@@ -1,6 +1,10 @@
 # goclip: build, test, benchmark, and the demo.
-#   make build      the shim (only when its sources changed), then bin/goclip
-#   make test       every Go test (the README's test command)
+#   make venv       the project's Python environment, build/venv (third_party/venv.sh):
+#                   torch 2.11 (whose libtorch the shim uses), transformers, peft, open_clip
+#   make build      the venv and apt packages when missing, the shim (only when its
+#                   sources changed), then bin/goclip
+#   make test       gofmt, go vet and every Go test (the README's test command)
+#   make check-torch-newest  the shim syntax-checked against the newest torch (CUDA, NCCL on)
 #   make bench      benchmarks against the Python peers; tables in bench/results/
 #   make finetune   the built-in demo (or MODEL=DIR DATA=DIR for a real fine-tune)
 #   make train      training from scratch (CONFIG=NAME DATA=DIR)
@@ -11,24 +15,51 @@ SHIM := $(SHIM_DIR)/lib/libgoclip_torch.so
 SHIM_SRC := $(wildcard torch/csrc/*.cc torch/csrc/*.h) torch/csrc/CMakeLists.txt
 GO_SRC := $(shell find . -name '*.go' -not -path './build/*' 2>/dev/null) go.mod go.sum
 THREADS ?= $(shell nproc)
+# Which libtorch the shim is built against: venv (default: build/venv's torch), python
+# (python3's torch, or $PYTHON's), debian (libtorch-dev, 2.x from trixie on); LIBTORCH=DIR
+# (an unpacked libtorch) wins over all three. scripts/build-shim.sh documents the choice.
+GOCLIP_TORCH ?= venv
+export GOCLIP_TORCH
+VENV := build/venv
+VENV_STAMP := $(VENV)/goclip-requirements.sha256
+# With the venv's torch (a CUDA wheel with the CUDA headers and NCCL of its nvidia-*
+# wheels), the shim must compile its CUDA and NCCL path, GPU or not.
+ifeq ($(GOCLIP_TORCH)$(LIBTORCH),venv)
+SHIM_DEPS := $(VENV_STAMP)
+SHIM_FLAGS := --require-cuda
+endif
+# The newest torch PyPI serves, for check-torch-newest (bump when a new one appears).
+TORCH_NEWEST ?= 2.15.0
 
-.PHONY: all build shim test test-short bench clean check-torch2 gpu-prepare finetune train vet fmt
+.PHONY: all build shim venv apt test test-short bench clean check-torch-newest gpu-prepare finetune train vet fmt
 
 all: build
 
 shim: $(SHIM)
 
-# One way to build the shim everywhere (here, CI, Docker, the GPU machine): CMake when it
-# can configure Torch, else plain g++ against the libtorch it finds.
-$(SHIM): $(SHIM_SRC) scripts/build-shim.sh third_party/find-libtorch.sh
-	scripts/build-shim.sh --out $(SHIM_DIR) --jobs $(THREADS)
+venv: $(VENV_STAMP)
+
+# third_party/venv.sh does nothing when the venv matches requirements.txt; touch keeps
+# make from asking again.
+$(VENV_STAMP): third_party/requirements.txt third_party/venv.sh
+	third_party/venv.sh
+	@touch $@
+
+apt:
+	third_party/apt.sh
+
+# One way to build the shim everywhere (here, CI, Docker, the GPU machine):
+# scripts/build-shim.sh against the libtorch GOCLIP_TORCH / LIBTORCH choose.
+$(SHIM): $(SHIM_SRC) scripts/build-shim.sh third_party/find-libtorch.sh $(SHIM_DEPS)
+	@third_party/apt.sh
+	scripts/build-shim.sh --out $(SHIM_DIR) --jobs $(THREADS) $(SHIM_FLAGS)
 
 bin/goclip: $(SHIM) $(GO_SRC)
 	$(GO) build -o bin/goclip ./cmd/goclip
 
 build: bin/goclip
 
-test: build
+test: build $(VENV_STAMP)
 	@files=$$(gofmt -l $$(find . -name '*.go' -not -path './build/*')); \
 	  if [ -n "$$files" ]; then echo "gofmt would change: $$files"; exit 1; fi
 	$(GO) vet ./...
@@ -42,13 +73,11 @@ test-short: build
 gpu-prepare: build
 	scripts/gpu-prepare.sh
 
-# Compile the shim against libtorch 2.x headers (Debian trixie's libtorch-dev, fetched,
-# not installed) so the 2.x code paths cannot rot while CI links 1.13.
-check-torch2:
-	third_party/torch2-headers.sh build/torch2
-	ls torch/csrc/*.cc | xargs -P $(THREADS) -I{} sh -c 'echo "syntax check (libtorch 2.x) {}" && \
-	  g++ -std=c++17 -fsyntax-only -Itorch/csrc -isystem build/torch2/usr/include \
-	    -isystem build/torch2/usr/include/torch/csrc/api/include {}'
+# Compile every shim source, with CUDA and NCCL on, against the headers of the newest
+# torch PyPI serves (its wheel is fetched into the wheelhouse, only include/ unpacked), so
+# that goclip learns of an API change before users do. CUDA headers and NCCL: the venv's.
+check-torch-newest: $(VENV_STAMP)
+	third_party/check-torch-newest.sh $(TORCH_NEWEST)
 
 bench: build
 	bench/run.sh

@@ -2,7 +2,6 @@ package nn
 
 import (
 	"fmt"
-	"sync"
 
 	"goclip/torch"
 )
@@ -206,9 +205,6 @@ func NewAttention(d, heads int64, causal bool, dropout, inStd, outStd float64, d
 	}
 }
 
-// hasSDPA caches torch.HasSDPA: libtorch 2.x's fused attention kernels.
-var hasSDPA = sync.OnceValue(torch.HasSDPA)
-
 // Forward maps x [B, T, D] to [B, T, D]. mask (nil for none) is added to the attention
 // scores, or, when bool, allows attention where true; it broadcasts to [B, H, T, T].
 func (a *Attention) Forward(x, mask *torch.Tensor) *torch.Tensor {
@@ -222,9 +218,9 @@ func (a *Attention) Forward(x, mask *torch.Tensor) *torch.Tensor {
 	if a.train {
 		p = a.Dropout
 	}
-	y := torch.Attention(q, k, v, mask, a.Causal, p, hasSDPA()) // [B, H, T, Dh]
-	y = y.Transpose(1, 2).Reshape(b, t, d)                      // [B, T, D]
-	return a.Out.Forward(y)                                     // [B, T, D]
+	y := torch.Attention(q, k, v, mask, a.Causal, p, true) // [B, H, T, Dh]
+	y = y.Transpose(1, 2).Reshape(b, t, d)                 // [B, T, D]
+	return a.Out.Forward(y)                                // [B, T, D]
 }
 
 // NamedParameters lists prefix.{q,k,v,out}_proj.*.

@@ -11,15 +11,25 @@
 #          CUDA toolkit). The CUDA runtime headers come from $CUDA_HOME, /usr/local/cuda or
 #          the pip wheels' nvidia/*/include, whichever matches torch's CUDA major version;
 #          GOCLIP_WITH_CUDA is defined only when such headers exist (and cuda.cc compiles).
-#   auto   (default) cmake when it is installed and gives a complete shim (CUDA on when the
-#          libtorch has CUDA), otherwise gxx.
+#   auto   (default) gxx for a Python torch (the venv's or $PYTHON's: Torch's CMake config
+#          wants a full CUDA toolkit there); for LIBTORCH or Debian's, cmake when it is
+#          installed and gives a complete shim (CUDA on when the libtorch has CUDA), else gxx.
 #
-# Where gxx finds libtorch, first match wins:
-#   GOCLIP_TORCH_INCLUDE + GOCLIP_TORCH_LIB   explicit folders (e.g. /usr/include and
-#                                            /usr/lib/x86_64-linux-gnu for Debian's)
+# --require-cuda (or GOCLIP_REQUIRE_CUDA_SHIM=1): fail when the libtorch has CUDA but the
+# shim could not be built with it (no CUDA headers found, or cuda.cc failed with them),
+# instead of building a shim whose CUDA queries report CUDA unavailable.
+#
+# Which libtorch (libtorch 2.4 or newer; first match wins):
+#   GOCLIP_TORCH_INCLUDE + GOCLIP_TORCH_LIB   explicit folders
 #   LIBTORCH                                 an unpacked libtorch (include/, lib/)
-#   $PYTHON (default python3) `import torch`  the pip wheel's torch/include, torch/lib
-#   Debian's libtorch-dev                    /usr/include, /usr/lib/<multiarch>
+#   GOCLIP_TORCH=venv (the default)          the torch of the project's venv, build/venv
+#                                            (third_party/venv.sh makes it): the pinned
+#                                            CUDA wheel, whose nvidia-* wheels carry the
+#                                            CUDA headers and NCCL
+#   GOCLIP_TORCH=python, or PYTHON set       `import torch` of $PYTHON (default python3):
+#                                            the GPU machine, the CUDA Docker image
+#   GOCLIP_TORCH=debian                      Debian's libtorch-dev (/usr/include; 2.x only
+#                                            from trixie on)
 #
 # Writes OUT/shim-build.txt (method, torch version, C++ ABI, CUDA headers used). The
 # Makefile's shim target, Dockerfile.cuda and scripts/gpu-check.sh all build with this.
@@ -29,13 +39,24 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out="$root/build/shim"
 method="${GOCLIP_SHIM_METHOD:-auto}"
 jobs="${JOBS:-$(nproc 2>/dev/null || echo 4)}"
-python="${PYTHON:-python3}"
+require_cuda="${GOCLIP_REQUIRE_CUDA_SHIM:-0}"
+choice="${GOCLIP_TORCH:-}"
+if [ -z "$choice" ]; then
+  if [ -n "${PYTHON:-}" ]; then choice=python; else choice=venv; fi
+fi
+case "$choice" in
+  venv) python="$root/build/venv/bin/python" ;;
+  python) python="${PYTHON:-python3}" ;;
+  debian) python="" ;;
+  *) echo "build-shim: GOCLIP_TORCH=$choice: want venv, python or debian" >&2; exit 2 ;;
+esac
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --method) method="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
+    --require-cuda) require_cuda=1; shift ;;
     -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "build-shim: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -57,7 +78,15 @@ locate_torch() {
     torch_inc=$GOCLIP_TORCH_INCLUDE torch_lib=$GOCLIP_TORCH_LIB torch_from="GOCLIP_TORCH_INCLUDE/LIB"
   elif [ -n "${LIBTORCH:-}" ]; then
     torch_inc=$LIBTORCH/include torch_lib=$LIBTORCH/lib torch_from="LIBTORCH"
+  elif [ "$choice" = debian ]; then
+    local multiarch
+    multiarch=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+    torch_inc=/usr/include torch_lib=/usr/lib/$multiarch torch_from="Debian libtorch-dev"
   else
+    if [ "$choice" = venv ] && [ ! -x "$python" ]; then
+      log "no project venv at $python: make venv (third_party/venv.sh) makes it, or choose GOCLIP_TORCH=python|debian or LIBTORCH"
+      return 1
+    fi
     local info
     info=$(py 'import os, torch
 d = os.path.dirname(torch.__file__)
@@ -65,14 +94,9 @@ print(os.path.join(d, "include"))
 print(os.path.join(d, "lib"))
 print(int(torch._C._GLIBCXX_USE_CXX11_ABI))
 print((torch.version.cuda or "").split(".")[0])' || true)
-    if [ -n "$info" ]; then
-      { read -r torch_inc; read -r torch_lib; read -r abi; read -r torch_cuda_major; } <<<"$info"
-      torch_from="$python (torch $(py 'import torch; print(torch.__version__)'))"
-    else
-      local multiarch
-      multiarch=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
-      torch_inc=/usr/include torch_lib=/usr/lib/$multiarch torch_from="Debian libtorch-dev"
-    fi
+    if [ -z "$info" ]; then log "$python cannot import torch"; return 1; fi
+    { read -r torch_inc; read -r torch_lib; read -r abi; read -r torch_cuda_major; } <<<"$info"
+    torch_from="$python (torch $(py 'import torch; print(torch.__version__)'))"
   fi
   if [ ! -f "$torch_inc/torch/csrc/api/include/torch/torch.h" ] && [ ! -f "$torch_inc/torch/torch.h" ]; then
     log "no libtorch headers under $torch_inc (from $torch_from)"; return 1
@@ -120,7 +144,9 @@ cuda_incs=() cuda_from=""
 locate_cuda_headers() {
   [ -n "$torch_cuda_major" ] || return 0
   local d
-  for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda; do
+  local nvcc_root=""
+  if command -v nvcc >/dev/null 2>&1; then nvcc_root=$(cd "$(dirname "$(command -v nvcc)")/.." && pwd); fi
+  for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" "$nvcc_root" /usr/local/cuda; do
     if [ -z "$d" ] || [ ! -f "$d/include/cuda_runtime_api.h" ]; then continue; fi
     if [ "$(cuda_major_of "$d/include")" = "$torch_cuda_major" ]; then
       cuda_incs=("$d/include"); cuda_from="$d"
@@ -163,6 +189,9 @@ build_gxx() {
   locate_cuda_headers
   local major minor std
   read -r major minor < <(torch_version_of "$torch_inc")
+  if [ "$major" -lt 2 ] || { [ "$major" -eq 2 ] && [ "$minor" -lt 4 ]; }; then
+    log "libtorch $major.$minor from $torch_from: goclip needs libtorch 2.4 or newer"; return 1
+  fi
   # ATen needs C++20 from 2.12 on (2.13 enforces it); older releases build as C++17.
   if [ "$major" -gt 2 ] || { [ "$major" -eq 2 ] && [ "$minor" -ge 12 ]; }; then std=c++20; else std=c++17; fi
   local cuda_libs=()
@@ -283,11 +312,20 @@ case "$method" in
   cmake) build_cmake ;;
   gxx) build_gxx ;;
   auto)
-    if command -v cmake >/dev/null 2>&1 && build_cmake; then :; else
+    if [ -z "${LIBTORCH:-}" ] && [ "$choice" != debian ]; then
+      build_gxx
+    elif command -v cmake >/dev/null 2>&1 && build_cmake; then :; else
       log "falling back to the g++ build"
       build_gxx
     fi ;;
   *) log "unknown method $method (want auto, cmake or gxx)"; exit 2 ;;
 esac
+if [ "$require_cuda" = 1 ] && ! grep -q '^torch_cuda_major: none' "$out/shim-build.txt" &&
+   ! grep -q '^goclip_with_cuda: 1' "$out/shim-build.txt"; then
+  log "--require-cuda: this libtorch has CUDA but the shim was built without it (shim-build.txt below)"
+  cat "$out/shim-build.txt" >&2
+  rm -f "$out/lib/libgoclip_torch.so" # so that make does not take it as up to date
+  exit 1
+fi
 log "built $out/lib/libgoclip_torch.so"
 cat "$out/shim-build.txt" >&2

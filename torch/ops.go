@@ -406,21 +406,15 @@ func (t *Tensor) TopK(k, dim int64, largest bool) (values, indices *Tensor) {
 
 // Attention computes softmax(q k^T / sqrt(Dh) + mask) v over [B, H, T, Dh] inputs. mask
 // (additive float, or a bool mask that is true where attention is allowed) may be nil.
-// fused selects libtorch's scaled_dot_product_attention (flash / memory-efficient kernels)
-// where this libtorch has it; otherwise the same computation is spelled out.
+// fused selects libtorch's scaled_dot_product_attention (flash / memory-efficient kernels),
+// except with both a mask and causal, which it cannot take together; otherwise the same
+// computation is spelled out.
 func Attention(q, k, v, mask *Tensor, causal bool, dropout float64, fused bool) *Tensor {
 	var out C.gt_tensor
 	must("attention", C.gt_attention(q.handle("attention"), k.handle("attention"), v.handle("attention"),
 		optHandle(mask, "attention"), cbool(causal), C.double(dropout), cbool(fused), &out))
 	keep(q, k, v, mask)
 	return wrap(out)
-}
-
-// HasSDPA reports whether this libtorch has scaled_dot_product_attention (2.0 and later).
-func HasSDPA() bool {
-	var v C.int
-	must("has_sdpa", C.gt_has_sdpa(&v))
-	return v != 0
 }
 
 // In-place updates, always outside autograd (for initialisation, optimizers, clamping).

@@ -1,13 +1,9 @@
-// amp.cc: autocast regions on the calling thread (1.13's API and 2.4+'s device-typed API).
+// amp.cc: autocast regions on the calling thread (the device-typed API of libtorch 2.4+).
 #include <ATen/autocast_mode.h>
 
 #include "common.h"
 
 using namespace goclip;
-
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-#define GOCLIP_AUTOCAST_DEVICE_API 1
-#endif
 
 namespace {
 
@@ -15,37 +11,13 @@ c10::DeviceType device_type(int dev_type) {
   return dev_type == GT_CUDA ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
 }
 
-bool enabled(int dev_type) {
-#ifdef GOCLIP_AUTOCAST_DEVICE_API
-  return at::autocast::is_autocast_enabled(device_type(dev_type));
-#else
-  return dev_type == GT_CUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
-#endif
-}
+bool enabled(int dev_type) { return at::autocast::is_autocast_enabled(device_type(dev_type)); }
 
-at::ScalarType dtype(int dev_type) {
-#ifdef GOCLIP_AUTOCAST_DEVICE_API
-  return at::autocast::get_autocast_dtype(device_type(dev_type));
-#else
-  return dev_type == GT_CUDA ? at::autocast::get_autocast_gpu_dtype()
-                             : at::autocast::get_autocast_cpu_dtype();
-#endif
-}
+at::ScalarType dtype(int dev_type) { return at::autocast::get_autocast_dtype(device_type(dev_type)); }
 
 void set(int dev_type, bool on, at::ScalarType t) {
-  (void)device_type;
-#ifdef GOCLIP_AUTOCAST_DEVICE_API
   at::autocast::set_autocast_enabled(device_type(dev_type), on);
   at::autocast::set_autocast_dtype(device_type(dev_type), t);
-#else
-  if (dev_type == GT_CUDA) {
-    at::autocast::set_enabled(on);
-    at::autocast::set_autocast_gpu_dtype(t);
-  } else {
-    at::autocast::set_cpu_enabled(on);
-    at::autocast::set_autocast_cpu_dtype(t);
-  }
-#endif
 }
 
 }  // namespace

@@ -9,8 +9,9 @@
 
 #include "goclip_torch.h"
 
-#if TORCH_VERSION_MAJOR >= 2
-#define GOCLIP_TORCH2 1
+// goclip supports libtorch 2.4 and newer (scripts/build-shim.sh refuses older ones).
+#if TORCH_VERSION_MAJOR < 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 4)
+#error "goclip's shim needs libtorch 2.4 or newer"
 #endif
 
 namespace goclip {

@@ -1,10 +1,9 @@
 // distributed.cc: c10d process groups (TCPStore rendezvous, Gloo, NCCL where this libtorch
 // has it), the collectives data-parallel training needs, and all_gather with gradients.
 //
-// libtorch 1.13 exposes the collectives on c10d::ProcessGroup, which ProcessGroupGloo and
-// ProcessGroupNCCL derive from; libtorch 2.x moved them to c10d::Backend (a ProcessGroup
-// now dispatches to one). Both base classes have the same allreduce/allgather/broadcast/
-// barrier methods, so the shim holds the backend object itself through `Group`.
+// In libtorch 2.x the collectives live on c10d::Backend (ProcessGroupGloo and
+// ProcessGroupNCCL derive from it; a ProcessGroup dispatches to one), so the shim holds the
+// backend object itself.
 //
 // Gloo needs its own headers (Debian: libgloo-dev); NCCL needs nccl.h and a CUDA libtorch
 // (CMake defines GOCLIP_WITH_NCCL then). A backend left out of the build is an error when
@@ -18,11 +17,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Types.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
-#ifdef GOCLIP_TORCH2
 #include <torch/csrc/distributed/c10d/Backend.hpp>
-#else
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
-#endif
 // Gloo is on wherever its headers are on the include path (so `make check-torch2`
 // compiles this path too); the c10d headers want USE_C10D_* as libtorch's build had it.
 #if !defined(GOCLIP_WITH_GLOO) && defined(__has_include)
@@ -47,11 +42,7 @@ using namespace goclip;
 
 namespace {
 
-#ifdef GOCLIP_TORCH2
 using Group = c10d::Backend;
-#else
-using Group = c10d::ProcessGroup;
-#endif
 
 // PG is one process group: its rendezvous store and its backend. It is reference counted
 // so that an autograd graph that still holds a gather-with-grad node keeps it alive.

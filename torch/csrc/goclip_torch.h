@@ -149,7 +149,6 @@ gt_status gt_topk(gt_tensor x, int64_t k, int64_t dim, int largest, gt_tensor *v
  * spelled-out path. */
 gt_status gt_attention(gt_tensor q, gt_tensor k, gt_tensor v, gt_tensor mask, int is_causal,
                        double dropout_p, int use_fused, gt_tensor *out);
-gt_status gt_has_sdpa(int *out);
 
 /* ---- in place, outside autograd (ops.cc) ---- */
 enum { GT_COPY_, GT_ADD_, GT_MUL_, GT_FILL_, GT_ZERO_, GT_CLAMP_MAX_, GT_CLAMP_MIN_,

@@ -277,23 +277,13 @@ gt_status gt_attention(gt_tensor q, gt_tensor k, gt_tensor v, gt_tensor mask, in
   GT_TRY({
     c10::optional<at::Tensor> m;
     if (mask != nullptr) m = T(mask);
-#ifdef GOCLIP_TORCH2
     if (use_fused && !(m.has_value() && is_causal)) {
       *out = own(at::scaled_dot_product_attention(T(q), T(k), T(v), m, dropout_p,
                                                   is_causal != 0));
       return nullptr;
     }
-#endif
     *out = own(attention_math(T(q), T(k), T(v), m, is_causal != 0, dropout_p, dropout_p > 0));
   });
-}
-
-gt_status gt_has_sdpa(int *out) {
-#ifdef GOCLIP_TORCH2
-  GT_TRY(*out = 1);
-#else
-  GT_TRY(*out = 0);
-#endif
 }
 
 gt_status gt_inplace(int op, gt_tensor a, gt_tensor b, double s0, double s1) {

@@ -50,7 +50,6 @@ gt_status gt_adamw_step(const gt_tensor *params, const gt_tensor *exp_avg,
       vs.push_back(v);
     }
     if (ps.empty()) return nullptr;
-#ifdef GOCLIP_TORCH2
     if (fused && ps[0].is_cuda()) {
       auto steps = at::full({}, static_cast<double>(step), ps[0].options().dtype(at::kFloat));
       std::vector<at::Tensor> step_list(ps.size(), steps);
@@ -58,8 +57,6 @@ gt_status gt_adamw_step(const gt_tensor *params, const gt_tensor *exp_avg,
                         /*amsgrad=*/false, /*maximize=*/false);
       return nullptr;
     }
-#endif
-    (void)fused;
     for (size_t i = 0; i < ps.size(); i++)
       adamw_one(ps[i], gs[i], ms[i], vs[i], lr, beta1, beta2, eps, weight_decay, step);
   });
