@@ -31,7 +31,7 @@ endif
 # The newest torch PyPI serves, for check-torch-newest (bump when a new one appears).
 TORCH_NEWEST ?= 2.15.0
 
-.PHONY: all build shim venv apt test test-short bench clean check-torch-newest gpu-prepare finetune train vet fmt
+.PHONY: FORCE all build shim venv apt test test-short bench clean check-torch-newest gpu-prepare finetune train vet fmt
 
 all: build
 
@@ -48,9 +48,15 @@ $(VENV_STAMP): third_party/requirements.txt third_party/venv.sh
 apt:
 	third_party/apt.sh
 
+# The libtorch choice, rewritten only when it changes, so that a new choice rebuilds the shim.
+SHIM_CHOICE := $(SHIM_DIR)/torch-choice.txt
+$(SHIM_CHOICE): FORCE
+	@mkdir -p $(SHIM_DIR); echo "GOCLIP_TORCH=$(GOCLIP_TORCH) LIBTORCH=$(LIBTORCH)" | cmp -s - $@ || \
+	  echo "GOCLIP_TORCH=$(GOCLIP_TORCH) LIBTORCH=$(LIBTORCH)" >$@
+
 # One way to build the shim everywhere (here, CI, Docker, the GPU machine):
 # scripts/build-shim.sh against the libtorch GOCLIP_TORCH / LIBTORCH choose.
-$(SHIM): $(SHIM_SRC) scripts/build-shim.sh third_party/find-libtorch.sh $(SHIM_DEPS)
+$(SHIM): $(SHIM_SRC) scripts/build-shim.sh third_party/find-libtorch.sh $(SHIM_DEPS) $(SHIM_CHOICE)
 	@third_party/apt.sh
 	scripts/build-shim.sh --out $(SHIM_DIR) --jobs $(THREADS) $(SHIM_FLAGS)
 
