@@ -1,25 +1,26 @@
 #!/usr/bin/env bash
-# make bench: goclip against the Python PyTorch peers on this machine's CPU, in one run.
-# Each comparison alternates goclip and peer processes (A B A B ...) so that both share
-# whatever else the machine is doing; the tables give medians over the runs and the load
-# average. Writes bench/results/{ops,embed,train-step,preprocess}-cpu.md.
+# make bench: goclip against the Python peers on this machine's CPU, in one run: the venv's
+# PyTorch (a hand-written eager CLIP, the same libtorch as goclip's shim), transformers'
+# CLIPModel, transformers + peft (LoRA) and open_clip. Each comparison alternates goclip and
+# peer processes (A B C A B C ...) so that all share whatever else the machine is doing; the
+# tables give medians over the runs and the load average. Writes
+# bench/results/{ops,embed,train-step,preprocess}-cpu.md.
 #
 #   bench/run.sh [ops] [embed] [train] [preprocess]      (default: all four)
 #
-# Environment: PYTHON (default /usr/bin/python3, Debian's python3-torch), THREADS
+# Environment: PYTHON (default build/venv/bin/python, the project's venv), THREADS
 # (default 2), ROUNDS (goclip/peer pairs per comparison, default 2), GOCLIP (a built
 # goclip binary; default: go build into a temporary folder).
 #
-# Sizes (chosen so that the whole run stays under ~15 minutes on 2 cores with Debian's
-# libtorch and OpenBLAS, ~25 GFLOP/s; with the reference netlib BLAS that libtorch-dev
-# falls back to, ~1-2 GFLOP/s, it takes hours: install libopenblas0-pthread):
-#   embed: clip-tiny-openai fixture shape and the vit-b-16 shape, batch 32 (one timed
-#          pass for vit-b-16: 1.1 TFLOPs per image batch).
+# Sizes (chosen so that the whole run stays under ~15 minutes on 2 cores):
+#   embed: clip-tiny-openai fixture shape (batch 32) and the vit-b-16 shape (batch 8).
 #   train: clip-tiny-openai fixture shape and the `tiny` preset (bench/configs/tiny.json:
-#          64-pixel images, width 128, full vocabulary), fp32, batch 32.
+#          64-pixel images, width 128, full vocabulary), fp32, batch 32: the full step
+#          against the eager CLIP, transformers and open_clip; the LoRA step (r=64,
+#          alpha=128, q/k/v) against transformers + peft.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-/usr/bin/python3}
+PY=${PYTHON:-build/venv/bin/python}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-2}
 FIXTURE=../shared/fixtures/clip-tiny-openai/config.json
@@ -36,17 +37,20 @@ fi
 go build -o "$tmp/ops" ./bench/ops
 mkdir -p bench/results
 
-# pair NAME 'GOCLIP COMMAND' 'PEER COMMAND': ROUNDS alternating runs, one JSON line each,
-# appended to $tmp/NAME.go and $tmp/NAME.py; the load average before each run to .load.
-pair() {
-  local name=$1 gocmd=$2 pycmd=$3
+# group NAME SIDE 'COMMAND' SIDE 'COMMAND' ...: ROUNDS rounds, each running every side once
+# in the order given; one JSON line per run appended to $tmp/NAME.SIDE, the load average
+# before each run to $tmp/NAME.load.
+group() {
+  local name=$1 r i
+  shift
+  local -a sides=() cmds=()
+  while [ $# -gt 0 ]; do sides+=("$1"); cmds+=("$2"); shift 2; done
   for ((r = 0; r < ROUNDS; r++)); do
-    cut -d' ' -f1 /proc/loadavg >>"$tmp/$name.load"
-    echo "[$name] goclip run $((r + 1))/$ROUNDS" >&2
-    eval "$gocmd" | tail -n 1 >>"$tmp/$name.go"
-    cut -d' ' -f1 /proc/loadavg >>"$tmp/$name.load"
-    echo "[$name] peer run $((r + 1))/$ROUNDS" >&2
-    eval "$pycmd" | tail -n 1 >>"$tmp/$name.py"
+    for i in "${!sides[@]}"; do
+      cut -d' ' -f1 /proc/loadavg >>"$tmp/$name.load"
+      echo "[$name] ${sides[$i]} run $((r + 1))/$ROUNDS" >&2
+      eval "${cmds[$i]}" | tail -n 1 >>"$tmp/$name.${sides[$i]}"
+    done
   done
 }
 
@@ -56,23 +60,34 @@ start=$SECONDS
 for part in "${parts[@]}"; do
   case $part in
   ops)
-    pair ops "'$tmp/ops' -threads $THREADS" "'$PY' bench/peer/ops.py --threads $THREADS"
+    group ops go "'$tmp/ops' -threads $THREADS" py "'$PY' bench/peer/ops.py --threads $THREADS"
     table ops >bench/results/ops-cpu.md
     cat bench/results/ops-cpu.md
     ;;
   embed)
-    pair embed-fixture "'$GOCLIP' bench --json --mode embed --config $FIXTURE --batch-size 32 --steps 5 --warmup 1 --threads $THREADS" \
-      "'$PY' bench/peer/clip_eager.py --mode embed --config $FIXTURE --batch-size 32 --steps 5 --warmup 1 --threads $THREADS"
-    pair embed-vitb16 "'$GOCLIP' bench --json --mode embed --config bench/configs/vit-b-16.json --batch-size 32 --steps 1 --warmup 0 --threads $THREADS" \
-      "'$PY' bench/peer/clip_eager.py --mode embed --config bench/configs/vit-b-16.json --batch-size 32 --steps 1 --warmup 0 --threads $THREADS"
+    for shape in fixture vitb16; do
+      if [ $shape = fixture ]; then cfg=$FIXTURE b=32 n=5 w=1; else cfg=bench/configs/vit-b-16.json b=8 n=2 w=1; fi
+      common="--mode embed --config $cfg --batch-size $b --steps $n --warmup $w --threads $THREADS"
+      group "embed-$shape" go "'$GOCLIP' bench --json $common" \
+        eager "'$PY' bench/peer/clip_eager.py $common" \
+        transformers "'$PY' bench/peer/ecosystem.py --lib transformers $common" \
+        open_clip "'$PY' bench/peer/ecosystem.py --lib open_clip $common"
+    done
     table embed >bench/results/embed-cpu.md
     cat bench/results/embed-cpu.md
     ;;
   train)
-    pair train-fixture "'$GOCLIP' bench --json --config $FIXTURE --batch-size 32 --steps 3 --warmup 1 --threads $THREADS" \
-      "'$PY' bench/peer/clip_eager.py --mode train --config $FIXTURE --batch-size 32 --steps 3 --warmup 1 --threads $THREADS"
-    pair train-tiny "'$GOCLIP' bench --json --config bench/configs/tiny.json --batch-size 32 --steps 2 --warmup 1 --threads $THREADS" \
-      "'$PY' bench/peer/clip_eager.py --mode train --config bench/configs/tiny.json --batch-size 32 --steps 2 --warmup 1 --threads $THREADS"
+    lora="--lora-r 64 --lora-alpha 128 --lora-targets q_proj,k_proj,v_proj"
+    for shape in fixture tiny; do
+      if [ $shape = fixture ]; then cfg=$FIXTURE n=3; else cfg=bench/configs/tiny.json n=2; fi
+      common="--config $cfg --batch-size 32 --steps $n --warmup 1 --threads $THREADS"
+      group "train-$shape" go "'$GOCLIP' bench --json $common" \
+        eager "'$PY' bench/peer/clip_eager.py --mode train $common" \
+        transformers "'$PY' bench/peer/ecosystem.py --lib transformers $common" \
+        open_clip "'$PY' bench/peer/ecosystem.py --lib open_clip $common" \
+        go_lora "'$GOCLIP' bench --json $common $lora" \
+        peft "'$PY' bench/peer/ecosystem.py --lib peft $common $lora"
+    done
     table train >bench/results/train-step-cpu.md
     cat bench/results/train-step-cpu.md
     ;;

@@ -35,21 +35,16 @@ def loads(name):
 def header(title, names, torch_version):
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     ls = [x for n in names for x in loads(n)]
-    blas = "?"
-    try:
-        blas = os.path.realpath("/etc/alternatives/libblas.so.3-x86_64-linux-gnu")
-    except OSError:
-        pass
     go = subprocess.run(["go", "version"], capture_output=True, text=True).stdout.strip()
     print(f"# {title}\n")
     print(f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     print(f"- machine: {os.cpu_count()} CPUs (`nproc`), {cpu}; 1-minute load average before each run: "
           f"min {min(ls):.2f}, median {statistics.median(ls):.2f}, max {max(ls):.2f} (other jobs were running)"
           if ls else f"- machine: {os.cpu_count()} CPUs, {cpu}")
-    print(f"- libtorch {torch_version} (Debian python3-torch / libtorch, the same library on both sides); "
-          f"BLAS: {blas}; {go}")
+    print(f"- libtorch {torch_version} (the venv's torch wheel; goclip's shim is built against the same "
+          f"library); {go}")
     print(f"- threads: {threads} on both sides (`torch.set_num_threads`, `--threads`); "
-          f"{rounds} runs per side, goclip and peer alternating; medians")
+          f"{rounds} runs per side, goclip and the peers alternating; medians")
     print("- ratio: goclip time / peer time (lower is better)\n")
 
 
@@ -80,50 +75,64 @@ if part == "ops":
 
 elif part == "embed":
     names = ["embed-fixture", "embed-vitb16"]
-    p0 = runs(names[0], "py")
-    header("Embedding throughput: goclip vs Python PyTorch eager CLIP (CPU, fp32, no grad)", names,
-           p0[0].get("torch", "?") if p0 else "?")
-    print("Peer: `bench/peer/clip_eager.py` (HF CLIPModel's structure, hand-written). goclip: "
-          "`goclip bench --mode embed`. Random inputs, eval mode, `EncodeImage` / `EncodeText` "
-          "(get_image_features / get_text_features), image and text batches timed separately.\n")
-    print("| shape | batch | tower | goclip ms/batch | PyTorch ms/batch | goclip items/s | PyTorch items/s | goclip/PyTorch | target | |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    p0 = runs(names[0], "eager")
+    header("Embedding throughput: goclip vs the eager CLIP, transformers and open_clip (CPU, fp32, no grad)",
+           names, p0[0].get("torch", "?") if p0 else "?")
+    print("Peers: `bench/peer/clip_eager.py` (HF CLIPModel's structure, hand-written), transformers' "
+          "`CLIPModel.get_image_features` / `get_text_features` (SDPA) and open_clip's `encode_image` / "
+          "`encode_text` (`bench/peer/ecosystem.py`). goclip: `goclip bench --mode embed`. Random inputs, "
+          "eval mode, image and text batches timed separately. Ratio: goclip time / the best peer's time.\n")
+    print("| shape | batch | tower | goclip ms | eager ms | transformers ms | open_clip ms | goclip items/s "
+          "| goclip/best peer | target | |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for name, label in [("embed-fixture", f"clip-tiny-openai (`{os.path.relpath(fixture)}`)"),
                         ("embed-vitb16", "vit-b-16 (`bench/configs/vit-b-16.json`)")]:
-        g, p = runs(name, "go"), runs(name, "py")
-        if not g or not p:
+        g = runs(name, "go")
+        if not g:
             continue
         b = g[0]["batch_size"]
         for tower, key in [("image", "image_ms"), ("text", "text_ms")]:
-            gv, pv = med(g, key), med(p, key)
-            r = gv / pv
-            print(f"| {label} | {b} | {tower} | {gv:,.1f} | {pv:,.1f} | {b * 1e3 / gv:,.1f} | {b * 1e3 / pv:,.1f} "
-                  f"| {r:.2f}x | ≤ 1.0x | {verdict(r, 1.0)} |")
-    print("\nvit-b-16: one timed pass per run (a batch of 32 images is ~1.1 TFLOPs, ~14 s here with "
-          "OpenBLAS). Both sides spend nearly all of it in the same BLAS sgemm, so the ratio is ~1.0x "
-          "within run-to-run noise; the small shapes show the per-op overhead.")
+            gv = med(g, key)
+            pv = {peer: med(runs(name, peer), key) for peer in ("eager", "transformers", "open_clip")}
+            best = min(v for v in pv.values() if v == v)
+            r = gv / best
+            print(f"| {label} | {b} | {tower} | {gv:,.1f} | {pv['eager']:,.1f} | {pv['transformers']:,.1f} "
+                  f"| {pv['open_clip']:,.1f} | {b * 1e3 / gv:,.1f} | {r:.2f}x | ≤ 1.0x | {verdict(r, 1.0)} |")
 
 elif part == "train":
     names = ["train-fixture", "train-tiny"]
-    p0 = runs(names[0], "py")
-    header("Training step: goclip vs Python PyTorch eager CLIP (CPU, fp32)", names,
-           p0[0].get("torch", "?") if p0 else "?")
+    p0 = runs(names[0], "eager")
+    header("Training step: goclip vs the eager CLIP, transformers, transformers + peft and open_clip (CPU, fp32)",
+           names, p0[0].get("torch", "?") if p0 else "?")
     print("A step: forward of both towers, symmetric contrastive loss, backward, clip_grad_norm(1.0), "
           "AdamW (betas 0.9/0.98, eps 1e-6, weight decay 0.1 on matrices), zero grad, logit-scale clamp. "
-          "Random inputs already in memory. goclip: `goclip bench`; peer: `bench/peer/clip_eager.py --mode train`. "
-          "Peak memory is the process's peak RSS (VmHWM), model build included.\n")
-    print("| shape | params | batch | goclip ms/step | PyTorch ms/step | goclip images/s | PyTorch images/s "
-          "| goclip peak RSS MB | PyTorch peak RSS MB | goclip/PyTorch | target | |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+          "Random inputs already in memory. goclip: `goclip bench`; peers: `bench/peer/clip_eager.py --mode train` "
+          "(hand-written eager CLIP), `bench/peer/ecosystem.py --lib transformers|open_clip|peft` (CLIPModel with "
+          "SDPA; open_clip's CLIP of the same sizes; CLIPModel + peft LoRA r=64, alpha=128 on q/k/v). "
+          "Full step: every parameter trained, ratio against the fastest of the three full peers. LoRA step: "
+          "only the adapter trained, against transformers + peft. Peak memory is the process's peak RSS "
+          "(VmHWM), model build included.\n")
+    print("| shape | step | trainable params | goclip ms/step | peer | peer ms/step | goclip images/s "
+          "| goclip peak RSS MB | peer peak RSS MB | goclip/peer | target | |")
+    print("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for name, label in [("train-fixture", f"clip-tiny-openai (`{os.path.relpath(fixture)}`)"),
                         ("train-tiny", "tiny preset (`bench/configs/tiny.json`)")]:
-        g, p = runs(name, "go"), runs(name, "py")
-        if not g or not p:
-            continue
-        b = g[0]["batch_size"]
-        gv, pv = med(g, "step_ms"), med(p, "step_ms")
-        r = gv / pv
-        print(f"| {label} | {g[0]['params']:,} | {b} | {gv:,.0f} | {pv:,.0f} | {b * 1e3 / gv:,.2f} | {b * 1e3 / pv:,.2f} "
-              f"| {med(g, 'peak_memory_mb'):,.0f} | {med(p, 'peak_memory_mb'):,.0f} | {r:.2f}x | ≤ 0.9x | {verdict(r, 0.9)} |")
+        for step, go_side, peers in [("full", "go", ("eager", "transformers", "open_clip")),
+                                     ("LoRA r=64", "go_lora", ("peft",))]:
+            g = runs(name, go_side)
+            if not g:
+                continue
+            gv = med(g, "step_ms")
+            best = min(peers, key=lambda peer: med(runs(name, peer), "step_ms"))
+            for peer in peers:
+                p = runs(name, peer)
+                if not p:
+                    continue
+                pv = med(p, "step_ms")
+                r = gv / pv
+                mark = f"{verdict(r, 0.9)}" if peer == best else "(not the best peer)"
+                print(f"| {label} | {step} | {g[0].get('trainable', g[0].get('params', 0)):,} | {gv:,.0f} | {peer} "
+                      f"| {pv:,.0f} | {32 * 1e3 / gv:,.2f} | {med(g, 'peak_memory_mb'):,.0f} "
+                      f"| {med(p, 'peak_memory_mb'):,.0f} | {r:.2f}x | ≤ 0.9x | {mark} |")
     print(f"\nGFLOPs per step (model FLOPs, 3x forward, `goclip bench`'s formula): " +
           ", ".join(f"{n}: {runs(n, 'go')[0]['gflops_per_step']:.2f}" for n in names if runs(n, 'go')))

@@ -48,7 +48,8 @@ mkdir -p "$wheels"
   sed -un "s/^ *Downloading /  downloading /p" >&2
 log "downloaded in $(($(date +%s) - start))s; installing"
 "${pip[@]}" install --progress-bar off --no-index --find-links "$wheels" -r "$req" 2>&1 |
-  grep -E '^(Successfully|ERROR)' >&2 || true
+  sed -un -e 's/^Successfully installed \(.*\)/\1/p' -e '/ERROR/p' |
+  awk '/ERROR/ {print; next} {print "venv: installed " NF " packages"}' >&2
 # The install must have given every pinned package, whatever pip printed.
 "$venv/bin/python" - "$req" <<'PY'
 import sys
