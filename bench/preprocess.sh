@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}
 W=${2:-2}
-PY=${PYTHON:-/usr/bin/python3}
+PY=${PYTHON:-build/venv/bin/python}
 TIME=${BENCH_TIME:-5s}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -38,7 +38,7 @@ print(f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d
 print(f"- machine: {nproc} CPUs (`nproc`), {cpu}; load average at the end {' '.join(load)}")
 print(f"- work: {n} synthetic 500x375 JPEGs (Go image/jpeg, quality 90, 4:2:0), decode + CLIP preprocessing at 224 "
       f"(bicubic shortest-side resize, centre crop, normalise to float32 CHW), {w} workers each")
-print(f"- peer: PIL {py[0]['pil']} + numpy {py[0]['numpy']} (`/usr/bin/python3`, multiprocessing.Pool({w})); "
+print(f"- peer: PIL {py[0]['pil']} + numpy {py[0]['numpy']} (the venv's python, multiprocessing.Pool({w})); "
       "goclip: `dataset.Loader` (batches of 32, float32)")
 print("- each side ran twice, alternating; the table gives the better run of each\n")
 print("| pipeline | images/s | vs PIL |")

@@ -23,16 +23,6 @@ shift $(( $# < 3 ? $# : 3 ))
 GOCLIP=${GOCLIP:-bin/goclip}
 [ -x "$GOCLIP" ] || { echo "finetune.sh: $GOCLIP not found; run make build first" >&2; exit 2; }
 
-# Debian's libtorch links the reference BLAS when no optimised one is selected; prefer an
-# installed OpenBLAS for this process (10x faster matrix products on the CPU).
-blas=$(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu 2>/dev/null || true)
-for d in /usr/lib/x86_64-linux-gnu/openblas-pthread /usr/lib/x86_64-linux-gnu/openblas-openmp; do
-  if [[ "$blas" == */blas/libblas.so.3 && -e "$d/libblas.so.3" ]]; then
-    export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    break
-  fi
-done
-
 if [ -n "$MODEL" ] || [ -n "$DATA" ]; then
   if [ -z "$MODEL" ] || [ -z "$DATA" ]; then
     echo "finetune.sh: give both MODEL=DIR and DATA=DIR (or neither, for the demo)" >&2

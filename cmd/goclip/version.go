@@ -61,7 +61,14 @@ func runVersion(c *cli.Context) error {
 	}
 	fmt.Fprintf(w, "goclip %s (%s)\n", v.Goclip, v.Go)
 	fmt.Fprintf(w, "libtorch %s, built with CUDA: %v\n", v.Torch, v.BuiltWithCUDA)
-	fmt.Fprintf(w, "CUDA available: %v, devices: %d\n", v.CUDAAvailable, v.CUDADevices)
+	switch {
+	case v.CUDAAvailable:
+		fmt.Fprintf(w, "CUDA available: true, devices: %d\n", v.CUDADevices)
+	case v.BuiltWithCUDA:
+		fmt.Fprintln(w, "CUDA available: false (no CUDA device or driver visible on this machine): goclip runs on the CPU")
+	default:
+		fmt.Fprintln(w, "CUDA available: false (this shim was built without CUDA; scripts/build-shim.sh --require-cuda says why): goclip runs on the CPU")
+	}
 	fmt.Fprintf(w, "intra-op threads: %d\n", v.DefaultThreads)
 	return nil
 }
