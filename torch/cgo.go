@@ -54,7 +54,7 @@ func Try(f func()) (err error) {
 	return nil
 }
 
-// Version is the version of the libtorch the shim was built against, e.g. "1.13.1".
+// Version is the version of the libtorch the shim was built against, e.g. "2.11.0".
 func Version() string {
 	buf := make([]byte, 64)
 	must("version", C.gt_version((*C.char)(unsafe.Pointer(&buf[0])), C.int(len(buf))))
