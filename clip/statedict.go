@@ -30,15 +30,44 @@ type StateDictError struct {
 	Missing    []string        // parameters with no entry
 	Unexpected []string        // entries with no parameter
 	Mismatched []ShapeMismatch // entries of the wrong shape
+	// Shapes, where set, holds the shape of each Missing key (the parameter's) and of
+	// each Unexpected key (the entry's); Error writes them after the names.
+	Shapes map[string][]int64
+}
+
+// SetShape records the shape of a Missing key (the parameter's) or an Unexpected key
+// (the entry's), for Error.
+func (e *StateDictError) SetShape(key string, shape []int64) {
+	if e.Shapes == nil {
+		e.Shapes = map[string][]int64{}
+	}
+	e.Shapes[key] = shape
+}
+
+// withShape is key followed by its shape in e.Shapes, when known.
+func (e *StateDictError) withShape(key string) string {
+	if s, ok := e.Shapes[key]; ok {
+		return fmt.Sprintf("%s %v", key, s)
+	}
+	return key
+}
+
+// named is keys with their shapes, comma-separated.
+func (e *StateDictError) named(keys []string) string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = e.withShape(k)
+	}
+	return strings.Join(out, ", ")
 }
 
 func (e *StateDictError) Error() string {
 	var parts []string
 	if len(e.Missing) > 0 {
-		parts = append(parts, fmt.Sprintf("%d missing keys: %s", len(e.Missing), strings.Join(e.Missing, ", ")))
+		parts = append(parts, fmt.Sprintf("%d missing keys: %s", len(e.Missing), e.named(e.Missing)))
 	}
 	if len(e.Unexpected) > 0 {
-		parts = append(parts, fmt.Sprintf("%d unexpected keys: %s", len(e.Unexpected), strings.Join(e.Unexpected, ", ")))
+		parts = append(parts, fmt.Sprintf("%d unexpected keys: %s", len(e.Unexpected), e.named(e.Unexpected)))
 	}
 	if len(e.Mismatched) > 0 {
 		ms := make([]string, len(e.Mismatched))

@@ -72,8 +72,8 @@ func canonicalKey(k string) string {
 // converting dtype and device). Keys may be in peft's saved form or still carry the
 // adapter name (".lora_A.default.weight"), with or without "base_model.model.". Unless
 // every tensor has an entry of its shape and no entry is left over, nothing is copied
-// and a *clip.StateDictError names every missing key, every unknown key and every shape
-// mismatch (a different rank shows as one) at once.
+// and a *clip.StateDictError names every missing key, every unknown key (both with
+// their shapes) and every shape mismatch (a different rank shows as one) at once.
 func (a *Adapter) LoadStateDict(sd map[string]*torch.Tensor) error {
 	want := a.StateDict()
 	src := map[string]*torch.Tensor{}
@@ -92,10 +92,16 @@ func (a *Adapter) LoadStateDict(sd map[string]*torch.Tensor) error {
 		src[c] = sd[k]
 	}
 	err := torch.Try(func() {
+		for _, k := range serr.Unexpected {
+			if t := sd[k]; t != nil {
+				serr.SetShape(k, t.Shape())
+			}
+		}
 		for _, k := range slices.Sorted(maps.Keys(want)) {
 			s, ok := src[k]
 			if !ok || s == nil {
 				serr.Missing = append(serr.Missing, k)
+				serr.SetShape(k, want[k].Shape())
 				continue
 			}
 			if w, g := want[k].Shape(), s.Shape(); !slices.Equal(w, g) {
@@ -350,6 +356,13 @@ func Load(dir string, m *clip.Model) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
+	return LoadAs(dir, m, cfg)
+}
+
+// LoadAs is Load with cfg in place of the folder's adapter_config.json (ReadConfig's
+// result with, say, another dropout for further training): the weights must fit the
+// layers cfg makes.
+func LoadAs(dir string, m *clip.Model, cfg Config) (*Adapter, error) {
 	path := filepath.Join(dir, WeightsFile)
 	if _, err := os.Stat(path); err != nil {
 		legacy := filepath.Join(dir, LegacyWeightsFile)

@@ -1,9 +1,14 @@
 package train
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 
+	"goclip/clip"
 	"goclip/lora"
 )
 
@@ -40,3 +45,88 @@ func absPath(path string) string {
 // BaseModelName is what a LoRA run records as its base model: the --model path as given
 // when it is not a local folder (a hub name), else its absolute path.
 func BaseModelName(path string) string { return absPath(path) }
+
+// LoRASettings are the LoRA settings a command line gave explicitly (--lora-r,
+// --lora-alpha, --lora-dropout, --lora-targets); nil means not given.
+type LoRASettings struct {
+	R       *int
+	Alpha   *float64
+	Dropout *float64
+	Targets []string
+}
+
+// AdapterFolder finds the peft adapter folder that dir names: dir itself when it holds
+// adapter_config.json (goclip's adapter/, or peft's save_pretrained folder), or a
+// LoRA run folder's adapter/.
+func AdapterFolder(dir string) (string, error) {
+	for _, d := range []string{dir, filepath.Join(dir, AdapterDir)} {
+		if st, err := os.Stat(filepath.Join(d, lora.ConfigFile)); err == nil && st.Mode().IsRegular() {
+			return d, nil
+		}
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return "", fmt.Errorf("adapter: %w", err)
+	}
+	return "", fmt.Errorf("adapter %s: no %s there nor in %s (want a peft adapter folder or a LoRA run folder)",
+		dir, lora.ConfigFile, filepath.Join(dir, AdapterDir))
+}
+
+// InitAdapter injects the adapter that dir holds (see AdapterFolder) into m with its
+// weights, to train it further: a LoRA run that starts from it instead of a fresh
+// adapter. Its rank, alpha and targets (and layers, rsLoRA, modules_to_save) are those
+// of its adapter_config.json; a setting of given that disagrees is an error naming both
+// values. given.Dropout, a training setting that does not change what the adapter
+// computes, replaces the saved lora_dropout. Weights that do not fit are reported by
+// key with their shapes (see lora.Adapter.LoadStateDict), and m is left as it was. The
+// model is left in training mode.
+func InitAdapter(m *clip.Model, dir string, given LoRASettings) (*lora.Adapter, error) {
+	folder, err := AdapterFolder(dir)
+	if err != nil {
+		return nil, err
+	}
+	cfg, _, err := lora.ReadConfig(folder)
+	if err != nil {
+		return nil, err
+	}
+	file := filepath.Join(folder, lora.ConfigFile)
+	var errs []string
+	if given.R != nil && *given.R != cfg.R {
+		errs = append(errs, fmt.Sprintf("--lora-r %d, but the adapter has r %d", *given.R, cfg.R))
+	}
+	if given.Alpha != nil && *given.Alpha != cfg.Alpha {
+		errs = append(errs, fmt.Sprintf("--lora-alpha %g, but the adapter has lora_alpha %g", *given.Alpha, cfg.Alpha))
+	}
+	if given.Targets != nil {
+		saved := "a regular expression " + strconv.Quote(cfg.TargetRegex)
+		if cfg.TargetRegex == "" {
+			saved = strings.Join(sortedSet(cfg.Targets), ",")
+		}
+		if cfg.TargetRegex != "" || !slices.Equal(sortedSet(given.Targets), sortedSet(cfg.Targets)) {
+			errs = append(errs, fmt.Sprintf("--lora-targets %s, but the adapter's target_modules are %s",
+				strings.Join(given.Targets, ","), saved))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("--init-adapter %s: %s (its settings come from %s: leave those flags out)",
+			dir, strings.Join(errs, "; "), file)
+	}
+	if given.Dropout != nil {
+		cfg.Dropout = *given.Dropout
+		if err := cfg.Validate(); err != nil {
+			return nil, fmt.Errorf("--lora-dropout: %w", err)
+		}
+	}
+	a, err := lora.LoadAs(folder, m, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("--init-adapter: %w", err)
+	}
+	m.SetTrain(true)
+	return a, nil
+}
+
+// sortedSet is names sorted, without repeats.
+func sortedSet(names []string) []string {
+	s := slices.Clone(names)
+	slices.Sort(s)
+	return slices.Compact(s)
+}

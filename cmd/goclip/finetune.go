@@ -20,7 +20,7 @@ import (
 var finetuneCommand = &cli.Command{
 	Name:      "finetune",
 	Usage:     "LoRA fine-tuning of a pre-trained CLIP, its base weights frozen",
-	UsageText: "goclip finetune --model DIR --data DIR --out RUN [--lora-r 64 --lora-alpha 128 --lora-dropout P --lora-targets q_proj,k_proj,v_proj] [flags]",
+	UsageText: "goclip finetune --model DIR --data DIR --out RUN [--lora-r 64 --lora-alpha 128 --lora-dropout P --lora-targets q_proj,k_proj,v_proj | --init-adapter DIR] [flags]",
 	Description: `Injects LoRA adapters (peft's LoraConfig: rank --lora-r, scaling alpha/r, dropout
 on the adapter's input) into the named linear layers of both towers, freezes every
 base weight and trains the adapters with the loop of goclip train. Before training it
@@ -28,22 +28,36 @@ evaluates the model on the test split (RUN/eval_base.json); at the end it writes
 RUN/adapter/ (peft's adapter_config.json and adapter_model.safetensors), the merged
 model as RUN/model/ and RUN/model.pt, and RUN/eval.json.
 
+--init-adapter DIR starts from an existing adapter instead of a fresh one (to continue a
+fine-tune, or to train an adapter that peft made): DIR is an adapter folder
+(adapter_config.json and adapter_model.safetensors with peft's key names, as goclip
+and peft's save_pretrained write them) or a LoRA run folder (its adapter/). The rank,
+alpha and targets are the adapter's; --lora-r, --lora-alpha or --lora-targets given
+with other values are an error, --lora-dropout replaces the saved dropout. Weights
+that do not fit the model are reported by key with their shapes.
+
 --dry-run builds the model and the adapters, prints peft's count line and exits:
    trainable params: 5,898,240 || all params: 155,518,977 || trainable%: 3.7926
 
 Examples:
    goclip finetune --model /data/clip-vit-base-patch16 --data /data/flickr30k --out runs/lora64
-   goclip finetune --model runs/demo-base --data runs/demo-data/shifted --out runs/demo-finetune --epochs 5`,
+   goclip finetune --model runs/demo-base --data runs/demo-data/shifted --out runs/demo-finetune --epochs 5
+   goclip finetune --model runs/demo-base --init-adapter runs/demo-finetune --data runs/demo-data/shifted --out runs/demo-finetune-2`,
 	Flags: append([]cli.Flag{
 		modelFlag,
 		&cli.IntFlag{Name: "lora-r", Usage: "LoRA rank", Value: 64, EnvVars: []string{"GOCLIP_LORA_R"}, Category: catLoRA},
 		loraAlphaFlag,
 		&cli.Float64Flag{Name: "lora-dropout", Usage: "dropout on the adapters' input, in training", EnvVars: []string{"GOCLIP_LORA_DROPOUT"}, Category: catLoRA},
 		loraTargetsFlag,
+		&cli.PathFlag{Name: initAdapterFlag, Usage: "start from this adapter instead of a fresh one: a peft adapter folder (goclip's or save_pretrained's) or a LoRA run folder; " +
+			"r, alpha and targets come from its adapter_config.json", EnvVars: []string{"GOCLIP_INIT_ADAPTER"}, Category: catLoRA},
 		&cli.BoolFlag{Name: "dry-run", Usage: "build the model and adapters, print the parameter counts and exit", Category: catOutput},
 	}, trainingFlags(5, 1e-4, 64)...),
 	Action: torchAction(runFinetune),
 }
+
+// initAdapterFlag names finetune's --init-adapter.
+const initAdapterFlag = "init-adapter"
 
 func init() { register(finetuneCommand) }
 
@@ -73,11 +87,7 @@ func runFinetune(c *cli.Context) error {
 		return err
 	}
 	defer m.Free()
-	torch.ManualSeed(c.Uint64(seedFlag.Name)) // lora_A's draw: the same run from the same --seed
-	a, err := lora.Inject(m, lora.Config{
-		R: c.Int("lora-r"), Alpha: c.Float64(loraAlphaFlag.Name), Dropout: c.Float64("lora-dropout"),
-		Targets: splitList(c.String(loraTargetsFlag.Name)),
-	})
+	a, err := finetuneAdapter(c, m)
 	if err != nil {
 		return err
 	}
@@ -116,4 +126,33 @@ func runFinetune(c *cli.Context) error {
 		}
 	}
 	return s.run(c, job)
+}
+
+// finetuneAdapter is the adapter to train: --init-adapter's, or a fresh one of the
+// --lora-* flags.
+func finetuneAdapter(c *cli.Context, m *clip.Model) (*lora.Adapter, error) {
+	if dir := c.String(initAdapterFlag); dir != "" {
+		var given train.LoRASettings
+		if c.IsSet("lora-r") {
+			r := c.Int("lora-r")
+			given.R = &r
+		}
+		if c.IsSet(loraAlphaFlag.Name) {
+			alpha := c.Float64(loraAlphaFlag.Name)
+			given.Alpha = &alpha
+		}
+		if c.IsSet("lora-dropout") {
+			p := c.Float64("lora-dropout")
+			given.Dropout = &p
+		}
+		if c.IsSet(loraTargetsFlag.Name) {
+			given.Targets = splitList(c.String(loraTargetsFlag.Name))
+		}
+		return train.InitAdapter(m, dir, given)
+	}
+	torch.ManualSeed(c.Uint64(seedFlag.Name)) // lora_A's draw: the same run from the same --seed
+	return lora.Inject(m, lora.Config{
+		R: c.Int("lora-r"), Alpha: c.Float64(loraAlphaFlag.Name), Dropout: c.Float64("lora-dropout"),
+		Targets: splitList(c.String(loraTargetsFlag.Name)),
+	})
 }
