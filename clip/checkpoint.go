@@ -397,7 +397,7 @@ func SaveHFAs(dir string, m *Model, cfg Config, tokenizerDir string, dtype torch
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("save %s: %w", dir, err)
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
+	tmp, err := os.MkdirTemp(parent, atomicfile.TempPattern(filepath.Base(dir)))
 	if err != nil {
 		return fmt.Errorf("save %s: %w", dir, err)
 	}

@@ -160,6 +160,24 @@ func (r *ckptReader) int(m map[string]any, key string) int64 {
 	return v
 }
 
+// count reads an int that must be at least lo, named what in errors.
+func (r *ckptReader) count(m map[string]any, what, key string, lo int64) int {
+	v := r.int(m, key)
+	if r.err == nil && (v < lo || v > 1<<40) {
+		r.fail("%s is %d, out of range (want at least %d)", what, v, lo)
+	}
+	return int(v)
+}
+
+// positive reads a finite number above 0, named what in errors.
+func (r *ckptReader) positive(m map[string]any, what, key string) float64 {
+	v := r.float(m, key)
+	if r.err == nil && !(v > 0 && !math.IsInf(v, 1)) {
+		r.fail("%s is %v, want a finite number above 0", what, v)
+	}
+	return v
+}
+
 func (r *ckptReader) float(m map[string]any, key string) float64 {
 	switch v := m[key].(type) {
 	case float64:
@@ -235,6 +253,9 @@ func (t *trainer) loadCheckpoint(path string) (checkpointState, error) {
 		}
 		x = x.Owned()
 		made = append(made, x)
+		if x.DType().IsFloat() && !allFinite(x) {
+			r.fail("%s holds NaN or infinite values", what)
+		}
 		return x
 	}
 	var expAvg, expAvgSq [][]*torch.Tensor
@@ -257,7 +278,11 @@ func (t *trainer) loadCheckpoint(path string) (checkpointState, error) {
 	if r.err != nil {
 		return st, r.err
 	}
-	if err := t.opt.LoadState(r.int(opt, "step"), expAvg, expAvgSq); err != nil {
+	optStep := int64(r.count(opt, "optimizer.step", "step", 0))
+	if r.err != nil {
+		return st, r.err
+	}
+	if err := t.opt.LoadState(optStep, expAvg, expAvgSq); err != nil {
 		return st, fmt.Errorf("checkpoint %s: %w", path, err)
 	}
 	if err := torch.Try(func() {
@@ -273,20 +298,42 @@ func (t *trainer) loadCheckpoint(path string) (checkpointState, error) {
 		return st, fmt.Errorf("checkpoint %s: %w", path, err)
 	}
 	if sc, ok := top["scaler"].(map[string]any); ok && t.scaler != nil {
-		t.scaler.Scale = r.float(sc, "scale")
-		t.scaler.Good = int(r.int(sc, "good"))
-		t.scaler.Skipped = int(r.int(sc, "skipped"))
+		t.scaler.Scale = r.positive(sc, "scaler.scale", "scale")
+		t.scaler.Good = r.count(sc, "scaler.good", "good", 0)
+		t.scaler.Skipped = r.count(sc, "scaler.skipped", "skipped", 0)
+	}
+	if r.err != nil {
+		return st, r.err
 	}
 	if err := t.restoreRNG(rng); err != nil {
 		return st, fmt.Errorf("checkpoint %s: %w", path, err)
 	}
-	st.step = int(r.int(sched, "step"))
-	st.pos = dataset.Position{Epoch: int(r.int(data, "epoch")), Batch: int(r.int(data, "batch")), Sample: int(r.int(data, "sample"))}
+	st.step = r.count(sched, "schedule.step", "step", 0)
+	st.pos = dataset.Position{Epoch: r.count(data, "data.epoch", "epoch", 0), Batch: r.count(data, "data.batch", "batch", 0),
+		Sample: r.count(data, "data.sample", "sample", 0)}
 	st.seed = uint64(r.int(rng, "data_seed"))
 	st.best = r.float(top, "best_val_loss")
-	st.bestStep = int(r.int(top, "best_step"))
-	st.skipped = int(r.int(top, "skipped"))
+	if math.IsNaN(st.best) || math.IsInf(st.best, -1) {
+		r.fail("best_val_loss %v is not a loss", st.best)
+	}
+	st.bestStep = r.count(top, "best_step", "best_step", -1)
+	st.skipped = r.count(top, "skipped", "skipped", 0)
+	if r.err == nil && (st.skipped > st.step || st.bestStep > st.step) {
+		r.fail("skipped %d and best_step %d must not exceed schedule.step %d", st.skipped, st.bestStep, st.step)
+	}
 	return st, r.err
+}
+
+// checkPosition checks a restored data position against this run's epochs of perEpoch
+// batches over items training images.
+func (st checkpointState) checkPosition(path string, perEpoch, items int) error {
+	if st.pos.Batch > perEpoch {
+		return fmt.Errorf("checkpoint %s: data.batch %d is beyond the %d batches of an epoch of this run", path, st.pos.Batch, perEpoch)
+	}
+	if st.pos.Sample > items {
+		return fmt.Errorf("checkpoint %s: data.sample %d is beyond the %d training images of this run", path, st.pos.Sample, items)
+	}
+	return nil
 }
 
 // restoreRNG sets the torch generators from a checkpoint's "rng" entry.
@@ -314,4 +361,14 @@ func (t *trainer) restoreRNG(rng map[string]any) error {
 		}
 	}
 	return nil
+}
+
+// allFinite reports whether every element of x is finite.
+func allFinite(x *torch.Tensor) bool {
+	fin := x.IsFinite()
+	all := fin.All()
+	ok := all.Item() != 0
+	all.Free()
+	fin.Free()
+	return ok
 }

@@ -2,6 +2,11 @@ package train
 
 // metrics.jsonl (one JSON object per logged step and per evaluation) and the learning
 // curve drawn from it.
+//
+// JSON has no NaN or infinity: every float this package writes (metrics.jsonl rows,
+// eval.json, EvalResult as `goclip eval --json` prints it) is null where its value is
+// NaN or infinite, e.g. the train_loss of a window of skipped steps or the loss of a
+// model whose weights overflowed.
 
 import (
 	"bufio"
@@ -10,6 +15,7 @@ import (
 	"errors"
 	"image/color"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -168,3 +174,59 @@ func (m *metrics) plot(path, title string) error {
 }
 
 func dirOf(path string) string { return filepath.Dir(path) }
+
+// jsonNumber is a float64 that marshals as null when it is NaN or infinite.
+type jsonNumber float64
+
+// MarshalJSON writes the number, or null.
+func (x jsonNumber) MarshalJSON() ([]byte, error) {
+	if f := float64(x); math.IsNaN(f) || math.IsInf(f, 0) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(float64(x))
+}
+
+// MarshalJSON writes the row with null for non-finite numbers.
+func (r TrainRow) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Step       int        `json:"step"`
+		Epoch      jsonNumber `json:"epoch"`
+		LR         jsonNumber `json:"lr"`
+		TrainLoss  jsonNumber `json:"train_loss"`
+		ImagesPerS jsonNumber `json:"images_per_s"`
+		Skipped    int        `json:"skipped"`
+		LossScale  jsonNumber `json:"loss_scale,omitempty"`
+	}{r.Step, jsonNumber(r.Epoch), jsonNumber(r.LR), jsonNumber(r.TrainLoss), jsonNumber(r.ImagesPerS), r.Skipped, jsonNumber(r.LossScale)})
+}
+
+// MarshalJSON writes the row with null for non-finite numbers.
+func (r EvalRow) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Step        int        `json:"step"`
+		Epoch       jsonNumber `json:"epoch"`
+		ValLoss     jsonNumber `json:"val_loss"`
+		ImageToText Recalls    `json:"val_image_to_text"`
+		TextToImage Recalls    `json:"val_text_to_image"`
+	}{r.Step, jsonNumber(r.Epoch), jsonNumber(r.ValLoss), r.ImageToText, r.TextToImage})
+}
+
+// MarshalJSON writes the recalls with null for non-finite numbers.
+func (r Recalls) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		R1  jsonNumber `json:"R@1"`
+		R5  jsonNumber `json:"R@5"`
+		R10 jsonNumber `json:"R@10"`
+	}{jsonNumber(r.R1), jsonNumber(r.R5), jsonNumber(r.R10)})
+}
+
+// MarshalJSON writes the result (eval.json, `goclip eval --json`) with null for
+// non-finite numbers.
+func (r EvalResult) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Loss        jsonNumber `json:"loss"`
+		ImageToText Recalls    `json:"image_to_text"`
+		TextToImage Recalls    `json:"text_to_image"`
+		Images      int        `json:"images"`
+		Captions    int        `json:"captions"`
+	}{jsonNumber(r.Loss), r.ImageToText, r.TextToImage, r.Images, r.Captions})
+}

@@ -19,12 +19,14 @@ import (
 	"goclip/torch"
 )
 
-// Options configure Run. Zero values take the defaults given.
+// Options configure Run. Zero values take the defaults given, except where a field
+// says what zero means. Validate checks the ranges, naming each field by its goclip
+// train flag.
 type Options struct {
 	Out    string // the run folder
 	Resume bool   // continue from Out/checkpoints/last.pt
 
-	Epochs    int // passes over the training split (default 1 unless MaxSteps sets it)
+	Epochs    int // passes over the training split (0: as many as MaxSteps needs, 1 without MaxSteps)
 	MaxSteps  int // stop after this many optimizer steps (0: no limit)
 	BatchSize int // the global batch (default 32)
 	GradAccum int // micro-batches per step (default 1)
@@ -48,11 +50,15 @@ type Options struct {
 	EvalBatchSize int // evaluation batch (default 256)
 	SaveEvery     int // steps between extra writes of last.pt (0: only at evaluations)
 
-	Workers  int                    // image decoders
+	Workers  int                    // image decoders (default runtime.NumCPU())
 	Seed     uint64                 // data order, caption draws and augmentation
 	Augment  dataset.AugmentOptions // training augmentation
 	CacheDir string                 // a dataset cache ("" for none)
 	Report   *dataset.Report        // unreadable images are recorded here
+
+	// Folder is Out already taken with OpenRun (the command line takes it before it
+	// writes into Out); nil: Run takes it on the main rank and releases it at the end.
+	Folder *RunFolder
 
 	Args any       // written to args.json (the command line's settings)
 	Log  io.Writer // progress and messages (nil: none)
@@ -71,11 +77,16 @@ type Options struct {
 	AfterStep func(step int, loss float64)
 }
 
+// defaults fills the zero fields that have a default; negative values are left for
+// Validate to refuse.
 func (o *Options) defaults() {
-	if o.BatchSize <= 0 {
+	if o.Epochs == 0 && o.MaxSteps == 0 {
+		o.Epochs = 1
+	}
+	if o.BatchSize == 0 {
 		o.BatchSize = 32
 	}
-	if o.GradAccum <= 0 {
+	if o.GradAccum == 0 {
 		o.GradAccum = 1
 	}
 	if o.LR == 0 {
@@ -99,14 +110,17 @@ func (o *Options) defaults() {
 	if o.InitScale == 0 {
 		o.InitScale = DefaultInitScale
 	}
-	if o.MaxBadSteps <= 0 {
+	if o.MaxBadSteps == 0 {
 		o.MaxBadSteps = 10
 	}
-	if o.LogEvery <= 0 {
+	if o.LogEvery == 0 {
 		o.LogEvery = 10
 	}
-	if o.EvalBatchSize <= 0 {
+	if o.EvalBatchSize == 0 {
 		o.EvalBatchSize = DefaultEvalBatch
+	}
+	if o.Workers == 0 {
+		o.Workers = runtime.NumCPU()
 	}
 }
 
@@ -161,15 +175,22 @@ func (e *InterruptedError) Error() string {
 	return fmt.Sprintf("interrupted after step %d; the run was saved to %s", e.Step, e.Checkpoint)
 }
 
-// BadStepsError stops a run whose loss or gradients stayed non-finite.
+// BadStepsError stops a run whose loss or gradients stayed non-finite, or whose
+// validation loss was not finite (Validation).
 type BadStepsError struct {
 	Streak     int
 	Step       int
 	Checkpoint string // the last good checkpoint ("" when none was written)
+
+	Validation bool    // the validation loss at Step was not finite
+	ValLoss    float64 // that loss
 }
 
 func (e *BadStepsError) Error() string {
 	msg := fmt.Sprintf("%d steps in a row had a non-finite loss or gradient (up to step %d): stopping", e.Streak, e.Step)
+	if e.Validation {
+		msg = fmt.Sprintf("the validation loss at step %d is %v: stopping", e.Step, e.ValLoss)
+	}
 	if e.Checkpoint != "" {
 		msg += "; the last good checkpoint is " + e.Checkpoint
 	}
@@ -243,6 +264,10 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	if opts.Out == "" {
 		return nil, errors.New("train: no run folder (Options.Out)")
 	}
+	opts.defaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
 	t, err := newTrainer(job, opts)
 	if err != nil {
 		return nil, err
@@ -277,12 +302,23 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	out := opts.Out
 	ckptDir := filepath.Join(out, "checkpoints")
 	last := filepath.Join(ckptDir, LastCheckpoint)
-	if !opts.Resume {
-		if _, err := os.Stat(last); err == nil {
-			return nil, fmt.Errorf("%s already holds a run (%s): continue it with --resume, or choose another --out", out, last)
+	if isMain {
+		rf := opts.Folder
+		if rf == nil {
+			if rf, err = OpenRun(out, opts.Resume); err != nil {
+				return nil, err
+			}
+			defer rf.Close()
 		}
-	} else if _, err := os.Stat(last); err != nil {
-		return nil, fmt.Errorf("--resume: %s has no checkpoint to resume from (%s)", out, last)
+		reportSwept(opts, rf)
+	} else {
+		if !opts.Resume {
+			if _, err := os.Stat(last); err == nil {
+				return nil, fmt.Errorf("%s already holds a run (%s): continue it with --resume, or choose another --out", out, last)
+			}
+		} else if _, err := os.Stat(last); err != nil {
+			return nil, fmt.Errorf("--resume: %s has no checkpoint to resume from (%s)", out, last)
+		}
 	}
 	if len(job.Train) == 0 {
 		return nil, errors.New("train: the training split holds no images")
@@ -335,6 +371,11 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	if perEpoch == 0 {
 		return nil, fmt.Errorf("train: the training split has %d images, fewer than one batch of %d", len(job.Train), opts.BatchSize)
 	}
+	if opts.Resume {
+		if err := st.checkPosition(last, perEpoch, len(job.Train)); err != nil {
+			return nil, err
+		}
+	}
 	epochs := opts.Epochs
 	if epochs <= 0 {
 		epochs = 1
@@ -370,22 +411,53 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	if !math.IsInf(st.best, 1) {
 		res.BestValLoss = st.best
 	}
+	// The validation set is fixed now (a distributed run's ranks must evaluate the same
+	// items, so there it is taken as given).
+	var vals *valSet
+	if len(job.Val) > 0 && t.dp == nil {
+		vals = fixValSet(job.Val, opts.Report)
+	}
+	wroteCheckpoint := opts.Resume
 	evaluate := func(step int, epoch float64) error {
 		if len(job.Val) == 0 {
 			return nil
 		}
+		items, evRep := job.Val, opts.Report
+		if vals != nil {
+			var err error
+			if items, err = vals.current(); err != nil {
+				return fmt.Errorf("step %d: %w", step, err)
+			}
+			evRep = &dataset.Report{} // images unreadable now are not recounted at every evaluation
+		}
 		// Not cancellable: an interrupt during an evaluation is honoured after it, with
 		// the checkpoint written.
-		ev, err := Evaluate(context.WithoutCancel(ctx), m, tok, job.Val, EvalOptions{BatchSize: opts.EvalBatchSize, Workers: opts.Workers,
-			Precision: opts.Precision, CacheDir: opts.CacheDir, Report: opts.Report, ProcessGroup: opts.ProcessGroup})
+		ev, err := Evaluate(context.WithoutCancel(ctx), m, tok, items, EvalOptions{BatchSize: opts.EvalBatchSize, Workers: opts.Workers,
+			Precision: opts.Precision, CacheDir: opts.CacheDir, Report: evRep, ProcessGroup: opts.ProcessGroup})
 		m.SetTrain(true)
 		if err != nil {
 			return err
+		}
+		if vals != nil {
+			if err := vals.check(items, ev.Images, evRep); err != nil {
+				return fmt.Errorf("step %d: %w", step, err)
+			}
+			if evRep.Skipped() > 0 {
+				prog.printf("step %d validation: %s\n", step, evRep.Summary())
+			}
 		}
 		res.Val = &ev
 		prog.printf("step %d (epoch %.2f) validation: %s\n", step, epoch, ev)
 		if err := met.add(EvalRow{Step: step, Epoch: epoch, ValLoss: ev.Loss, ImageToText: ev.ImageToText, TextToImage: ev.TextToImage}); err != nil {
 			return err
+		}
+		if math.IsNaN(ev.Loss) || math.IsInf(ev.Loss, 0) {
+			// The bad-step policy: stop, keeping the last good checkpoint.
+			ck := ""
+			if wroteCheckpoint {
+				ck = last
+			}
+			return &BadStepsError{Step: step, Checkpoint: ck, ValLoss: ev.Loss, Validation: true}
 		}
 		if ev.Loss < st.best {
 			st.best, st.bestStep = ev.Loss, step
@@ -417,7 +489,6 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		windowN, windowImgs int
 		windowStart         = time.Now()
 		lastEvalStep        = -1
-		wroteCheckpoint     = opts.Resume
 		inputs              batchTensors
 	)
 	m.SetTrain(true)

@@ -62,12 +62,12 @@ func joinProcessGroup(c *cli.Context, dev torch.Device) (*torch.ProcessGroup, to
 func trainingFlags(epochs int, lr float64, batch int) []cli.Flag {
 	f := []cli.Flag{
 		dataFlag, runOutFlag,
-		&cli.IntFlag{Name: "epochs", Usage: "passes over the training split", Value: epochs, EnvVars: []string{"GOCLIP_EPOCHS"}, Category: catTrain},
+		&cli.IntFlag{Name: "epochs", Usage: "passes over the training split (0 with --max-steps: as many as those steps need)", Value: epochs, EnvVars: []string{"GOCLIP_EPOCHS"}, Category: catTrain},
 		&cli.IntFlag{Name: "max-steps", Usage: "stop after this many optimizer steps (0: no limit)", EnvVars: []string{"GOCLIP_MAX_STEPS"}, Category: catTrain},
 		&cli.IntFlag{Name: "grad-accum", Usage: "micro-batches per step (the gradients equal the whole batch's)", Value: 1, EnvVars: []string{"GOCLIP_GRAD_ACCUM"}, Category: catTrain},
 		&cli.Float64Flag{Name: "lr", Usage: "peak learning rate", Value: lr, EnvVars: []string{"GOCLIP_LR"}, Category: catTrain},
-		&cli.Float64Flag{Name: "min-lr", Usage: "the cosine schedule's final learning rate", EnvVars: []string{"GOCLIP_MIN_LR"}, Category: catTrain},
-		&cli.IntFlag{Name: "warmup", Usage: "linear warmup steps", Value: 100, EnvVars: []string{"GOCLIP_WARMUP"}, Category: catTrain},
+		&cli.Float64Flag{Name: "min-lr", Usage: "the cosine schedule's final learning rate (0 or more, at most --lr)", EnvVars: []string{"GOCLIP_MIN_LR"}, Category: catTrain},
+		&cli.IntFlag{Name: "warmup", Usage: "linear warmup steps (0: none)", Value: 100, EnvVars: []string{"GOCLIP_WARMUP"}, Category: catTrain},
 		&cli.StringFlag{Name: "schedule", Usage: "learning-rate schedule after warmup: cosine or constant", Value: train.Cosine, EnvVars: []string{"GOCLIP_SCHEDULE"}, Category: catTrain},
 		&cli.Float64Flag{Name: "weight-decay", Usage: "AdamW's decoupled weight decay (weight matrices only)", Value: 0.1, EnvVars: []string{"GOCLIP_WEIGHT_DECAY"}, Category: catTrain},
 		&cli.Float64Flag{Name: "beta2", Usage: "AdamW's beta2", Value: 0.98, EnvVars: []string{"GOCLIP_BETA2"}, Category: catTrain},
@@ -131,8 +131,11 @@ type trainSetup struct {
 // main reports whether this process writes files (rank 0, or the only process).
 func (s *trainSetup) main() bool { return s.pg == nil || s.pg.Rank() == 0 }
 
-// close leaves the process group.
-func (s *trainSetup) close() { s.pg.Close() }
+// close releases the run folder and leaves the process group.
+func (s *trainSetup) close() {
+	s.opts.Folder.Close()
+	s.pg.Close()
+}
 
 // setupTraining reads the common flags and the data set, printing its report.
 func setupTraining(c *cli.Context) (*trainSetup, error) {
@@ -150,8 +153,28 @@ func setupTraining(c *cli.Context) (*trainSetup, error) {
 	if prec == train.FP16 && dev.Type != torch.CUDADevice {
 		return nil, errors.New("--precision fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
 	}
-	if c.Int("batch-size") < 1 || c.Int("grad-accum") < 1 || c.Int("grad-accum") > c.Int("batch-size") {
-		return nil, fmt.Errorf("--batch-size %d and --grad-accum %d: want 1 <= grad-accum <= batch-size", c.Int("batch-size"), c.Int("grad-accum"))
+	var augment dataset.AugmentOptions
+	if c.Bool("augment") {
+		augment = dataset.DefaultAugment()
+	}
+	out := c.String("out")
+	args := map[string]any{"command": os.Args}
+	for _, f := range c.Command.Flags {
+		name := f.Names()[0]
+		args[name] = c.Value(name)
+	}
+	opts := train.Options{
+		Out: out, Resume: c.Bool("resume"),
+		Epochs: c.Int("epochs"), MaxSteps: c.Int("max-steps"), BatchSize: c.Int("batch-size"), GradAccum: c.Int("grad-accum"),
+		LR: c.Float64("lr"), MinLR: c.Float64("min-lr"), Warmup: c.Int("warmup"), Schedule: c.String("schedule"),
+		WeightDecay: c.Float64("weight-decay"), Beta2: c.Float64("beta2"), ClipGrad: c.Float64("clip-grad"),
+		Precision: prec, MaxBadSteps: c.Int("max-bad-steps"),
+		LogEvery: c.Int("log-every"), EvalEvery: c.Int("eval-every"), EvalBatchSize: c.Int("eval-batch-size"), SaveEvery: c.Int("save-every"),
+		Workers: c.Int(workersFlag.Name), Seed: c.Uint64(seedFlag.Name), Augment: augment,
+		Args: args, Log: c.App.ErrWriter,
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
 	pg, dev, err := joinProcessGroup(c, dev)
 	if err != nil {
@@ -173,42 +196,30 @@ func setupTraining(c *cli.Context) (*trainSetup, error) {
 	if cache == "" {
 		cache = dataset.DefaultCacheDir(ds.Root)
 	}
-	var augment dataset.AugmentOptions
-	if c.Bool("augment") {
-		augment = dataset.DefaultAugment()
-	}
-	out := c.String("out")
-	args := map[string]any{"command": os.Args}
-	for _, f := range c.Command.Flags {
-		name := f.Names()[0]
-		args[name] = c.Value(name)
-	}
-	opts := train.Options{
-		Out: out, Resume: c.Bool("resume"),
-		Epochs: c.Int("epochs"), MaxSteps: c.Int("max-steps"), BatchSize: c.Int("batch-size"), GradAccum: c.Int("grad-accum"),
-		LR: c.Float64("lr"), MinLR: c.Float64("min-lr"), Warmup: c.Int("warmup"), Schedule: c.String("schedule"),
-		WeightDecay: c.Float64("weight-decay"), Beta2: c.Float64("beta2"), ClipGrad: c.Float64("clip-grad"),
-		Precision: prec, MaxBadSteps: c.Int("max-bad-steps"),
-		LogEvery: c.Int("log-every"), EvalEvery: c.Int("eval-every"), EvalBatchSize: c.Int("eval-batch-size"), SaveEvery: c.Int("save-every"),
-		Workers: c.Int(workersFlag.Name), Seed: c.Uint64(seedFlag.Name), Augment: augment, CacheDir: cache, Report: &ds.Report,
-		Args: args, Log: c.App.ErrWriter, ProcessGroup: pg,
-	}
+	opts.CacheDir, opts.Report = cache, &ds.Report
+	opts.ProcessGroup = pg
 	ok = true
 	return &trainSetup{dev: dev, prec: prec, ds: ds, opts: opts, out: out, resume: opts.Resume, pg: pg}, nil
 }
 
-// checkFresh refuses to start a new run over an existing one.
+// checkFresh takes the run folder (train.OpenRun): it refuses to start a new run over
+// an existing one or in a folder that is not a run, and holds the folder locked until
+// close. Ranks other than 0 only check that the checkpoint is there to resume.
 func (s *trainSetup) checkFresh() error {
-	if s.resume {
-		if _, err := os.Stat(filepath.Join(s.out, clip.RunCheckpointPath)); err != nil {
-			return fmt.Errorf("--resume: %s holds no checkpoint (%s)", s.out, clip.RunCheckpointPath)
+	if !s.main() {
+		if s.resume {
+			if _, err := os.Stat(filepath.Join(s.out, clip.RunCheckpointPath)); err != nil {
+				return fmt.Errorf("--resume: %s holds no checkpoint (%s)", s.out, clip.RunCheckpointPath)
+			}
 		}
 		return nil
 	}
-	if _, err := os.Stat(filepath.Join(s.out, clip.RunCheckpointPath)); err == nil {
-		return fmt.Errorf("%s already holds a run: continue it with --resume, or choose another --out", s.out)
+	rf, err := train.OpenRun(s.out, s.resume)
+	if err != nil {
+		return err
 	}
-	return os.MkdirAll(s.out, 0o755)
+	s.opts.Folder = rf
+	return nil
 }
 
 // job is a Job over the data set's splits.

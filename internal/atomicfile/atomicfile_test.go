@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -45,3 +46,69 @@ func TestWriteFile(t *testing.T) {
 		t.Errorf("%d entries in the folder, want 1 (temporary files left?)", len(ents))
 	}
 }
+
+// TestRemoveStale sweeps what a killed writer left (a file and a folder named after a
+// dead pid, and one of an older release without a pid) and keeps a live writer's file
+// and unrelated files.
+func TestRemoveStale(t *testing.T) {
+	dir := t.TempDir()
+	// A pid that is certainly dead: a child that has exited and been reaped.
+	p, err := os.StartProcess("/bin/true", []string{"true"}, &os.ProcAttr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	dead := p.Pid
+	mk := func(name string, folder bool) string {
+		path := filepath.Join(dir, name)
+		if folder {
+			if err := os.MkdirAll(filepath.Join(path, "x"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	staleFile := mk(".last.pt.tmp-"+itoa(dead)+"-123", false)
+	staleDir := mk(".model.tmp-"+itoa(dead)+"-456", true)
+	legacy := mk(".args.json.tmp-789", false)
+	live := mk(".metrics.jsonl.tmp-"+itoa(os.Getpid())+"-1", false)
+	keep := mk("last.pt", false)
+	hidden := mk(".hidden", false)
+
+	// Only the named destination.
+	got, err := RemoveStale(dir, false, "last.pt")
+	if err != nil || len(got) != 1 || got[0] != staleFile {
+		t.Fatalf("RemoveStale(last.pt) = %v, %v; want [%s]", got, err, staleFile)
+	}
+	got, err = RemoveStale(dir, false)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("RemoveStale = %v, %v; want the stale folder and the legacy file", got, err)
+	}
+	for _, p := range []string{staleFile, staleDir, legacy} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s survived the sweep", p)
+		}
+	}
+	for _, p := range []string{live, keep, hidden} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s was removed: %v", p, err)
+		}
+	}
+	// all: the live writer's file goes too (the caller holds the folder).
+	if got, err := RemoveStale(dir, true); err != nil || len(got) != 1 || got[0] != live {
+		t.Errorf("RemoveStale(all) = %v, %v; want [%s]", got, err, live)
+	}
+	if got, err := RemoveStale(filepath.Join(dir, "absent"), false); err != nil || got != nil {
+		t.Errorf("RemoveStale(absent) = %v, %v", got, err)
+	}
+	// WriteFile's temporaries carry this process's pid.
+	if pat := TempPattern("f"); pat != ".f.tmp-"+itoa(os.Getpid())+"-*" {
+		t.Errorf("TempPattern = %q", pat)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,167 @@
+package train
+
+// The run folder's safety: a new run goes only into an empty folder or a goclip run's
+// own, one process at a time holds it (an exclusive flock on RUN/.goclip-run, which
+// also marks the folder as a run), and what killed writers left behind is swept.
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"goclip/clip"
+	"goclip/internal/atomicfile"
+)
+
+// RunMarker is the file that marks a folder as a goclip run and that a running goclip
+// holds locked. It records the pid and command line of the last process that held it.
+const RunMarker = ".goclip-run"
+
+// RunFolder is a run folder held exclusively by this process (see OpenRun).
+type RunFolder struct {
+	Dir  string
+	lock *os.File
+	// Swept are the temporary files of killed writers that OpenRun removed.
+	Swept []string
+}
+
+// runHolder is what RunMarker holds.
+type runHolder struct {
+	Format  string   `json:"format"`
+	PID     int      `json:"pid"`
+	Command []string `json:"command,omitempty"`
+	Started string   `json:"started"`
+}
+
+// IsRunFolder reports whether dir is a goclip run: it holds RunMarker, or (a run of a
+// release before the marker) args.json beside metrics.jsonl or checkpoints/last.pt.
+func IsRunFolder(dir string) bool {
+	exists := func(name string) bool { _, err := os.Stat(filepath.Join(dir, name)); return err == nil }
+	return exists(RunMarker) || (exists("args.json") && (exists(MetricsFile) || exists(clip.RunCheckpointPath)))
+}
+
+// OpenRun takes the run folder dir for a run of this process: a new run (resume false)
+// needs dir to be absent, empty, or a goclip run without a checkpoint (a run that
+// stopped before writing one); a resumed run needs a goclip run with
+// checkpoints/last.pt. It then locks dir (flock on RUN/.goclip-run, released by Close
+// or when the process dies), failing at once, with the holder's pid, when another
+// process holds it, and removes the temporary files that killed writers left in the
+// run's folders. Every error names dir.
+func OpenRun(dir string, resume bool) (*RunFolder, error) {
+	if dir == "" {
+		return nil, errors.New("train: no run folder (--out)")
+	}
+	last := filepath.Join(dir, clip.RunCheckpointPath)
+	_, lastErr := os.Stat(last)
+	if resume {
+		if !IsRunFolder(dir) {
+			return nil, fmt.Errorf("--resume: %s is not a goclip run folder", dir)
+		}
+		if lastErr != nil {
+			return nil, fmt.Errorf("--resume: %s has no checkpoint to resume from (%s)", dir, last)
+		}
+	} else {
+		if lastErr == nil {
+			return nil, fmt.Errorf("%s already holds a run (%s): continue it with --resume, or choose another --out", dir, last)
+		}
+		if !IsRunFolder(dir) {
+			entries, err := os.ReadDir(dir)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("--out %s: %w", dir, err)
+			}
+			if len(entries) > 0 {
+				names := make([]string, 0, 4)
+				for _, e := range entries[:min(len(entries), 4)] {
+					names = append(names, e.Name())
+				}
+				more := ""
+				if len(entries) > 4 {
+					more = fmt.Sprintf(", ... %d more", len(entries)-4)
+				}
+				return nil, fmt.Errorf("--out %s is not empty and is not a goclip run (it holds %s%s): choose a new or empty folder",
+					dir, strings.Join(names, ", "), more)
+			}
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("--out %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, RunMarker)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("--out %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		defer f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s is in use by another goclip process%s: wait for it to end or choose another --out", dir, holderOf(f))
+		}
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	rf := &RunFolder{Dir: dir, lock: f}
+	h := runHolder{Format: "goclip-run/1", PID: os.Getpid(), Command: os.Args, Started: time.Now().UTC().Format(time.RFC3339)}
+	data, _ := json.Marshal(h)
+	if err := f.Truncate(0); err == nil {
+		_, err = f.WriteAt(append(data, '\n'), 0)
+	}
+	// Holding the lock, no other goclip writes here: every temporary is debris.
+	for _, sub := range []string{"", "checkpoints", clip.RunModelDir, AdapterDir, "tokenizer"} {
+		gone, err := atomicfile.RemoveStale(filepath.Join(dir, sub), true)
+		rf.Swept = append(rf.Swept, gone...)
+		if err != nil {
+			rf.Close()
+			return nil, fmt.Errorf("--out %s: removing stale temporary files: %w", dir, err)
+		}
+	}
+	return rf, nil
+}
+
+// holderOf describes the process recorded in a locked marker: " (pid 123: goclip
+// train ...)", or "" when the file says nothing readable.
+func holderOf(f *os.File) string {
+	data, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<16))
+	if err != nil {
+		return ""
+	}
+	var h runHolder
+	if json.Unmarshal(bytes.TrimSpace(data), &h) != nil || h.PID <= 0 {
+		return ""
+	}
+	s := fmt.Sprintf(" (pid %d", h.PID)
+	if len(h.Command) > 0 {
+		s += ": " + strings.Join(h.Command, " ")
+	}
+	if h.Started != "" {
+		s += ", since " + h.Started
+	}
+	return s + ")"
+}
+
+// Close releases the lock; the marker stays.
+func (r *RunFolder) Close() error {
+	if r == nil || r.lock == nil {
+		return nil
+	}
+	err := r.lock.Close() // closing the descriptor releases the flock
+	r.lock = nil
+	return err
+}
+
+// reportSwept tells the log which temporary files OpenRun removed.
+func reportSwept(opts Options, rf *RunFolder) {
+	if len(rf.Swept) == 0 {
+		return
+	}
+	names := make([]string, len(rf.Swept))
+	for i, p := range rf.Swept {
+		names[i], _ = filepath.Rel(rf.Dir, p)
+	}
+	fmt.Fprintf(logw(opts), "run folder %s: removed %d temporary file(s) left by an interrupted process: %s\n", rf.Dir, len(names), strings.Join(names, ", "))
+}
