@@ -178,6 +178,7 @@ func Open(dir string, opts Options) (*Dataset, error) {
 		if err != nil {
 			return nil, err
 		}
+		d.Report.copyReason(&ignored, TwoSplits) // an image in two splits counts, wherever listed
 		byName := make(map[string]Split, len(listed))
 		for _, it := range listed {
 			byName[it.Name] = it.Split

@@ -36,11 +36,20 @@ func karpathySplit(s string) (Split, bool) {
 	return "", false
 }
 
+// splitName is a split as people read it ("unassigned" for none).
+func splitName(s Split) string {
+	if s == "" {
+		return "unassigned"
+	}
+	return string(s)
+}
+
 // readKarpathy reads a Karpathy split file (dataset_flickr30k.json, dataset_coco.json):
 // {"images": [{"filename", "filepath"?, "split", "sentences": [{"raw"}, ...]}, ...]}.
 // Each item's Image is "filepath/filename" (or just filename). An entry that cannot be
 // decoded, lacks a usable filename or names an unknown split is skipped as malformed,
-// named "images[i]". With captions false only names and splits are read (for a split
+// named "images[i]". An image listed again in another split keeps its first split; the
+// later listing is skipped and reported (TwoSplits). With captions false only names and splits are read (for a split
 // file that accompanies another caption file) and items may have no captions.
 func readKarpathy(data []byte, file string, rep *Report, captions bool) ([]Item, error) {
 	var doc struct {
@@ -53,6 +62,7 @@ func readKarpathy(data []byte, file string, rep *Report, captions bool) ([]Item,
 		return nil, fmt.Errorf("%s: no \"images\" array: not a Karpathy split file", file)
 	}
 	var c collector
+	splitOf := map[string]Split{} // the first listing's split of each image
 	for i, raw := range doc.Images {
 		where := Place{Name: fmt.Sprintf("images[%d]", i)}
 		var im karpathyImage
@@ -69,6 +79,12 @@ func readKarpathy(data []byte, file string, rep *Report, captions bool) ([]Item,
 		if im.Filepath != "" {
 			rel = path.Join(im.Filepath, im.Filename)
 		}
+		if first, seen := splitOf[im.Filename]; seen && first != split {
+			// One image in two splits would leak between training and evaluation.
+			rep.AddSkipped(TwoSplits, Place{Name: fmt.Sprintf("images[%d] (%s: %s, already %s)", i, im.Filename, splitName(split), splitName(first))})
+			continue
+		}
+		splitOf[im.Filename] = split
 		if !captions {
 			if _, dup := c.index[im.Filename]; !dup {
 				c.add(im.Filename, rel, "", split)

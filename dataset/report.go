@@ -15,22 +15,23 @@ type Reason string
 // rows (lines of a CSV or JSONL file, sentences of a Karpathy file); image reasons count
 // images.
 const (
-	Malformed       Reason = "malformed"         // row: cannot be parsed, or its fields make no sense
-	EmptyCaption    Reason = "empty caption"     // row: caption is empty or only spaces
-	NonUTF8Caption  Reason = "non-UTF-8 caption" // row: caption bytes are not valid UTF-8
-	NoCaptions      Reason = "no captions"       // image: listed without any usable caption
-	MissingImage    Reason = "missing image"     // image: no such file
-	UnreadableImage Reason = "unreadable image"  // image: not a regular file, truncated, or not an image
-	OversizedImage  Reason = "oversized image"   // image: larger than the loader accepts
+	Malformed       Reason = "malformed"            // row: cannot be parsed, or its fields make no sense
+	EmptyCaption    Reason = "empty caption"        // row: caption is empty or only spaces
+	NonUTF8Caption  Reason = "non-UTF-8 caption"    // row: caption bytes are not valid UTF-8
+	NoCaptions      Reason = "no captions"          // image: listed without any usable caption
+	MissingImage    Reason = "missing image"        // image: no such file
+	UnreadableImage Reason = "unreadable image"     // image: not a regular file, truncated, or not an image
+	OversizedImage  Reason = "oversized image"      // image: larger than the loader accepts
+	TwoSplits       Reason = "listed in two splits" // image: a split file lists it again in another split (the first listing wins)
 )
 
 // reasonOrder is the order in which Summary lists the known reasons.
-var reasonOrder = []Reason{Malformed, EmptyCaption, NonUTF8Caption, NoCaptions, MissingImage, UnreadableImage, OversizedImage}
+var reasonOrder = []Reason{Malformed, EmptyCaption, NonUTF8Caption, NoCaptions, MissingImage, UnreadableImage, OversizedImage, TwoSplits}
 
 // IsImageReason reports whether r counts images rather than caption rows.
 func (r Reason) IsImageReason() bool {
 	switch r {
-	case NoCaptions, MissingImage, UnreadableImage, OversizedImage:
+	case NoCaptions, MissingImage, UnreadableImage, OversizedImage, TwoSplits:
 		return true
 	}
 	return false
@@ -108,6 +109,37 @@ func (r *Report) AddSkipped(reason Reason, p Place) {
 		r.skipped[reason] = t
 	}
 	t.add(p)
+}
+
+// copyReason adds o's count and examples of one reason to r.
+func (r *Report) copyReason(o *Report, reason Reason) {
+	o.mu.Lock()
+	t := o.skipped[reason]
+	var n int
+	var ex []Place
+	if t != nil {
+		n, ex = t.n, append([]Place(nil), t.examples...)
+	}
+	o.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.skipped == nil {
+		r.skipped = make(map[Reason]*tally)
+	}
+	d := r.skipped[reason]
+	if d == nil {
+		d = &tally{}
+		r.skipped[reason] = d
+	}
+	d.n += n
+	for _, p := range ex {
+		if len(d.examples) < MaxExamples {
+			d.examples = append(d.examples, p)
+		}
+	}
 }
 
 // AddSkippedLine records one skipped row at a 1-based line of the source file.

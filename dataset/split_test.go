@@ -3,6 +3,7 @@ package dataset
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -151,5 +152,51 @@ func TestParseSplit(t *testing.T) {
 	}
 	if _, err := ParseSplit("restval"); err == nil {
 		t.Error("no error for restval")
+	}
+}
+
+// TestKarpathyTwoSplits: an image that a Karpathy file lists in two splits keeps its
+// first split (so it cannot leak between training and evaluation) and is reported,
+// both when the file holds the captions and when it only gives the splits.
+func TestKarpathyTwoSplits(t *testing.T) {
+	karpathy := `{"images": [
+		{"filename": "a.jpg", "split": "train", "sentences": [{"raw": "first"}]},
+		{"filename": "b.jpg", "split": "val", "sentences": [{"raw": "bee"}]},
+		{"filename": "a.jpg", "split": "test", "sentences": [{"raw": "again"}]},
+		{"filename": "b.jpg", "split": "val", "sentences": [{"raw": "bee two"}]}]}`
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"dataset_flickr30k.json": karpathy})
+	touchImages(t, dir, "images/a.jpg", "images/b.jpg")
+	d, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := itemByName(d, "a.jpg"), itemByName(d, "b.jpg")
+	if a == nil || a.Split != Train || strings.Join(a.Captions, "/") != "first" {
+		t.Errorf("a.jpg: %+v, want train with its first listing's caption only", a)
+	}
+	if b == nil || b.Split != Val || len(b.Captions) != 2 {
+		t.Errorf("b.jpg (listed twice in one split): %+v, want val with both captions", b)
+	}
+	if n := d.Report.SkippedFor(TwoSplits); n != 1 || !strings.Contains(d.Report.Summary(), "images[2] (a.jpg: test, already train)") {
+		t.Errorf("report counts %d images in two splits: %s", n, d.Report.Summary())
+	}
+
+	// A split file beside another caption file.
+	dir = t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"results.csv":            "image_name| comment_number| comment\na.jpg| 0| one\nb.jpg| 0| two\n",
+		"dataset_flickr30k.json": karpathy,
+	})
+	touchImages(t, dir, "flickr30k_images/a.jpg", "flickr30k_images/b.jpg")
+	d, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := itemByName(d, "a.jpg"); a == nil || a.Split != Train {
+		t.Errorf("a.jpg: %+v, want train", a)
+	}
+	if n := d.Report.SkippedFor(TwoSplits); n != 1 {
+		t.Errorf("split file: report counts %d images in two splits: %s", n, d.Report.Summary())
 	}
 }
