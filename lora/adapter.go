@@ -25,6 +25,7 @@ type Adapter struct {
 	modules   []Module
 	trainable []nn.Named
 	grads     []savedGrad // requires_grad of the model's parameters before Inject
+	base      string      // Fingerprint of the base weights at Inject
 }
 
 type savedGrad struct {
@@ -65,7 +66,11 @@ func Inject(m *clip.Model, cfg Config) (*Adapter, error) {
 		return nil, err
 	}
 
-	a := &Adapter{Config: cfg, model: m}
+	base, err := Fingerprint(baseParams(m, cfg))
+	if err != nil {
+		return nil, err
+	}
+	a := &Adapter{Config: cfg, model: m, base: base}
 	err = torch.Try(func() {
 		for _, p := range m.NamedParameters() {
 			a.grads = append(a.grads, savedGrad{p.T, p.T.RequiresGrad()})

@@ -15,6 +15,7 @@ import (
 	"goclip/clip"
 	"goclip/internal/atomicfile"
 	"goclip/torch"
+	"goclip/torch/serialize"
 )
 
 // The files of a peft adapter folder.
@@ -190,7 +191,8 @@ func (a *Adapter) peftConfig(baseModel string) map[string]any {
 
 // Save writes the adapter as peft's save_pretrained does, into dir (created if needed):
 // adapter_config.json (peft's LoraConfig, base_model_name_or_path = baseModel, "" for
-// null) and adapter_model.safetensors (StateDict's keys, {"format": "pt"} metadata).
+// null) and adapter_model.safetensors (StateDict's keys; metadata {"format": "pt"} and
+// MetaBaseFingerprint, the fingerprint of the base weights Inject found).
 // Each file is written atomically, for peft's PeftModel.from_pretrained(CLIPModel, dir).
 // A tower restriction, which peft lacks, is written as a target_modules regular
 // expression naming the selected modules. logit_scale, a parameter that peft's
@@ -207,7 +209,8 @@ func (a *Adapter) Save(dir, baseModel string) error {
 	if err := atomicfile.WriteJSON(filepath.Join(dir, ConfigFile), a.peftConfig(baseModel)); err != nil {
 		return fmt.Errorf("lora: save: %w", err)
 	}
-	if err := torch.SaveSafetensors(filepath.Join(dir, WeightsFile), a.StateDict(), map[string]string{"format": "pt"}); err != nil {
+	meta := map[string]string{"format": "pt", MetaBaseFingerprint: a.base}
+	if err := torch.SaveSafetensors(filepath.Join(dir, WeightsFile), a.StateDict(), meta); err != nil {
 		return fmt.Errorf("lora: save: %w", err)
 	}
 	return nil
@@ -343,7 +346,23 @@ func (fc fileConfig) config(raw map[string]json.RawMessage) (Config, error) {
 	return cfg, nil
 }
 
-// Load reads a peft LoRA adapter folder (adapter_config.json, and
+// LoadOptions say how Load checks that an adapter belongs on the model it is given.
+type LoadOptions struct {
+	// Model is the folder (or file) the model was loaded from: named in errors, looked
+	// up for a merged model's record of its adapters (MergedKey in its config.json),
+	// and compared with a peft adapter's base_model_name_or_path. "" skips both.
+	Model string
+	// Force applies the adapter even when its base fingerprint differs from the
+	// model's, or when the model records the adapter as merged into it already.
+	Force bool
+	// Warn receives the warnings of a check that cannot tell (nil: dropped).
+	Warn func(msg string)
+}
+
+// Load reads a peft LoRA adapter folder with the checks of LoadWith and no model path.
+func Load(dir string, m *clip.Model) (*Adapter, error) { return LoadWith(dir, m, LoadOptions{}) }
+
+// LoadWith reads a peft LoRA adapter folder (adapter_config.json, and
 // adapter_model.safetensors or the older adapter_model.bin) written by Save or by peft's
 // save_pretrained for transformers' CLIPModel, injects it into m with the saved
 // configuration and copies its weights. Unsupported configurations are rejected (see
@@ -351,8 +370,15 @@ func (fc fileConfig) config(raw map[string]json.RawMessage) (Config, error) {
 // Adapter.LoadStateDict), and m is then left as it was. As peft's from_pretrained, it
 // puts the model in evaluation mode (m.SetTrain(false)); the LoRA matrices still
 // require grad, so training can continue after m.SetTrain(true).
-func Load(dir string, m *clip.Model) (*Adapter, error) {
-	cfg, _, err := ReadConfig(dir)
+//
+// The adapter must belong on m: an adapter goclip wrote carries its base's fingerprint
+// (MetaBaseFingerprint), and a different fingerprint of m is an error naming both; a
+// model whose config.json records this adapter as merged into it is an error (applying
+// it again merges it twice). opts.Force overrides both. An adapter without a
+// fingerprint (peft's) is checked by its shapes and by its base_model_name_or_path,
+// with a warning when they cannot tell.
+func LoadWith(dir string, m *clip.Model, opts LoadOptions) (*Adapter, error) {
+	cfg, baseName, err := ReadConfig(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -364,12 +390,15 @@ func Load(dir string, m *clip.Model) (*Adapter, error) {
 // layers cfg makes.
 func LoadAs(dir string, m *clip.Model, cfg Config) (*Adapter, error) {
 	path := filepath.Join(dir, WeightsFile)
+	var meta map[string]string
 	if _, err := os.Stat(path); err != nil {
 		legacy := filepath.Join(dir, LegacyWeightsFile)
 		if _, lerr := os.Stat(legacy); lerr != nil {
 			return nil, fmt.Errorf("lora: %s holds neither %s nor %s", dir, WeightsFile, LegacyWeightsFile)
 		}
 		path = legacy
+	} else if _, meta, err = serialize.ReadSafetensorsHeader(path); err != nil {
+		return nil, fmt.Errorf("lora: %w", err)
 	}
 	sd, err := torch.LoadTensors(path, m.Device())
 	if err != nil {
@@ -384,6 +413,88 @@ func LoadAs(dir string, m *clip.Model, cfg Config) (*Adapter, error) {
 		a.Unload()
 		return nil, fmt.Errorf("lora: %s: %w", path, err)
 	}
+	if err := a.checkBase(dir, baseName, meta[MetaBaseFingerprint], opts); err != nil {
+		a.Unload()
+		return nil, err
+	}
 	m.SetTrain(false)
 	return a, nil
+}
+
+// checkBase applies LoadWith's base checks to a loaded adapter.
+func (a *Adapter) checkBase(dir, baseName, baseFP string, opts LoadOptions) error {
+	model := opts.Model
+	if model == "" {
+		model = "the model"
+	}
+	warn := func(format string, args ...any) {
+		if opts.Warn != nil {
+			opts.Warn(fmt.Sprintf(format, args...))
+		}
+	}
+	if opts.Model != "" {
+		merged, err := MergedInto(opts.Model)
+		if err != nil {
+			return err
+		}
+		fp, err := a.AdapterFingerprint()
+		if err != nil {
+			return err
+		}
+		for _, e := range merged {
+			if e.Adapter != fp {
+				continue
+			}
+			msg := fmt.Sprintf("lora: adapter %s is already merged into %s (its config.json records it under %s): applying it again would merge it twice", dir, model, MergedKey)
+			if baseName != "" {
+				msg += "; load it on its base model " + baseName
+			}
+			if !opts.Force {
+				return errors.New(msg + " (--force to apply it anyway)")
+			}
+			warn("%s; applying it anyway (--force)", msg)
+		}
+	}
+	switch {
+	case baseFP != "" && baseFP != a.base:
+		base := "its base model"
+		if baseName != "" {
+			base = baseName
+		}
+		msg := fmt.Sprintf("lora: adapter %s was trained on %s (fingerprint %s), but %s has other weights (fingerprint %s)", dir, base, baseFP, model, a.base)
+		if !opts.Force {
+			return errors.New(msg + ": give its base model, or --force to apply it anyway")
+		}
+		warn("%s; applying it anyway (--force)", msg)
+	case baseFP == "" && opts.Model != "" && !samePlace(baseName, opts.Model):
+		named := "names no base model"
+		if baseName != "" {
+			named = "names base model " + baseName
+		}
+		warn("adapter %s carries no goclip fingerprint of its base and %s: its shapes fit %s, but whether it holds the same base weights cannot be told", dir, named, model)
+	}
+	return nil
+}
+
+// samePlace reports whether two paths name the same folder or file on this machine
+// (a run folder and its model/ count as one).
+func samePlace(a, b string) bool {
+	if a == "" || b == "" {
+		return false
+	}
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	if os.SameFile(sa, sb) {
+		return true
+	}
+	if st, err := os.Stat(filepath.Join(a, clip.RunModelDir)); err == nil && os.SameFile(st, sb) {
+		return true
+	}
+	if st, err := os.Stat(filepath.Join(b, clip.RunModelDir)); err == nil && os.SameFile(st, sa) {
+		return true
+	}
+	return false
 }

@@ -17,18 +17,33 @@ const AdapterDir = "adapter"
 
 // FinishLoRA is the Job.Finish of a LoRA run: it writes RUN/adapter/ (peft's files, with
 // baseModel as base_model_name_or_path), then merges the adapter into the model and
-// writes the merged model as RUN/model/ and RUN/model.pt. The adapter is unloaded
-// afterwards (the model is a plain CLIP with the merged weights).
+// writes the merged model as RUN/model/ and RUN/model.pt, RUN/model/config.json
+// recording the adapter as merged (lora.MarkMerged). The adapter is unloaded afterwards
+// (the model is a plain CLIP with the merged weights).
 func FinishLoRA(a *lora.Adapter, baseModel, tokenizerDir string) func(run string) error {
 	return func(run string) error {
-		if err := a.Save(filepath.Join(run, AdapterDir), baseModel); err != nil {
+		dir := filepath.Join(run, AdapterDir)
+		if err := a.Save(dir, baseModel); err != nil {
+			return err
+		}
+		// model/config.json records what is merged into it (the base's own record
+		// first), so that the adapter is never applied to it again.
+		merged, err := lora.MergedInto(baseModel)
+		if err != nil {
+			return err
+		}
+		entry, err := a.MergedEntry(dir)
+		if err != nil {
 			return err
 		}
 		m := a.Model()
 		if err := a.MergeAndUnload(); err != nil {
 			return err
 		}
-		return SaveModel(run, m, tokenizerDir)
+		if err := SaveModel(run, m, tokenizerDir); err != nil {
+			return err
+		}
+		return lora.MarkMerged(filepath.Join(run, clip.RunModelDir, clip.ConfigFile), append(merged, entry))
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"goclip/clip"
+	"goclip/internal/atomicfile"
 	"goclip/lora"
 	"goclip/torch"
 )
@@ -38,7 +39,11 @@ weights are written in --dtype (default float32).
 --adapter DIR --merge applies a LoRA adapter (a peft adapter folder: adapter_config.json
 and adapter_model.safetensors or adapter_model.bin, e.g. RUN/adapter) to SRC, which must
 be the base model the adapter was trained on, and writes the merged model
-(W + scaling * B @ A in each adapted layer) with HF keys only.
+(W + scaling * B @ A in each adapted layer) with HF keys only. An adapter goclip
+wrote carries a fingerprint of its base weights: SRC with other weights (another
+model, or a model that already holds the adapter merged) is an error; --force
+overrides. A merged folder's config.json records the adapters merged into it
+(goclip_merged_adapters).
 
 Examples:
    goclip convert openai/clip-vit-base-patch16 clip-b16.pt
@@ -51,6 +56,7 @@ Examples:
 		&cli.StringFlag{Name: "dtype", EnvVars: []string{"GOCLIP_CONVERT_DTYPE"}, Usage: "dtype of the written weights: float32, float16 or bfloat16", Value: "float32", Category: catOutput},
 		&cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder to merge into SRC (with --merge)", Category: catLoRA},
 		&cli.BoolFlag{Name: "merge", Usage: "merge --adapter into the weights and write the merged model", Category: catLoRA},
+		forceAdapterFlag,
 	},
 	Action: torchAction(runConvert),
 }
@@ -100,16 +106,28 @@ func runConvert(c *cli.Context) error {
 	if samePath(src, dst) {
 		return errors.New("SRC and DST are the same file")
 	}
+	if err := sweepConvertTemps(c, dst, toFile); err != nil {
+		return err
+	}
+	merged, err := lora.MergedInto(srcPath) // what SRC records as merged into it
+	if err != nil {
+		return err
+	}
 	m, err := src.Load(cfg, torch.CPU, torch.Float32)
 	if err != nil {
 		return err
 	}
 	defer m.Free()
 	if adapter != "" {
-		a, err := lora.Load(adapter, m)
+		a, err := lora.LoadWith(adapter, m, adapterChecks(c, srcPath))
 		if err != nil {
 			return err
 		}
+		entry, err := a.MergedEntry(adapter)
+		if err != nil {
+			return err
+		}
+		merged = append(merged, entry)
 		if err := a.MergeAndUnload(); err != nil {
 			return err
 		}
@@ -117,8 +135,8 @@ func runConvert(c *cli.Context) error {
 
 	if toFile {
 		err = clip.SaveWeights(dst, m, dtype)
-	} else {
-		err = clip.SaveHFAs(dst, m, cfg, src.Tokenizer, dtype)
+	} else if err = clip.SaveHFAs(dst, m, cfg, src.Tokenizer, dtype); err == nil {
+		err = lora.MarkMerged(filepath.Join(dst, clip.ConfigFile), merged)
 	}
 	if err != nil {
 		return err
@@ -140,4 +158,24 @@ func samePath(src clip.Source, dst string) bool {
 		}
 	}
 	return false
+}
+
+// sweepConvertTemps removes what an interrupted convert to dst left: the temporary
+// file of a DST file, or the temporary folder and files of a DST folder, when the
+// process that wrote them is gone.
+func sweepConvertTemps(c *cli.Context, dst string, toFile bool) error {
+	dst = filepath.Clean(dst)
+	removed, err := atomicfile.RemoveStale(filepath.Dir(dst), false, filepath.Base(dst))
+	if err == nil && !toFile {
+		var inside []string
+		inside, err = atomicfile.RemoveStale(dst, false)
+		removed = append(removed, inside...)
+	}
+	if err != nil {
+		return fmt.Errorf("DST %s: removing temporary files of an interrupted convert: %w", dst, err)
+	}
+	if len(removed) > 0 {
+		fmt.Fprintf(c.App.ErrWriter, "removed %d temporary file(s) of an interrupted convert: %s\n", len(removed), strings.Join(removed, ", "))
+	}
+	return nil
 }

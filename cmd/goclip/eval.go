@@ -29,7 +29,8 @@ Examples:
    goclip eval --model openai/clip-vit-base-patch16 --adapter runs/lora/adapter --data flickr30k`,
 	Flags: append([]cli.Flag{
 		modelFlag,
-		&cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder to apply to --model", Category: catLoRA},
+		&cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder to apply to --model (its base model: a merged model already holds its adapter)", Category: catLoRA},
+		forceAdapterFlag,
 		dataFlag,
 		&cli.StringFlag{Name: "split", Usage: "train, val, test or all", Value: "test", EnvVars: []string{"GOCLIP_SPLIT"}},
 		&cli.BoolFlag{Name: "json", Usage: "print the result as JSON", Category: catOutput},
@@ -65,7 +66,7 @@ func runEval(c *cli.Context) error {
 	defer lm.free()
 	prec := lm.prec
 	if dir := c.String("adapter"); dir != "" {
-		if _, err := lora.Load(dir, lm.model); err != nil {
+		if _, err := lora.LoadWith(dir, lm.model, adapterChecks(c, c.String(modelFlag.Name))); err != nil {
 			return err
 		}
 	}
@@ -88,4 +89,13 @@ func runEval(c *cli.Context) error {
 	}
 	_, err = fmt.Fprintln(c.App.Writer, res)
 	return err
+}
+
+// forceAdapterFlag overrides the checks that an adapter belongs on the model.
+var forceAdapterFlag = &cli.BoolFlag{Name: "force", Usage: "apply --adapter even when its base fingerprint differs from the model's, or the model records it as merged already", Category: catLoRA}
+
+// adapterChecks are the lora.LoadOptions of --adapter on the model at path.
+func adapterChecks(c *cli.Context, path string) lora.LoadOptions {
+	return lora.LoadOptions{Model: path, Force: c.Bool(forceAdapterFlag.Name),
+		Warn: func(msg string) { fmt.Fprintln(c.App.ErrWriter, "warning:", msg) }}
 }
