@@ -171,11 +171,13 @@ func MarkMerged(configPath string, list []MergedAdapter) error {
 	if err != nil {
 		return fmt.Errorf("lora: %w", err)
 	}
-	var obj map[string]any
+	var obj map[string]json.RawMessage // the other entries kept byte for byte (1.0 stays 1.0)
 	if err := json.Unmarshal(data, &obj); err != nil {
 		return fmt.Errorf("lora: %s: %w", configPath, err)
 	}
-	obj[MergedKey] = list
+	if obj[MergedKey], err = json.Marshal(list); err != nil {
+		return err
+	}
 	return atomicfile.WriteJSON(configPath, obj)
 }
 
