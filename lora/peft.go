@@ -382,13 +382,34 @@ func LoadWith(dir string, m *clip.Model, opts LoadOptions) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return LoadAs(dir, m, cfg)
+	return load(dir, m, cfg, baseName, opts)
 }
 
 // LoadAs is Load with cfg in place of the folder's adapter_config.json (ReadConfig's
 // result with, say, another dropout for further training): the weights must fit the
-// layers cfg makes.
+// layers cfg makes, and the adapter's base fingerprint, when it has one, m's.
 func LoadAs(dir string, m *clip.Model, cfg Config) (*Adapter, error) {
+	return load(dir, m, cfg, baseModelName(dir), LoadOptions{})
+}
+
+// baseModelName is the base_model_name_or_path of an adapter folder's config ("" when
+// absent or unreadable).
+func baseModelName(dir string) string {
+	data, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if err != nil {
+		return ""
+	}
+	var fc struct {
+		BaseModel *string `json:"base_model_name_or_path"`
+	}
+	if json.Unmarshal(data, &fc) != nil || fc.BaseModel == nil {
+		return ""
+	}
+	return *fc.BaseModel
+}
+
+// load is LoadWith with the configuration and base name given.
+func load(dir string, m *clip.Model, cfg Config, baseName string, opts LoadOptions) (*Adapter, error) {
 	path := filepath.Join(dir, WeightsFile)
 	var meta map[string]string
 	if _, err := os.Stat(path); err != nil {
