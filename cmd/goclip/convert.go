@@ -17,7 +17,7 @@ import (
 
 var convertCommand = &cli.Command{
 	Name:      "convert",
-	Usage:     "convert a CLIP checkpoint between HF folders, .safetensors and .pt files",
+	Usage:     "convert a CLIP checkpoint between HF folders, .safetensors and .pt files, HF and open_clip keys",
 	ArgsUsage: "SRC DST",
 	Description: `Reads the CLIP weights of SRC, checks them against the architecture (every
 missing, unexpected or mis-shaped key is reported at once, by name) and writes them to
@@ -36,6 +36,17 @@ gives it where there is none, e.g. for a bare .pt, as a preset name or a config.
 path. Keys are HF CLIPModel's; *.position_ids buffers are dropped. Floating-point
 weights are written in --dtype (default float32).
 
+OpenAI / open_clip checkpoints (keys visual.conv1.weight, visual.proj,
+transformer.resblocks.N.attn.in_proj_weight, text_projection, ...; a bare state dict or
+{"state_dict": ...}, with or without "module." prefixes; .pt, .bin or .safetensors) are
+read as such, found by their keys. Without --config their architecture is inferred
+from the shapes, with width/64 heads and hidden_act gelu (open_clip's default): the
+weights do not say which activation they were trained with, and OpenAI's weights (and
+open_clip's *-quickgelu models) need quick_gelu, e.g. --config vit-b-16 or a
+config.json. --format open_clip writes DST (a .pt/.bin/.pth or .safetensors file) in
+that layout, which open_clip's CLIP.load_state_dict takes; --format hf (the default)
+writes CLIPModel's keys.
+
 --adapter DIR --merge applies a LoRA adapter (a peft adapter folder: adapter_config.json
 and adapter_model.safetensors or adapter_model.bin, e.g. RUN/adapter) to SRC, which must
 be the base model the adapter was trained on, and writes the merged model
@@ -49,11 +60,14 @@ Examples:
    goclip convert openai/clip-vit-base-patch16 clip-b16.pt
    goclip convert model.pt my-model/ --config vit-b-16
    goclip convert runs/demo-base demo-base.safetensors --dtype bfloat16
+   goclip convert open_clip_pytorch_model.bin clip-b16/ --config vit-b-16
+   goclip convert --format open_clip clip-b16/ open_clip_model.safetensors
    goclip convert --adapter runs/demo-finetune/adapter --merge runs/demo-base merged/`,
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "architecture for a SRC without config.json: a preset (" +
 			strings.Join(clip.PresetNames, ", ") + ") or a config.json path", EnvVars: []string{"GOCLIP_CONVERT_CONFIG"}, Category: catModel},
 		&cli.StringFlag{Name: "dtype", EnvVars: []string{"GOCLIP_CONVERT_DTYPE"}, Usage: "dtype of the written weights: float32, float16 or bfloat16", Value: "float32", Category: catOutput},
+		&cli.StringFlag{Name: "format", EnvVars: []string{"GOCLIP_CONVERT_FORMAT"}, Usage: "key layout of a DST file: hf (CLIPModel's keys) or open_clip (OpenAI's and open_clip's)", Value: string(clip.LayoutHF), Category: catOutput},
 		&cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder to merge into SRC (with --merge)", Category: catLoRA},
 		&cli.BoolFlag{Name: "merge", Usage: "merge --adapter into the weights and write the merged model", Category: catLoRA},
 		forceAdapterFlag,
@@ -83,8 +97,15 @@ func runConvert(c *cli.Context) error {
 	if (adapter != "") != c.Bool("merge") {
 		return errors.New("--adapter DIR and --merge go together: convert writes the merged model")
 	}
+	format, err := clip.ParseLayout(c.String("format"))
+	if err != nil {
+		return fmt.Errorf("--format: %w", err)
+	}
 	ext := strings.ToLower(filepath.Ext(dst))
 	toFile := weightFileExts[ext]
+	if format == clip.LayoutOpenCLIP && !toFile {
+		return fmt.Errorf("--format open_clip writes a file: DST %s must end in .pt, .bin, .pth or .safetensors", dst)
+	}
 	if !toFile && ext != "" {
 		if st, err := os.Stat(dst); err != nil || !st.IsDir() {
 			return fmt.Errorf("DST %s: unknown format %q (want a folder, .safetensors, .pt, .bin or .pth)", dst, ext)
@@ -95,13 +116,13 @@ func runConvert(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var cfg clip.Config
+	var arch *clip.Config // nil: SRC's config.json, or inferred from open_clip shapes
 	if name := c.String("config"); name != "" {
-		if cfg, err = loadArchitecture(name); err != nil {
+		cfg, err := loadArchitecture(name)
+		if err != nil {
 			return err
 		}
-	} else if cfg, err = src.LoadConfig(); err != nil {
-		return fmt.Errorf("%w: give it with --config NAME|FILE", err)
+		arch = &cfg
 	}
 	if samePath(src, dst) {
 		return errors.New("SRC and DST are the same file")
@@ -113,11 +134,16 @@ func runConvert(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	m, err := src.Load(cfg, torch.CPU, torch.Float32)
-	if err != nil {
+	m, cfg, layout, err := src.LoadAnyLayout(arch, torch.CPU, torch.Float32)
+	if errors.Is(err, clip.ErrArchitectureUnknown) {
+		return fmt.Errorf("%w: give it with --config NAME|FILE", err)
+	} else if err != nil {
 		return err
 	}
 	defer m.Free()
+	if layout == clip.LayoutOpenCLIP && arch == nil && src.Config == "" {
+		fmt.Fprintf(c.App.ErrWriter, "open_clip state dict: architecture inferred from the shapes, hidden_act %s (OpenAI's weights need quick_gelu: give --config)\n", cfg.Text.HiddenAct)
+	}
 	if adapter != "" {
 		a, err := lora.LoadWith(adapter, m, adapterChecks(c, srcPath))
 		if err != nil {
@@ -133,10 +159,15 @@ func runConvert(c *cli.Context) error {
 		}
 	}
 
-	if toFile {
+	switch {
+	case format == clip.LayoutOpenCLIP:
+		err = clip.SaveOpenCLIP(dst, m, dtype)
+	case toFile:
 		err = clip.SaveWeights(dst, m, dtype)
-	} else if err = clip.SaveHFAs(dst, m, cfg, src.Tokenizer, dtype); err == nil {
-		err = lora.MarkMerged(filepath.Join(dst, clip.ConfigFile), merged)
+	default:
+		if err = clip.SaveHFAs(dst, m, cfg, src.Tokenizer, dtype); err == nil {
+			err = lora.MarkMerged(filepath.Join(dst, clip.ConfigFile), merged)
+		}
 	}
 	if err != nil {
 		return err
