@@ -10,7 +10,7 @@ repository (its torch/ folder would shadow the real torch package).
       norms are not 0 and 1), writes its state dict to each FILE (.safetensors, or
       torch.save for .pt/.bin; its WRAP: bare, the dict itself; state_dict,
       {"state_dict": dict}; module, that with "module." before every key) and, under DIR, pixels.npy (the images preprocessed by
-      transformers' CLIPImageProcessor at the model's size), ids.npy
+      transformers' CLIPImageProcessor (PIL) at the model's size), ids.npy
       (open_clip.tokenize of the texts' lines at the context length), image_embeds.npy
       and text_embeds.npy (encode_image / encode_text, float32, not normalised) and
       logit_scale.npy.
@@ -81,7 +81,12 @@ def cmd_make(a):
         else:
             torch.save(sd, path)
 
-    from transformers import CLIPImageProcessor
+    # transformers 5's CLIPImageProcessor resizes with torchvision; the PIL one is the
+    # reference goclip's preprocessing follows.
+    try:
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+    except ImportError:
+        from transformers import CLIPImageProcessor
     from PIL import Image
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
