@@ -442,9 +442,9 @@ func SaveOpenCLIP(path string, m *Model, dtype torch.DType) error {
 // (a bare dict or a {"state_dict": ...} checkpoint, with or without "module."
 // prefixes; .pt, .bin or .safetensors), and builds the model on dev with
 // floating-point weights converted to dtype. The architecture is cfg when it is not
-// nil; otherwise the source's config.json for HF keys (an error wrapping
-// ErrArchitectureUnknown when there is none), and InferOpenCLIPConfig for open_clip
-// keys. It returns the config used and the layout found. Every missing, unexpected and
+// nil; otherwise the source's config (an HF config.json, or the open_clip_config.json
+// of a source FindAnyCheckpoint found), and without one an error wrapping
+// ErrArchitectureUnknown for HF keys and InferOpenCLIPConfig for open_clip keys. It returns the config used and the layout found. Every missing, unexpected and
 // mis-shaped key is reported in one error, in the source's own key names.
 func (s Source) LoadAnyLayout(cfg *Config, dev torch.Device, dtype torch.DType) (*Model, Config, Layout, error) {
 	sd, err := s.ReadStateDict(dev, dtype)
@@ -469,12 +469,12 @@ func (s Source) LoadAnyLayout(cfg *Config, dev torch.Device, dtype torch.DType) 
 	switch {
 	case cfg != nil:
 		c = *cfg
-	case layout == LayoutHF && s.Config == "":
-		return fail(fmt.Errorf("HF CLIP keys and no %s, so %w", ConfigFile, ErrArchitectureUnknown))
-	case layout == LayoutHF:
-		if c, err = s.LoadConfig(); err != nil {
+	case s.Config != "":
+		if c, err = loadSourceConfig(s); err != nil {
 			return nil, Config{}, layout, err
 		}
+	case layout == LayoutHF:
+		return fail(fmt.Errorf("HF CLIP keys and no %s, so %w", ConfigFile, ErrArchitectureUnknown))
 	default:
 		shapes := map[string][]int64{}
 		if err := torch.Try(func() {

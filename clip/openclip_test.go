@@ -499,3 +499,76 @@ func TestOpenCLIPViTB16(t *testing.T) {
 	}
 	sameWeights(t, "ViT-B-16 -> goclip -> open_clip", back, path)
 }
+
+// openCLIPModelConfigs is the folder of open_clip's built-in model configs in the venv.
+func openCLIPModelConfigs(t *testing.T) string {
+	t.Helper()
+	py := testutil.PythonTorch(t, "open_clip")
+	cmd := exec.Command(py, "-c", "import open_clip, os; print(os.path.join(os.path.dirname(open_clip.__file__), 'model_configs'))")
+	cmd.Dir = t.TempDir()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("locating open_clip's model_configs: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestParseOpenCLIPConfig: open_clip's own ViT-B-16, ViT-B-16-quickgelu and ViT-L-14
+// configs are goclip's vit-b-16 and vit-l-14 presets (with GELU where open_clip's name
+// has no -quickgelu); OpenCLIPModelConfig writes a config that reads back the same;
+// configs of other architectures are refused, naming every field at fault.
+func TestParseOpenCLIPConfig(t *testing.T) {
+	dir := openCLIPModelConfigs(t)
+	for file, preset := range map[string]string{"ViT-B-16.json": "vit-b-16", "ViT-B-16-quickgelu.json": "vit-b-16", "ViT-L-14.json": "vit-l-14"} {
+		got, err := LoadOpenCLIPConfig(filepath.Join(dir, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := Preset(preset)
+		if !strings.Contains(file, "quickgelu") {
+			want.Text.HiddenAct, want.Vision.HiddenAct = "gelu", "gelu"
+		}
+		if g, w := configJSON(t, got), configJSON(t, want); g != w {
+			t.Errorf("%s:\n %s\nwant\n %s", file, g, w)
+		}
+		if !IsOpenCLIPConfigFile(filepath.Join(dir, file)) {
+			t.Errorf("%s not recognised as an open_clip config", file)
+		}
+
+		mc, err := OpenCLIPModelConfig(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := json.Marshal(map[string]any{"model_cfg": mc})
+		back, err := ParseOpenCLIPConfig(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, w := configJSON(t, back), configJSON(t, got); g != w {
+			t.Errorf("%s through OpenCLIPModelConfig:\n %s\nwant\n %s", file, g, w)
+		}
+	}
+	if IsOpenCLIPConfigFile(fixture(t, "config.json")) {
+		t.Error("an HF config.json taken for an open_clip one")
+	}
+
+	for file, want := range map[string][]string{
+		"ViT-B-16-SigLIP.json": {"init_logit_bias", "custom_text", "text_cfg.no_causal_mask"},
+		"RN50.json":            {"vision_cfg: json"},
+		"coca_ViT-B-32.json":   {"multimodal_cfg", "vision_cfg.attentional_pool = true"},
+	} {
+		_, err := LoadOpenCLIPConfig(filepath.Join(dir, file))
+		t.Logf("%s: %v", file, err)
+		for _, w := range want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error lacks %q: %v", file, w, err)
+			}
+		}
+	}
+	tiny, _ := Preset("tiny")
+	tiny.Text.HiddenAct = "gelu_new"
+	tiny.Vision.LayerNormEps = 1e-6
+	if _, err := OpenCLIPModelConfig(tiny); err == nil || !strings.Contains(err.Error(), "hidden_act") || !strings.Contains(err.Error(), "layer_norm_eps") {
+		t.Errorf("tiny with gelu_new and eps 1e-6: %v", err)
+	}
+}

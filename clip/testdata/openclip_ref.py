@@ -14,9 +14,9 @@ repository (its torch/ folder would shadow the real torch package).
       (open_clip.tokenize of the texts' lines at the context length), image_embeds.npy
       and text_embeds.npy (encode_image / encode_text, float32, not normalised) and
       logit_scale.npy.
-  embed --arch ARCH --weights FILE --ref DIR --out DIR
+  embed --arch ARCH [--weights FILE] --ref DIR --out DIR
       loads FILE (goclip's output) into open_clip's CLIP with load_state_dict(strict=True)
-      and writes DIR/image_embeds.npy and DIR/text_embeds.npy for the inputs of --ref.
+      (ARCH local-dir:FOLDER: open_clip loads goclip's open_clip folder itself) and writes DIR/image_embeds.npy and DIR/text_embeds.npy for the inputs of --ref.
 """
 import argparse
 import json
@@ -28,7 +28,9 @@ import open_clip
 
 
 def build(arch):
-    if os.path.isfile(arch):
+    if arch.startswith("local-dir:"):
+        name = arch  # open_clip_config.json and the weights, loaded strictly by open_clip
+    elif os.path.isfile(arch):
         open_clip.add_model_config(arch)
         name = os.path.splitext(os.path.basename(arch))[0]
     else:
@@ -107,7 +109,8 @@ def cmd_make(a):
 
 def cmd_embed(a):
     model = build(a.arch)
-    model.load_state_dict(read_weights(a.weights), strict=True)
+    if a.weights:
+        model.load_state_dict(read_weights(a.weights), strict=True)
     img, txt = encode(model, a.ref)
     os.makedirs(a.out, exist_ok=True)
     np.save(os.path.join(a.out, "image_embeds.npy"), img)
@@ -129,7 +132,7 @@ def main():
     m.add_argument("--ref", required=True)
     e = sub.add_parser("embed")
     e.add_argument("--arch", required=True)
-    e.add_argument("--weights", required=True)
+    e.add_argument("--weights")
     e.add_argument("--ref", required=True)
     e.add_argument("--out", required=True)
     a = p.parse_args()

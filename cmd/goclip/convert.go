@@ -39,13 +39,20 @@ weights are written in --dtype (default float32).
 OpenAI / open_clip checkpoints (keys visual.conv1.weight, visual.proj,
 transformer.resblocks.N.attn.in_proj_weight, text_projection, ...; a bare state dict or
 {"state_dict": ...}, with or without "module." prefixes; .pt, .bin or .safetensors) are
-read as such, found by their keys. Without --config their architecture is inferred
-from the shapes, with width/64 heads and hidden_act gelu (open_clip's default): the
-weights do not say which activation they were trained with, and OpenAI's weights (and
-open_clip's *-quickgelu models) need quick_gelu, e.g. --config vit-b-16 or a
-config.json. --format open_clip writes DST (a .pt/.bin/.pth or .safetensors file) in
-that layout, which open_clip's CLIP.load_state_dict takes; --format hf (the default)
-writes CLIPModel's keys.
+read as such, found by their keys, as is an open_clip model folder (open_clip_config.json
+with open_clip_model.safetensors or open_clip_pytorch_model.bin, as open_clip's hub
+repositories hold it). The architecture is that of --config (which also takes an open_clip
+model config JSON, e.g. open_clip's model_configs/ViT-B-16-quickgelu.json), else of the
+open_clip_config.json or config.json beside the weights, else inferred from the shapes,
+with width/64 heads and hidden_act gelu (open_clip's default): the weights do not say
+which activation they were trained with, and OpenAI's weights (and open_clip's
+*-quickgelu models) need quick_gelu, e.g. --config vit-b-16.
+
+--format open_clip writes DST in that layout: a .pt/.bin/.pth or .safetensors file
+(a bare state dict, which open_clip's CLIP.load_state_dict takes), or else a folder that
+open_clip.create_model("local-dir:DST") opens (open_clip_config.json,
+open_clip_model.safetensors and the tokenizer files). --format hf (the default) writes
+CLIPModel's keys.
 
 --adapter DIR --merge applies a LoRA adapter (a peft adapter folder: adapter_config.json
 and adapter_model.safetensors or adapter_model.bin, e.g. RUN/adapter) to SRC, which must
@@ -67,7 +74,7 @@ Examples:
 		&cli.StringFlag{Name: "config", Usage: "architecture for a SRC without config.json: a preset (" +
 			strings.Join(clip.PresetNames, ", ") + ") or a config.json path", EnvVars: []string{"GOCLIP_CONVERT_CONFIG"}, Category: catModel},
 		&cli.StringFlag{Name: "dtype", EnvVars: []string{"GOCLIP_CONVERT_DTYPE"}, Usage: "dtype of the written weights: float32, float16 or bfloat16", Value: "float32", Category: catOutput},
-		&cli.StringFlag{Name: "format", EnvVars: []string{"GOCLIP_CONVERT_FORMAT"}, Usage: "key layout of a DST file: hf (CLIPModel's keys) or open_clip (OpenAI's and open_clip's)", Value: string(clip.LayoutHF), Category: catOutput},
+		&cli.StringFlag{Name: "format", EnvVars: []string{"GOCLIP_CONVERT_FORMAT"}, Usage: "key layout of DST: hf (CLIPModel's keys) or open_clip (OpenAI's and open_clip's keys; a folder DST is an open_clip model folder)", Value: string(clip.LayoutHF), Category: catOutput},
 		&cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder to merge into SRC (with --merge)", Category: catLoRA},
 		&cli.BoolFlag{Name: "merge", Usage: "merge --adapter into the weights and write the merged model", Category: catLoRA},
 		forceAdapterFlag,
@@ -103,22 +110,23 @@ func runConvert(c *cli.Context) error {
 	}
 	ext := strings.ToLower(filepath.Ext(dst))
 	toFile := weightFileExts[ext]
-	if format == clip.LayoutOpenCLIP && !toFile {
-		return fmt.Errorf("--format open_clip writes a file: DST %s must end in .pt, .bin, .pth or .safetensors", dst)
-	}
 	if !toFile && ext != "" {
 		if st, err := os.Stat(dst); err != nil || !st.IsDir() {
 			return fmt.Errorf("DST %s: unknown format %q (want a folder, .safetensors, .pt, .bin or .pth)", dst, ext)
 		}
 	}
 
-	src, err := clip.FindCheckpoint(srcPath)
+	src, err := clip.FindAnyCheckpoint(srcPath)
 	if err != nil {
 		return err
 	}
 	var arch *clip.Config // nil: SRC's config.json, or inferred from open_clip shapes
 	if name := c.String("config"); name != "" {
-		cfg, err := loadArchitecture(name)
+		load := loadArchitecture
+		if clip.IsOpenCLIPConfigFile(name) {
+			load = clip.LoadOpenCLIPConfig
+		}
+		cfg, err := load(name)
 		if err != nil {
 			return err
 		}
@@ -160,8 +168,10 @@ func runConvert(c *cli.Context) error {
 	}
 
 	switch {
-	case format == clip.LayoutOpenCLIP:
+	case format == clip.LayoutOpenCLIP && toFile:
 		err = clip.SaveOpenCLIP(dst, m, dtype)
+	case format == clip.LayoutOpenCLIP:
+		err = clip.SaveOpenCLIPFolder(dst, m, dtype, src.Tokenizer)
 	case toFile:
 		err = clip.SaveWeights(dst, m, dtype)
 	default:

@@ -122,11 +122,39 @@ func TestConvertOpenCLIP(t *testing.T) {
 		}
 	}
 
-	// Errors: --format open_clip wants a file; an unknown format; an open_clip file
-	// with a missing, an unexpected and a mis-shaped key names all three.
-	if _, _, err := runGoclip(t, "convert", "--format", "open_clip", hf, filepath.Join(tmp, "oc-dir")); err == nil || !strings.Contains(err.Error(), "--format open_clip writes a file") {
-		t.Errorf("--format open_clip to a folder: %v", err)
+	// HF folder -> open_clip folder, which open_clip's create_model("local-dir:...")
+	// loads (strictly) to the same embeddings; and back to HF with the architecture of
+	// its open_clip_config.json, bit for bit.
+	ocDir := filepath.Join(tmp, "oc-dir")
+	mustGoclip(t, "convert", "--format", "open_clip", hf, ocDir)
+	pyOut := filepath.Join(tmp, "py")
+	cmd = exec.Command(py, script, "embed", "--arch", "local-dir:"+ocDir, "--ref", ref, "--out", pyOut)
+	cmd.Dir = t.TempDir()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("open_clip local-dir: %v\n%s", err, out)
 	}
+	for _, name := range []string{"image_embeds.npy", "text_embeds.npy"} {
+		_, g := testutil.ReadNpyFloat32(t, filepath.Join(pyOut, name))
+		_, w := testutil.ReadNpyFloat32(t, filepath.Join(ref, name))
+		if !slices.Equal(g, w) {
+			t.Errorf("open_clip's %s of goclip's open_clip folder differs from the original model's", name)
+		}
+	}
+	hf2 := filepath.Join(tmp, "hf2")
+	_, errOut, err = runGoclip(t, "convert", ocDir, hf2)
+	if err != nil || strings.Contains(errOut, "inferred") {
+		t.Fatalf("open_clip folder -> HF: %v\n%s", err, errOut)
+	}
+	for _, f := range []string{"model.safetensors", "config.json", "vocab.json"} {
+		a, errA := os.ReadFile(filepath.Join(hf, f))
+		b, errB := os.ReadFile(filepath.Join(hf2, f))
+		if errA != nil || errB != nil || !bytes.Equal(a, b) {
+			t.Errorf("%s differs after HF -> open_clip folder -> HF (%v, %v)", f, errA, errB)
+		}
+	}
+
+	// Errors: an unknown format; an open_clip file with a missing, an unexpected and a
+	// mis-shaped key names all three.
 	if _, _, err := runGoclip(t, "convert", "--format", "timm", hf, filepath.Join(tmp, "x.pt")); err == nil || !strings.Contains(err.Error(), "--format") {
 		t.Errorf("--format timm: %v", err)
 	}
