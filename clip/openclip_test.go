@@ -245,19 +245,20 @@ func images(t *testing.T, names ...string) string {
 	return strings.Join(ps, ",")
 }
 
-// checkEmbeddings compares m's embeddings of ref's pixels.npy and ids.npy with
-// open_clip's image_embeds.npy and text_embeds.npy there.
+// checkEmbeddings compares m's embeddings and logits_per_image (exp(logit_scale) times
+// the cosine similarities) of ref's pixels.npy and ids.npy with open_clip's
+// image_embeds.npy, text_embeds.npy and logits.npy there.
 func checkEmbeddings(t *testing.T, what string, m *Model, ref string) {
 	t.Helper()
 	s := torch.NewScope()
 	defer s.Close()
 	pixels := tensortest.ReadNpy(t, filepath.Join(ref, "pixels.npy"))
 	ids := tensortest.ReadNpy(t, filepath.Join(ref, "ids.npy"))
-	var img, txt *torch.Tensor
+	var img, txt, logits *torch.Tensor
 	if err := torch.Try(func() {
 		torch.NoGrad(func() {
 			m.SetTrain(false)
-			img, txt = m.EncodeImage(pixels), m.EncodeText(ids)
+			img, txt, logits = m.EncodeImage(pixels), m.EncodeText(ids), m.Forward(pixels, ids)
 		})
 	}); err != nil {
 		t.Fatal(err)
@@ -265,7 +266,7 @@ func checkEmbeddings(t *testing.T, what string, m *Model, ref string) {
 	for _, c := range []struct {
 		name string
 		got  *torch.Tensor
-	}{{"image_embeds", img}, {"text_embeds", txt}} {
+	}{{"image_embeds", img}, {"text_embeds", txt}, {"logits", logits}} {
 		want := tensortest.ReadNpy(t, filepath.Join(ref, c.name+".npy"))
 		if e := relErr(t, c.name, c.got, want); e > openCLIPTolerance {
 			t.Errorf("%s %s: relative error %.3g > %g", what, c.name, e, openCLIPTolerance)

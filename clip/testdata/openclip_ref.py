@@ -12,11 +12,12 @@ repository (its torch/ folder would shadow the real torch package).
       {"state_dict": dict}; module, that with "module." before every key) and, under DIR, pixels.npy (the images preprocessed by
       transformers' CLIPImageProcessor (PIL) at the model's size), ids.npy
       (open_clip.tokenize of the texts' lines at the context length), image_embeds.npy
-      and text_embeds.npy (encode_image / encode_text, float32, not normalised) and
-      logit_scale.npy.
+      and text_embeds.npy (encode_image / encode_text, float32, not normalised),
+      logits.npy (get_logits' logits_per_image) and logit_scale.npy.
   embed --arch ARCH [--weights FILE] --ref DIR --out DIR
       loads FILE (goclip's output) into open_clip's CLIP with load_state_dict(strict=True)
-      (ARCH local-dir:FOLDER: open_clip loads goclip's open_clip folder itself) and writes DIR/image_embeds.npy and DIR/text_embeds.npy for the inputs of --ref.
+      (ARCH local-dir:FOLDER: open_clip loads goclip's open_clip folder itself) and
+      writes DIR/image_embeds.npy, text_embeds.npy and logits.npy for the inputs of --ref.
 """
 import argparse
 import json
@@ -53,7 +54,8 @@ def encode(model, ref):
     with torch.no_grad():
         img = model.encode_image(pixels).float().numpy()
         txt = model.encode_text(ids).float().numpy()
-    return img, txt
+        logits = model.get_logits(pixels, ids)[0].float().numpy()  # logits_per_image
+    return img, txt, logits
 
 
 def cmd_make(a):
@@ -101,9 +103,10 @@ def cmd_make(a):
     os.makedirs(a.ref, exist_ok=True)
     np.save(os.path.join(a.ref, "pixels.npy"), pixels)
     np.save(os.path.join(a.ref, "ids.npy"), ids)
-    img, txt = encode(model, a.ref)
+    img, txt, logits = encode(model, a.ref)
     np.save(os.path.join(a.ref, "image_embeds.npy"), img)
     np.save(os.path.join(a.ref, "text_embeds.npy"), txt)
+    np.save(os.path.join(a.ref, "logits.npy"), logits)
     np.save(os.path.join(a.ref, "logit_scale.npy"), model.logit_scale.detach().numpy().astype(np.float32))
 
 
@@ -111,8 +114,9 @@ def cmd_embed(a):
     model = build(a.arch)
     if a.weights:
         model.load_state_dict(read_weights(a.weights), strict=True)
-    img, txt = encode(model, a.ref)
+    img, txt, logits = encode(model, a.ref)
     os.makedirs(a.out, exist_ok=True)
+    np.save(os.path.join(a.out, "logits.npy"), logits)
     np.save(os.path.join(a.out, "image_embeds.npy"), img)
     np.save(os.path.join(a.out, "text_embeds.npy"), txt)
     np.save(os.path.join(a.out, "logit_scale.npy"), model.logit_scale.detach().numpy().astype(np.float32))
