@@ -72,7 +72,7 @@ Examples:
    goclip convert --adapter runs/demo-finetune/adapter --merge runs/demo-base merged/`,
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "architecture for a SRC without config.json: a preset (" +
-			strings.Join(clip.PresetNames, ", ") + ") or a config.json path", EnvVars: []string{"GOCLIP_CONVERT_CONFIG"}, Category: catModel},
+			strings.Join(clip.PresetNames, ", ") + "), an HF config.json or an open_clip model config JSON", EnvVars: []string{"GOCLIP_CONVERT_CONFIG"}, Category: catModel},
 		&cli.StringFlag{Name: "dtype", EnvVars: []string{"GOCLIP_CONVERT_DTYPE"}, Usage: "dtype of the written weights: float32, float16 or bfloat16", Value: "float32", Category: catOutput},
 		&cli.StringFlag{Name: "format", EnvVars: []string{"GOCLIP_CONVERT_FORMAT"}, Usage: "key layout of DST: hf (CLIPModel's keys) or open_clip (OpenAI's and open_clip's keys; a folder DST is an open_clip model folder)", Value: string(clip.LayoutHF), Category: catOutput},
 		&cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder to merge into SRC (with --merge)", Category: catLoRA},
