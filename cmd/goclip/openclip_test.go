@@ -85,6 +85,21 @@ func TestConvertOpenCLIP(t *testing.T) {
 			t.Errorf("HF folder: %v", err)
 		}
 	}
+	// --config with open_clip's model config JSON: the same architecture, said rather
+	// than inferred.
+	hfCfg := filepath.Join(tmp, "hf-config")
+	_, errOut, err = runGoclip(t, "convert", "--config", arch, weights, hfCfg)
+	if err != nil || strings.Contains(errOut, "inferred") {
+		t.Fatalf("convert --config %s: %v\n%s", arch, err, errOut)
+	}
+	for _, f := range []string{"config.json", "model.safetensors"} {
+		a, errA := os.ReadFile(filepath.Join(hf, f))
+		b, errB := os.ReadFile(filepath.Join(hfCfg, f))
+		if errA != nil || errB != nil || !bytes.Equal(a, b) {
+			t.Errorf("%s with --config open_clip JSON differs from the inferred one's (%v, %v)", f, errA, errB)
+		}
+	}
+
 	imgOut, txtOut := filepath.Join(tmp, "img.npy"), filepath.Join(tmp, "txt.npy")
 	mustGoclip(t, "embed", "--model", hf, "--device", "cpu", "--images", imgs[0], "--images", imgs[1], "--out", imgOut)
 	mustGoclip(t, "embed", "--model", hf, "--device", "cpu", "--texts", captions, "--out", txtOut)
