@@ -326,19 +326,15 @@ func InferOpenCLIPConfig(shapes map[string][]int64) (Config, error) {
 // vocab_size, attn_mask), nothing is mapped and a *StateDictError names every missing,
 // unexpected and mis-shaped key in open_clip's names.
 func FromOpenCLIP(sd map[string]*torch.Tensor, cfg Config) (map[string]*torch.Tensor, error) {
-	shapes := map[string][]int64{}
-	if err := torch.Try(func() {
-		for k, t := range sd {
-			shapes[k] = t.Shape()
-		}
-	}); err != nil {
+	shapes, err := tensorShapes(sd)
+	if err != nil {
 		return nil, err
 	}
 	if err := checkOpenCLIP(shapes, cfg); err != nil {
 		return nil, err
 	}
 	hf := map[string]*torch.Tensor{}
-	err := torch.Try(func() {
+	err = torch.Try(func() {
 		for _, r := range openCLIPRules(cfg) {
 			t := sd[r.oc]
 			switch r.op {
@@ -358,6 +354,17 @@ func FromOpenCLIP(sd map[string]*torch.Tensor, cfg Config) (map[string]*torch.Te
 		return nil, err
 	}
 	return hf, nil
+}
+
+// tensorShapes maps each key of sd to its tensor's shape.
+func tensorShapes(sd map[string]*torch.Tensor) (map[string][]int64, error) {
+	shapes := make(map[string][]int64, len(sd))
+	err := torch.Try(func() {
+		for k, t := range sd {
+			shapes[k] = t.Shape()
+		}
+	})
+	return shapes, err
 }
 
 // checkOpenCLIP reports every missing, unexpected and mis-shaped key of an open_clip
@@ -444,7 +451,8 @@ func SaveOpenCLIP(path string, m *Model, dtype torch.DType) error {
 // floating-point weights converted to dtype. The architecture is cfg when it is not
 // nil; otherwise the source's config (an HF config.json, or the open_clip_config.json
 // of a source FindAnyCheckpoint found), and without one an error wrapping
-// ErrArchitectureUnknown for HF keys and InferOpenCLIPConfig for open_clip keys. It returns the config used and the layout found. Every missing, unexpected and
+// ErrArchitectureUnknown for HF keys and InferOpenCLIPConfig for open_clip keys. It
+// returns the config used and the layout found. Every missing, unexpected and
 // mis-shaped key is reported in one error, in the source's own key names.
 func (s Source) LoadAnyLayout(cfg *Config, dev torch.Device, dtype torch.DType) (*Model, Config, Layout, error) {
 	sd, err := s.ReadStateDict(dev, dtype)
@@ -476,12 +484,8 @@ func (s Source) LoadAnyLayout(cfg *Config, dev torch.Device, dtype torch.DType) 
 	case layout == LayoutHF:
 		return fail(fmt.Errorf("HF CLIP keys and no %s, so %w", ConfigFile, ErrArchitectureUnknown))
 	default:
-		shapes := map[string][]int64{}
-		if err := torch.Try(func() {
-			for k, t := range sd {
-				shapes[k] = t.Shape()
-			}
-		}); err != nil {
+		shapes, err := tensorShapes(sd)
+		if err != nil {
 			return fail(err)
 		}
 		if c, err = InferOpenCLIPConfig(shapes); err != nil {

@@ -445,6 +445,7 @@ func TestOpenCLIPFixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	base := torch.Live()
 	m2, _, layout, err := src.LoadAnyLayout(&cfg, torch.CPU, torch.Float32)
 	if err != nil || layout != LayoutOpenCLIP {
 		t.Fatalf("layout %s: %v", layout, err)
@@ -463,6 +464,9 @@ func TestOpenCLIPFixture(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "visual.positional_embedding: expected [65 128], got [17 128]") ||
 		!strings.Contains(err.Error(), "text_projection: expected [128 64], got [64 48]") {
 		t.Errorf("tiny preset on the fixture: %v", err)
+	}
+	if live := torch.Live() - base; live != 0 {
+		t.Errorf("%d tensors left alive by LoadAnyLayout, SaveHF and Free", live)
 	}
 }
 
