@@ -46,7 +46,8 @@ model config JSON, e.g. open_clip's model_configs/ViT-B-16-quickgelu.json), else
 open_clip_config.json or config.json beside the weights, else inferred from the shapes,
 with width/64 heads and hidden_act gelu (open_clip's default): the weights do not say
 which activation they were trained with, and OpenAI's weights (and open_clip's
-*-quickgelu models) need quick_gelu, e.g. --config vit-b-16.
+*-quickgelu models) need quick_gelu, e.g. --config vit-b-16. OpenAI's own downloads
+(TorchScript archives) are no state dicts: save open_clip's model.state_dict() of them.
 
 --format open_clip writes DST in that layout: a .pt/.bin/.pth or .safetensors file
 (a bare state dict, which open_clip's CLIP.load_state_dict takes), or else a folder that
