@@ -15,6 +15,11 @@ const (
 	TowerText   = "text"   // text_model.* and text_projection
 )
 
+// AllLinear as the only entry of Config.Targets selects every linear layer of both
+// towers, the projections included, as peft's target_modules="all-linear" does for
+// CLIPModel (which has no output embedding for peft to leave out).
+const AllLinear = "all-linear"
+
 // ProjectionModules are the modules that TrainProjections trains whole and saves (as
 // peft's modules_to_save): both projections into the joint space and the temperature.
 var ProjectionModules = []string{"visual_projection", "text_projection", "logit_scale"}
@@ -29,7 +34,7 @@ type Config struct {
 	// Targets are module names matched as peft matches a list of target_modules: a
 	// module is selected when its full name equals an entry or ends with "." + entry
 	// ("q_proj", "self_attn.q_proj", "visual_projection"). Unlike peft, every entry must
-	// select at least one module.
+	// select at least one module. []string{AllLinear} selects every linear layer.
 	Targets []string
 	// TargetRegex, instead of Targets, selects the modules whose full name the regular
 	// expression matches entirely (peft's target_modules given as one string, which
@@ -172,7 +177,7 @@ func (m *matcher) selects(name string) bool {
 		if !m.re.MatchString(name) {
 			return false
 		}
-	} else if !slices.ContainsFunc(c.Targets, func(t string) bool { return name == t || strings.HasSuffix(name, "."+t) }) {
+	} else if !c.allLinear() && !slices.ContainsFunc(c.Targets, func(t string) bool { return name == t || strings.HasSuffix(name, "."+t) }) {
 		return false
 	}
 	if len(c.Layers) > 0 && !slices.Contains(c.Layers, layerIndex(name)) {
@@ -180,6 +185,9 @@ func (m *matcher) selects(name string) bool {
 	}
 	return true
 }
+
+// allLinear reports whether Targets is []string{AllLinear}.
+func (c Config) allLinear() bool { return len(c.Targets) == 1 && c.Targets[0] == AllLinear }
 
 // targetsString names the targets in messages.
 func (c Config) targetsString() string {
@@ -208,7 +216,7 @@ func checkSelection(c Config, names, selected []string) error {
 	switch {
 	case len(selected) == 0:
 		what = c.targetsString()
-	case c.TargetRegex == "":
+	case c.TargetRegex == "" && !c.allLinear():
 		var missing []string
 		for _, t := range c.Targets {
 			if !slices.ContainsFunc(selected, func(n string) bool { return n == t || strings.HasSuffix(n, "."+t) }) {
@@ -223,17 +231,67 @@ func checkSelection(c Config, names, selected []string) error {
 	default:
 		return nil
 	}
-	var ex []string
+	var ex, lasts []string
 	seen := map[string]bool{}
 	for _, n := range names {
 		last := n[strings.LastIndexByte(n, '.')+1:]
 		if !seen[last] {
 			seen[last] = true
 			ex = append(ex, n)
+			lasts = append(lasts, last)
 		}
 	}
-	return fmt.Errorf("lora: %s match no linear layer of the model; its linear layers are named like %s",
-		what, strings.Join(ex, ", "))
+	hint := ""
+	if c.TargetRegex == "" {
+		var guesses []string
+		for _, t := range c.Targets {
+			switch g := nearest(t[strings.LastIndexByte(t, '.')+1:], lasts); {
+			case g != "" && len(c.Targets) == 1:
+				guesses = append(guesses, g)
+			case g != "":
+				guesses = append(guesses, fmt.Sprintf("%s for %s", g, t))
+			}
+		}
+		if len(guesses) > 0 {
+			hint = " (did you mean " + strings.Join(guesses, ", ") + "?)"
+		}
+	}
+	return fmt.Errorf("lora: %s match no linear layer of the model%s; its linear layers are named like %s",
+		what, hint, strings.Join(ex, ", "))
+}
+
+// nearest is the candidate closest to s by edit distance, when it is close: at most a
+// third of the longer name's letters differ.
+func nearest(s string, candidates []string) string {
+	best, bestD := "", -1
+	for _, c := range candidates {
+		d := editDistance(s, c)
+		if d*3 <= max(len(s), len(c)) && (bestD < 0 || d < bestD) {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b (byte-wise).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // checkModulesToSave rejects a module that would be both a LoRA layer and trained whole.

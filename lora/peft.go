@@ -143,6 +143,14 @@ func (a *Adapter) peftConfig(baseModel string) map[string]any {
 		targets = strings.Join(names, "|")
 	case c.TargetRegex != "":
 		targets = c.TargetRegex
+	case c.allLinear():
+		// What peft writes for "all-linear": the distinct names it expanded to.
+		var ts []string
+		for _, m := range a.modules {
+			ts = append(ts, m.Name[strings.LastIndexByte(m.Name, '.')+1:])
+		}
+		sort.Strings(ts)
+		targets = slices.Compact(ts)
 	default:
 		ts := slices.Clone(c.Targets)
 		sort.Strings(ts)
@@ -318,10 +326,11 @@ func (fc fileConfig) config(raw map[string]json.RawMessage) (Config, error) {
 	case json.Unmarshal(t, &list) == nil:
 		cfg.Targets = list
 	case json.Unmarshal(t, &regex) == nil:
-		if regex == "all-linear" {
-			bad(`target_modules "all-linear" is not supported: name the modules`)
+		if regex == AllLinear {
+			cfg.Targets = []string{AllLinear}
+		} else {
+			cfg.TargetRegex = regex
 		}
-		cfg.TargetRegex = regex
 	default:
 		bad("target_modules %s is neither a list of names nor a regular expression", t)
 	}
@@ -426,6 +435,9 @@ func load(dir string, m *clip.Model, cfg Config, baseName string, opts LoadOptio
 		return nil, fmt.Errorf("lora: %w", err)
 	}
 	defer torch.FreeMap(sd)
+	if err := checkRank(cfg, sd, path); err != nil {
+		return nil, err
+	}
 	a, err := Inject(m, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigFile), err)
@@ -518,4 +530,30 @@ func samePlace(a, b string) bool {
 		return true
 	}
 	return false
+}
+
+// checkRank reports, before the key-by-key comparison, the cause of the commonest
+// mismatch: adapter_config.json's r differs from the rank of the saved lora_A matrices
+// [r, in] (one wrong r would otherwise show as a mismatch of every tensor).
+func checkRank(cfg Config, sd map[string]*torch.Tensor, path string) error {
+	ranks := map[int64]int{}
+	var err error
+	if terr := torch.Try(func() {
+		for k, t := range sd {
+			if strings.HasSuffix(canonicalKey(k), ".lora_A.weight") && t.Dim() == 2 {
+				ranks[t.Size(0)]++
+			}
+		}
+	}); terr != nil {
+		return terr
+	}
+	if len(ranks) == 1 {
+		for r, n := range ranks {
+			if int(r) != cfg.R {
+				err = fmt.Errorf("lora: %s says r=%d, the weights have rank %d (%d lora_A matrices in %s): the adapter's config and weights do not belong together",
+					ConfigFile, cfg.R, r, n, path)
+			}
+		}
+	}
+	return err
 }
