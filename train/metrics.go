@@ -18,12 +18,17 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"time"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
 
+	"goclip/clip"
 	"goclip/internal/atomicfile"
+	"goclip/torch"
 )
 
 // MetricsFile and CurveFile are the run files of this file's writers.
@@ -32,14 +37,20 @@ const (
 	CurveFile   = "learning_curve.png"
 )
 
-// TrainRow is a metrics.jsonl row for logged training steps: train_loss is the mean
-// over the steps since the previous row, images_per_s their throughput, skipped the
-// steps skipped over the run so far (non-finite or fp16 overflow).
+// TrainRow is a metrics.jsonl row for logged training steps: time is when it was
+// written (RFC 3339, UTC), lr the learning rate of the row's step, train_loss and
+// grad_norm (the gradients' total 2-norm before clipping) the means over the finite
+// steps since the previous row, logit_scale the model's exp(logit_scale) (the
+// logits' temperature), images_per_s the steps' throughput, skipped the steps skipped
+// over the run so far (non-finite or fp16 overflow).
 type TrainRow struct {
+	Time       string  `json:"time"`
 	Step       int     `json:"step"`
 	Epoch      float64 `json:"epoch"`
 	LR         float64 `json:"lr"`
 	TrainLoss  float64 `json:"train_loss"`
+	GradNorm   float64 `json:"grad_norm"`
+	LogitScale float64 `json:"logit_scale"`
 	ImagesPerS float64 `json:"images_per_s"`
 	Skipped    int     `json:"skipped"`
 	LossScale  float64 `json:"loss_scale,omitempty"`
@@ -47,6 +58,7 @@ type TrainRow struct {
 
 // EvalRow is a metrics.jsonl row for an evaluation on the validation split.
 type EvalRow struct {
+	Time        string  `json:"time"`
 	Step        int     `json:"step"`
 	Epoch       float64 `json:"epoch"`
 	ValLoss     float64 `json:"val_loss"`
@@ -58,15 +70,19 @@ type EvalRow struct {
 type metrics struct {
 	path        string
 	train, val  plotter.XYs // (epoch, loss)
-	trainLosses []float64   // per logged row, for tests and the report
-	readOnly    bool        // keep rows in memory only (ranks other than 0)
+	recalls     []recallPoint
+	trainLosses []float64 // per logged row, for tests and the report
+	readOnly    bool      // keep rows in memory only (ranks other than 0)
+	// lastEvalStep is the step of the last evaluation row (-1: none), so that a
+	// resumed run does not evaluate, and append, the same step again.
+	lastEvalStep int
 }
 
 // openMetrics starts RUN/metrics.jsonl: a new file, or on resume the existing one cut
 // to the rows at or before step (rows a killed run wrote after its last checkpoint).
 // Without write (ranks other than 0) it only keeps the rows in memory.
 func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error) {
-	m := &metrics{path: filepath.Join(dir, MetricsFile), readOnly: !write}
+	m := &metrics{path: filepath.Join(dir, MetricsFile), readOnly: !write, lastEvalStep: -1}
 	if !resume {
 		if m.readOnly {
 			return m, nil
@@ -86,6 +102,8 @@ func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error
 			Epoch     float64  `json:"epoch"`
 			TrainLoss *float64 `json:"train_loss"`
 			ValLoss   *float64 `json:"val_loss"`
+			I2T       Recalls  `json:"val_image_to_text"`
+			T2I       Recalls  `json:"val_text_to_image"`
 		}
 		if json.Unmarshal(sc.Bytes(), &row) != nil || row.Step > step {
 			continue
@@ -98,6 +116,8 @@ func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error
 		}
 		if row.ValLoss != nil {
 			m.val = append(m.val, plotter.XY{X: row.Epoch, Y: *row.ValLoss})
+			m.recalls = append(m.recalls, recallPoint{row.Step, row.I2T, row.T2I})
+			m.lastEvalStep = row.Step
 		}
 	}
 	if m.readOnly {
@@ -118,6 +138,7 @@ func (m *metrics) add(row any) error {
 		m.trainLosses = append(m.trainLosses, r.TrainLoss)
 	case EvalRow:
 		m.val = append(m.val, plotter.XY{X: r.Epoch, Y: r.ValLoss})
+		m.recalls = append(m.recalls, recallPoint{r.Step, r.ImageToText, r.TextToImage})
 	}
 	if m.readOnly {
 		return nil
@@ -133,42 +154,124 @@ func (m *metrics) add(row any) error {
 	return f.Close()
 }
 
-// plot draws the training and validation loss against epochs to path.
-func (m *metrics) plot(path, title string) error {
+// recallPoint is one evaluation's retrieval recall.
+type recallPoint struct {
+	step     int
+	i2t, t2i Recalls
+}
+
+// Colours of the curves (matplotlib's first ones).
+var (
+	blue   = color.RGBA{R: 31, G: 119, B: 180, A: 255}
+	orange = color.RGBA{R: 255, G: 127, B: 14, A: 255}
+	green  = color.RGBA{R: 44, G: 160, B: 44, A: 255}
+)
+
+// legendWidth is the space right of each panel that holds its legend.
+const legendWidth = 2.3 * vg.Inch
+
+// panel is a plot and the legend drawn beside it.
+type panel struct {
+	p      *plot.Plot
+	legend plot.Legend
+}
+
+func newPanel(title, x, y string) *panel {
 	p := plot.New()
 	p.Title.Text = title
-	p.X.Label.Text = "epoch"
-	p.Y.Label.Text = "loss"
+	p.Title.TextStyle.Font.Size = vg.Points(13)
+	for _, a := range []*plot.Axis{&p.X, &p.Y} {
+		a.Label.TextStyle.Font.Size = vg.Points(12)
+		a.Tick.Label.Font.Size = vg.Points(11)
+	}
+	p.X.Label.Text, p.Y.Label.Text = x, y
 	p.Add(plotter.NewGrid())
-	if len(m.train) > 0 {
-		l, err := plotter.NewLine(m.train)
-		if err != nil {
-			return err
-		}
-		l.Color = color.RGBA{R: 31, G: 119, B: 180, A: 255}
-		l.Width = vg.Points(1.5)
-		p.Add(l)
-		p.Legend.Add("train loss", l)
-	}
-	if len(m.val) > 0 {
-		l, pts, err := plotter.NewLinePoints(m.val)
-		if err != nil {
-			return err
-		}
-		l.Color = color.RGBA{R: 255, G: 127, B: 14, A: 255}
-		l.Width = vg.Points(1.5)
-		pts.Color = l.Color
-		pts.Shape = nil
-		p.Add(l, pts)
-		p.Legend.Add("validation loss", l)
-	}
-	p.Legend.Top = true
-	w, err := p.WriterTo(7*vg.Inch, 4.5*vg.Inch, "png")
+	l := plot.NewLegend()
+	l.Left, l.Top = true, true
+	l.TextStyle.Font.Size = vg.Points(11)
+	return &panel{p: p, legend: l}
+}
+
+// line adds a curve of pts (with point markers when marks) to the panel and its legend.
+func (pn *panel) line(pts plotter.XYs, name string, c color.Color, dashed, marks bool) error {
+	l, sc, err := plotter.NewLinePoints(pts)
 	if err != nil {
 		return err
 	}
+	l.Color, l.Width = c, vg.Points(1.8)
+	if dashed {
+		l.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
+	}
+	pn.p.Add(l)
+	if marks {
+		sc.Color, sc.Radius = c, vg.Points(2.5)
+		pn.p.Add(sc)
+		pn.legend.Add(name, l, sc)
+	} else {
+		pn.legend.Add(name, l)
+	}
+	return nil
+}
+
+// draw draws the plot on the left of c and its legend in the legendWidth on the right,
+// outside the curves.
+func (pn *panel) draw(c draw.Canvas) {
+	plotArea := c
+	plotArea.Max.X -= legendWidth
+	pn.p.Draw(plotArea)
+	leg := c
+	leg.Min.X = plotArea.Max.X + vg.Points(8)
+	leg.Max.Y -= vg.Points(30)
+	pn.legend.Draw(leg)
+}
+
+// plot draws the learning curve to path: the training and validation loss against
+// epochs, and below, when there were evaluations, the validation retrieval recall
+// R@1/5/10 (both directions) against steps.
+func (m *metrics) plot(path, title string) error {
+	loss := newPanel(title, "epoch", "loss")
+	if len(m.train) > 0 {
+		if err := loss.line(m.train, "train loss", blue, false, false); err != nil {
+			return err
+		}
+	}
+	if len(m.val) > 0 {
+		if err := loss.line(m.val, "validation loss", orange, false, true); err != nil {
+			return err
+		}
+	}
+	panels := []*panel{loss}
+	if len(m.recalls) > 0 {
+		rec := newPanel("validation retrieval", "step", "recall")
+		rec.p.Y.Min, rec.p.Y.Max = 0, 1
+		colours := []color.Color{blue, orange, green}
+		for k, name := range []string{"R@1", "R@5", "R@10"} {
+			var t2i, i2t plotter.XYs
+			for _, r := range m.recalls {
+				t2i = append(t2i, plotter.XY{X: float64(r.step), Y: []float64{r.t2i.R1, r.t2i.R5, r.t2i.R10}[k]})
+				i2t = append(i2t, plotter.XY{X: float64(r.step), Y: []float64{r.i2t.R1, r.i2t.R5, r.i2t.R10}[k]})
+			}
+			if err := rec.line(t2i, "text->image "+name, colours[k], false, true); err != nil {
+				return err
+			}
+			if err := rec.line(i2t, "image->text "+name, colours[k], true, true); err != nil {
+				return err
+			}
+		}
+		panels = append(panels, rec)
+	}
+	const w, hPanel = 9 * vg.Inch, 4 * vg.Inch
+	img := vgimg.New(w, hPanel*vg.Length(len(panels)))
+	dc := draw.New(img)
+	for i, pn := range panels {
+		c := dc
+		c.Max.Y = dc.Max.Y - hPanel*vg.Length(i)
+		c.Min.Y = c.Max.Y - hPanel
+		c.Max.Y -= vg.Points(8) // a margin above each panel's title
+		pn.draw(c)
+	}
 	return atomicfile.WriteFile(path, func(f io.Writer) error {
-		_, err := w.WriteTo(f)
+		_, err := vgimg.PngCanvas{Canvas: img}.WriteTo(f)
 		return err
 	})
 }
@@ -189,25 +292,30 @@ func (x jsonNumber) MarshalJSON() ([]byte, error) {
 // MarshalJSON writes the row with null for non-finite numbers.
 func (r TrainRow) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
+		Time       string     `json:"time"`
 		Step       int        `json:"step"`
 		Epoch      jsonNumber `json:"epoch"`
 		LR         jsonNumber `json:"lr"`
 		TrainLoss  jsonNumber `json:"train_loss"`
+		GradNorm   jsonNumber `json:"grad_norm"`
+		LogitScale jsonNumber `json:"logit_scale"`
 		ImagesPerS jsonNumber `json:"images_per_s"`
 		Skipped    int        `json:"skipped"`
 		LossScale  jsonNumber `json:"loss_scale,omitempty"`
-	}{r.Step, jsonNumber(r.Epoch), jsonNumber(r.LR), jsonNumber(r.TrainLoss), jsonNumber(r.ImagesPerS), r.Skipped, jsonNumber(r.LossScale)})
+	}{r.Time, r.Step, jsonNumber(r.Epoch), jsonNumber(r.LR), jsonNumber(r.TrainLoss), jsonNumber(r.GradNorm), jsonNumber(r.LogitScale),
+		jsonNumber(r.ImagesPerS), r.Skipped, jsonNumber(r.LossScale)})
 }
 
 // MarshalJSON writes the row with null for non-finite numbers.
 func (r EvalRow) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
+		Time        string     `json:"time"`
 		Step        int        `json:"step"`
 		Epoch       jsonNumber `json:"epoch"`
 		ValLoss     jsonNumber `json:"val_loss"`
 		ImageToText Recalls    `json:"val_image_to_text"`
 		TextToImage Recalls    `json:"val_text_to_image"`
-	}{r.Step, jsonNumber(r.Epoch), jsonNumber(r.ValLoss), r.ImageToText, r.TextToImage})
+	}{r.Time, r.Step, jsonNumber(r.Epoch), jsonNumber(r.ValLoss), r.ImageToText, r.TextToImage})
 }
 
 // MarshalJSON writes the recalls with null for non-finite numbers.
@@ -229,4 +337,16 @@ func (r EvalResult) MarshalJSON() ([]byte, error) {
 		Images      int        `json:"images"`
 		Captions    int        `json:"captions"`
 	}{jsonNumber(r.Loss), r.ImageToText, r.TextToImage, r.Images, r.Captions})
+}
+
+// nowText is the time of a metrics row.
+func nowText() string { return time.Now().UTC().Format(time.RFC3339Nano) }
+
+// logitScale is exp(logit_scale) of m (NaN, written as null, when it cannot be read).
+func logitScale(m *clip.Model) float64 {
+	v := math.NaN()
+	if err := torch.Try(func() { v = math.Exp(m.LogitScale.Item()) }); err != nil {
+		return math.NaN()
+	}
+	return v
 }

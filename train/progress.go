@@ -1,7 +1,9 @@
 package train
 
-// Progress on stderr: a progress bar per epoch with loss, learning rate, images/s and
-// ETA when the writer is a terminal, plain periodic lines otherwise.
+// Progress on stderr, for the whole run: on a terminal one progress bar over all the
+// run's steps (the step of the total, the epoch, loss, learning rate, images/s and the
+// ETA of the run); otherwise, piped, one line per logged step, the first and the last
+// step of the run always included.
 
 import (
 	"fmt"
@@ -13,17 +15,19 @@ import (
 	"golang.org/x/term"
 )
 
-// progress reports one epoch at a time.
+// progress reports a run's steps.
 type progress struct {
-	w      io.Writer
-	tty    bool
-	every  int // steps between plain lines
-	bar    *progressbar.ProgressBar
-	epochs int
-	epoch  int
-	total  int // batches in the epoch
-	start  time.Time
-	done   int
+	w        io.Writer
+	tty      bool
+	every    int // steps between plain lines
+	bar      *progressbar.ProgressBar
+	epochs   int // epochs of the run
+	perEpoch int // steps per epoch
+	total    int // steps of the run
+	first    int // steps done before this invocation (a resumed run)
+	epoch    int // the current epoch, 0-based
+	step     int // steps done
+	start    time.Time
 }
 
 // isTerminal reports whether w is a terminal.
@@ -32,57 +36,88 @@ func isTerminal(w io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-func newProgress(w io.Writer, epochs, every int) *progress {
+// newProgress reports a run of total steps over epochs epochs of perEpoch steps, of
+// which done were taken before (a resumed run), with a plain line every every steps.
+func newProgress(w io.Writer, epochs, perEpoch, total, done, every int) *progress {
 	if w == nil {
 		w = io.Discard
 	}
-	return &progress{w: w, tty: isTerminal(w), every: max(1, every), epochs: epochs}
+	if perEpoch > 0 {
+		epochs = min(epochs, (total+perEpoch-1)/perEpoch) // --max-steps may end the run early
+	}
+	return &progress{w: w, tty: isTerminal(w), every: max(1, every), epochs: epochs, perEpoch: perEpoch,
+		total: total, first: done, step: done, start: time.Now()}
 }
 
-// startEpoch begins epoch (0-based) of total batches, the first done of them already
-// consumed (a resumed epoch).
-func (p *progress) startEpoch(epoch, total, done int) {
-	p.epoch, p.total, p.done, p.start = epoch, total, done, time.Now()
-	if !p.tty {
-		return
+// Plural is "1 step", "2 steps".
+func Plural(n int, word string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, word)
 	}
-	p.bar = progressbar.NewOptions(total,
-		progressbar.OptionSetWriter(p.w),
-		progressbar.OptionSetDescription(fmt.Sprintf("epoch %d/%d", epoch+1, p.epochs)),
-		progressbar.OptionShowCount(),
-		progressbar.OptionSetPredictTime(true),
-		progressbar.OptionSetElapsedTime(true),
-		progressbar.OptionFullWidth(),
-		progressbar.OptionThrottle(200*time.Millisecond),
-		progressbar.OptionShowDescriptionAtLineEnd(),
-	)
-	if done > 0 {
-		_ = p.bar.Set(done)
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// startEpoch notes the epoch (0-based) the next steps belong to; the bar, made at the
+// first step, spans the whole run.
+func (p *progress) startEpoch(epoch, _, _ int) {
+	p.epoch = epoch
+	if p.tty && p.bar == nil && p.step < p.total {
+		p.bar = progressbar.NewOptions(p.total-p.first,
+			progressbar.OptionSetWriter(p.w),
+			progressbar.OptionSetDescription(p.describe(0, 0, 0)),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionSetElapsedTime(true),
+			progressbar.OptionFullWidth(),
+			progressbar.OptionThrottle(200*time.Millisecond),
+			progressbar.OptionShowDescriptionAtLineEnd(),
+		)
 	}
 }
 
-// update records one more batch with the current loss, learning rate and throughput.
+// describe is the bar's text: the run's step, the epoch and the latest figures.
+func (p *progress) describe(loss, lr, imagesPerS float64) string {
+	s := fmt.Sprintf("step %d/%d epoch %d/%d", p.step, p.total, p.epoch+1, p.epochs)
+	if p.step > p.first {
+		s += fmt.Sprintf(" loss %.4f lr %.2e %.0f img/s", loss, lr, imagesPerS)
+	}
+	return s
+}
+
+// eta is the estimated time to the end of the run, from this invocation's pace.
+func (p *progress) eta() string {
+	done := p.step - p.first
+	if done <= 0 {
+		return "?"
+	}
+	per := time.Since(p.start) / time.Duration(done)
+	return (per * time.Duration(p.total-p.step)).Round(time.Second).String()
+}
+
+// update records the step-th step (1-based, of the run) with its loss, learning rate
+// and throughput.
 func (p *progress) update(step int, loss, lr, imagesPerS float64) {
-	p.done++
+	p.step = step
 	if p.bar != nil {
-		p.bar.Describe(fmt.Sprintf("epoch %d/%d loss %.4f lr %.2e %.0f img/s", p.epoch+1, p.epochs, loss, lr, imagesPerS))
-		_ = p.bar.Set(p.done)
+		p.bar.Describe(p.describe(loss, lr, imagesPerS))
+		_ = p.bar.Set(step - p.first)
 		return
 	}
-	if step%p.every != 0 && p.done != p.total {
+	if step%p.every != 0 && step != p.first+1 && step != p.total {
 		return
 	}
-	eta := "?"
-	if p.done > 0 {
-		per := time.Since(p.start) / time.Duration(p.done)
-		eta = (per * time.Duration(p.total-p.done)).Round(time.Second).String()
-	}
-	fmt.Fprintf(p.w, "epoch %d/%d  batch %d/%d  step %d  loss %.4f  lr %.3e  %.1f img/s  epoch ETA %s\n",
-		p.epoch+1, p.epochs, p.done, p.total, step, loss, lr, imagesPerS, eta)
+	fmt.Fprintf(p.w, "step %d/%d  epoch %d/%d  loss %.4f  lr %.3e  %.1f img/s  ETA %s\n",
+		step, p.total, p.epoch+1, p.epochs, loss, lr, imagesPerS, p.eta())
 }
 
-// finishEpoch ends the bar.
+// finishEpoch ends the bar once the run's last step is done.
 func (p *progress) finishEpoch() {
+	if p.step >= p.total {
+		p.close()
+	}
+}
+
+// close ends the bar, leaving its last state on its own line.
+func (p *progress) close() {
 	if p.bar != nil {
 		_ = p.bar.Finish()
 		fmt.Fprintln(p.w)

@@ -60,7 +60,7 @@ type Options struct {
 	// writes into Out); nil: Run takes it on the main rank and releases it at the end.
 	Folder *RunFolder
 
-	Args any       // written to args.json (the command line's settings)
+	Args any       // written to args.json (the command line's settings; rewritten on resume)
 	Log  io.Writer // progress and messages (nil: none)
 
 	// ProcessGroup, when set, makes the run data parallel over its ranks (see
@@ -341,6 +341,9 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		if err := m.Config.Save(filepath.Join(out, clip.ConfigFile)); err != nil {
 			return nil, err
 		}
+	}
+	if isMain && opts.Args != nil {
+		// A resume rewrites it once the checkpoint has loaded: the settings it runs with.
 		if err := atomicfile.WriteJSON(filepath.Join(out, "args.json"), opts.Args); err != nil {
 			return nil, err
 		}
@@ -395,10 +398,14 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	prog := newProgress(opts.Log, epochs, opts.LogEvery)
+	prog := newProgress(opts.Log, epochs, perEpoch, total, st.step, opts.LogEvery)
+	defer prog.close()
 	totalParams, trainable := nn.Count(m.NamedParameters())
-	prog.printf("training %d images (%d steps of %d per epoch, %d epochs, %d steps in all), %s, %s of %s parameters trained\n",
-		len(job.Train), perEpoch, opts.BatchSize, epochs, total, opts.Precision, fmtCount(trainable), fmtCount(totalParams))
+	prog.printf("training %d images (%s of %d per epoch, %s, %s in all), %s, %s of %s parameters trained\n",
+		len(job.Train), Plural(perEpoch, "step"), opts.BatchSize, Plural(prog.epochs, "epoch"), Plural(total, "step"), opts.Precision, fmtCount(trainable), fmtCount(totalParams))
+	if opts.Warmup > total {
+		prog.printf("warning: --warmup %d is longer than the run's %s: the learning rate never reaches its peak %g\n", opts.Warmup, Plural(total, "step"), opts.LR)
+	}
 	if t.dp != nil {
 		prog.printf("data parallel: %d ranks (%s), %d samples of each batch per rank\n", t.dp.World(), t.dp.PG.Backend(), opts.BatchSize/t.dp.World())
 	}
@@ -448,7 +455,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		}
 		res.Val = &ev
 		prog.printf("step %d (epoch %.2f) validation: %s\n", step, epoch, ev)
-		if err := met.add(EvalRow{Step: step, Epoch: epoch, ValLoss: ev.Loss, ImageToText: ev.ImageToText, TextToImage: ev.TextToImage}); err != nil {
+		if err := met.add(EvalRow{Time: nowText(), Step: step, Epoch: epoch, ValLoss: ev.Loss, ImageToText: ev.ImageToText, TextToImage: ev.TextToImage}); err != nil {
 			return err
 		}
 		if math.IsNaN(ev.Loss) || math.IsInf(ev.Loss, 0) {
@@ -485,11 +492,11 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	}
 
 	var (
-		windowLoss          float64
-		windowN, windowImgs int
-		windowStart         = time.Now()
-		lastEvalStep        = -1
-		inputs              batchTensors
+		windowLoss, windowNorm float64
+		windowN, windowImgs    int
+		windowStart            = time.Now()
+		lastEvalStep           = met.lastEvalStep // a resumed run does not evaluate the same step twice
+		inputs                 batchTensors
 	)
 	m.SetTrain(true)
 	for st.step < total {
@@ -561,6 +568,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 			}
 			if sr.outcome != stepBad {
 				windowLoss += sr.loss
+				windowNorm += sr.gradNorm
 				windowN++
 			}
 			windowImgs += images
@@ -569,9 +577,11 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 			prog.update(st.step, sr.loss, lr, ips)
 			fracEpoch := float64(epoch) + float64(st.pos.Batch)/float64(perEpoch)
 			if st.step%opts.LogEvery == 0 || st.step == total {
-				row := TrainRow{Step: st.step, Epoch: fracEpoch, LR: lr, TrainLoss: math.NaN(), ImagesPerS: ips, Skipped: st.skipped}
+				row := TrainRow{Time: nowText(), Step: st.step, Epoch: fracEpoch, LR: lr, TrainLoss: math.NaN(), ImagesPerS: ips, Skipped: st.skipped,
+					LogitScale: logitScale(m)}
 				if windowN > 0 {
 					row.TrainLoss = windowLoss / float64(windowN)
+					row.GradNorm = windowNorm / float64(windowN)
 				}
 				if t.scaler != nil {
 					row.LossScale = t.scaler.Scale
@@ -581,7 +591,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 						return nil, err
 					}
 				}
-				windowLoss, windowN, windowImgs, windowStart = 0, 0, 0, time.Now()
+				windowLoss, windowNorm, windowN, windowImgs, windowStart = 0, 0, 0, 0, time.Now()
 			}
 			if opts.AfterStep != nil {
 				opts.AfterStep(st.step, sr.loss)
