@@ -76,7 +76,7 @@ Examples:
    goclip bench --model openai/clip-vit-base-patch16 --lora-r 64 --lora-alpha 128 --batch-size 256 --steps 20
    goclip bench --config bench/configs/vit-b-16.json --mode embed --batch-size 32 --steps 5`,
 	Flags: append([]cli.Flag{
-		modelFlag, configFlag, loraRFlag, loraAlphaFlag, loraTargetsFlag,
+		modelFlag, revisionFlag, configFlag, loraRFlag, loraAlphaFlag, loraTargetsFlag,
 		batchSizeFlag(32, "image-text pairs per step"),
 		&cli.IntFlag{Name: "steps", Value: 10, EnvVars: []string{"GOCLIP_BENCH_STEPS"}, Usage: "timed steps", Category: catCompute},
 		&cli.IntFlag{Name: "warmup", Value: 2, EnvVars: []string{"GOCLIP_BENCH_WARMUP"}, Usage: "untimed steps first", Category: catCompute},
@@ -149,8 +149,7 @@ func runBench(c *cli.Context) error {
 	trainable := m.NamedParameters()
 	loraOn := c.Int(loraRFlag.Name) != 0 || c.IsSet(loraTargetsFlag.Name)
 	if loraOn {
-		a, err := lora.Inject(m, lora.Config{R: c.Int(loraRFlag.Name), Alpha: c.Float64(loraAlphaFlag.Name),
-			Targets: splitList(c.String(loraTargetsFlag.Name))})
+		a, err := lora.Inject(m, loraConfig(c, c.Int(loraRFlag.Name)))
 		if err != nil {
 			return err
 		}
@@ -254,7 +253,11 @@ func runBench(c *cli.Context) error {
 
 // benchModel builds the model of --config (fresh initialisation) or loads --model.
 func benchModel(c *cli.Context, dev torch.Device) (*clip.Model, error) {
-	model, config := c.String(modelFlag.Name), c.String(configFlag.Name)
+	model, err := modelPath(c)
+	if err != nil {
+		return nil, err
+	}
+	config := c.String(configFlag.Name)
 	switch {
 	case model != "" && config != "":
 		return nil, errors.New("give --model DIR or --config NAME, not both")

@@ -31,6 +31,10 @@ DST. Formats are chosen by path:
        torch.load(path, weights_only=True)), or anything else: an HF model folder
        (config.json, model.safetensors, and the tokenizer files found beside SRC)
 
+SRC may also be a Hugging Face model id (openai/clip-vit-base-patch16) held in the
+local Hub cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub), at
+--revision. An existing DST is not overwritten unless --force is given.
+
 The architecture comes from SRC's config.json (or the one beside a file); --config
 gives it where there is none, e.g. for a bare .pt, as a preset name or a config.json
 path. Keys are HF CLIPModel's; *.position_ids buffers are dropped. Floating-point
@@ -76,9 +80,10 @@ Examples:
 			strings.Join(clip.PresetNames, ", ") + "), an HF config.json or an open_clip model config JSON", EnvVars: []string{"GOCLIP_CONVERT_CONFIG"}, Category: catModel},
 		&cli.StringFlag{Name: "dtype", EnvVars: []string{"GOCLIP_CONVERT_DTYPE"}, Usage: "dtype of the written weights: float32, float16 or bfloat16", Value: "float32", Category: catOutput},
 		&cli.StringFlag{Name: "format", EnvVars: []string{"GOCLIP_CONVERT_FORMAT"}, Usage: "key layout of DST: hf (CLIPModel's keys) or open_clip (OpenAI's and open_clip's keys; a folder DST is an open_clip model folder)", Value: string(clip.LayoutHF), Category: catOutput},
-		&cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder to merge into SRC (with --merge)", Category: catLoRA},
+		&cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder, or a LoRA run folder (its adapter/), to merge into SRC (with --merge)", Category: catLoRA},
+		revisionFlag,
 		&cli.BoolFlag{Name: "merge", Usage: "merge --adapter into the weights and write the merged model", Category: catLoRA},
-		forceAdapterFlag,
+		convertForceFlag,
 	},
 	Action: torchAction(runConvert),
 }
@@ -90,9 +95,6 @@ func init() { register(convertCommand) }
 var weightFileExts = map[string]bool{".safetensors": true, ".pt": true, ".bin": true, ".pth": true}
 
 func runConvert(c *cli.Context) error {
-	if err := checkArgs(c); err != nil {
-		return err
-	}
 	if c.NArg() != 2 {
 		return fmt.Errorf("convert takes SRC and DST, got %d argument(s); see goclip convert --help", c.NArg())
 	}
@@ -109,6 +111,11 @@ func runConvert(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--format: %w", err)
 	}
+	if adapter != "" {
+		if adapter, err = adapterPath(adapter); err != nil {
+			return err
+		}
+	}
 	ext := strings.ToLower(filepath.Ext(dst))
 	toFile := weightFileExts[ext]
 	if !toFile && ext != "" {
@@ -117,7 +124,11 @@ func runConvert(c *cli.Context) error {
 		}
 	}
 
-	src, err := clip.FindAnyCheckpoint(srcPath)
+	srcDir, _, err := resolveModelPath(c, srcPath)
+	if err != nil {
+		return fmt.Errorf("SRC: %w", err)
+	}
+	src, err := clip.FindAnyCheckpoint(srcDir)
 	if err != nil {
 		return err
 	}
@@ -136,10 +147,13 @@ func runConvert(c *cli.Context) error {
 	if samePath(src, dst) {
 		return errors.New("SRC and DST are the same file")
 	}
+	if err := checkDestination(dst, toFile, c.Bool(convertForceFlag.Name)); err != nil {
+		return err
+	}
 	if err := sweepConvertTemps(c, dst, toFile); err != nil {
 		return err
 	}
-	merged, err := lora.MergedInto(srcPath) // what SRC records as merged into it
+	merged, err := lora.MergedInto(srcDir) // what SRC records as merged into it
 	if err != nil {
 		return err
 	}
@@ -154,7 +168,7 @@ func runConvert(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "open_clip state dict: architecture inferred from the shapes, hidden_act %s (OpenAI's weights need quick_gelu: give --config)\n", cfg.Text.HiddenAct)
 	}
 	if adapter != "" {
-		a, err := lora.LoadWith(adapter, m, adapterChecks(c, srcPath))
+		a, err := lora.LoadWith(adapter, m, adapterChecks(c, srcDir))
 		if err != nil {
 			return err
 		}
@@ -185,6 +199,32 @@ func runConvert(c *cli.Context) error {
 	}
 	total := clip.ParamCount(cfg)
 	fmt.Fprintf(c.App.ErrWriter, "converted %s -> %s (%s parameters, %s)\n", srcPath, dst, thousands(total), dtype)
+	return nil
+}
+
+// convertForceFlag is convert's --force: overwrite DST, and apply --adapter despite
+// the checks of its base (forceAdapterFlag's meaning).
+var convertForceFlag = &cli.BoolFlag{Name: forceAdapterFlag.Name, Usage: "overwrite an existing DST; and merge --adapter even when its base fingerprint differs from SRC's, or SRC records it as merged already",
+	EnvVars: []string{"GOCLIP_CONVERT_FORCE"}, Category: catOutput}
+
+// checkDestination refuses to overwrite an existing DST without --force: a file, or a
+// folder that already holds model files.
+func checkDestination(dst string, toFile, force bool) error {
+	if force {
+		return nil
+	}
+	st, err := os.Stat(dst)
+	if err != nil {
+		return nil
+	}
+	if toFile || !st.IsDir() {
+		return fmt.Errorf("DST %s exists: give --force to overwrite it", dst)
+	}
+	for _, name := range []string{clip.ConfigFile, "model.safetensors", clip.OpenCLIPConfigFile, clip.OpenCLIPSafetensorsFile} {
+		if _, err := os.Stat(filepath.Join(dst, name)); err == nil {
+			return fmt.Errorf("DST %s already holds a model (%s): give --force to overwrite it", dst, name)
+		}
+	}
 	return nil
 }
 

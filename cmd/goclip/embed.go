@@ -40,7 +40,7 @@ Examples:
    goclip embed --model runs/demo-finetune --out e.npy --images cat.jpg dog.png
    goclip embed --model runs/demo-finetune --texts captions.txt --out t.npy --normalize`,
 	Flags: append([]cli.Flag{
-		modelFlag,
+		modelFlag, revisionFlag,
 		&cli.StringSliceFlag{Name: "images", EnvVars: []string{"GOCLIP_EMBED_IMAGES"}, Usage: "image files or folders (repeatable, or comma-separated)", Category: catModel},
 		&cli.PathFlag{Name: "texts", EnvVars: []string{"GOCLIP_EMBED_TEXTS"}, Usage: `a file of texts, one per line ("-": stdin)`, Category: catModel},
 		&cli.PathFlag{Name: "out", EnvVars: []string{"GOCLIP_EMBED_OUT"}, Usage: "the .npy file to write", Required: true, Category: catOutput},
@@ -56,9 +56,6 @@ Examples:
 func init() { register(embedCommand) }
 
 func runEmbed(c *cli.Context) error {
-	if err := checkArgs(c); err != nil {
-		return err
-	}
 	images := append(c.StringSlice("images"), c.Args().Slice()...)
 	textsPath := c.String("texts")
 	switch {

@@ -24,6 +24,7 @@ import (
 
 // loadedModel is a model loaded for inference, with what encoding needs beside it.
 type loadedModel struct {
+	dir   string // --model resolved (a Hub id's snapshot folder)
 	model *clip.Model
 	cfg   clip.Config
 	src   clip.Source
@@ -33,7 +34,10 @@ type loadedModel struct {
 
 // loadInferenceModel applies the compute flags and loads --model in evaluation mode.
 func loadInferenceModel(c *cli.Context) (*loadedModel, error) {
-	dir := c.String(modelFlag.Name)
+	dir, err := modelPath(c)
+	if err != nil {
+		return nil, err
+	}
 	if dir == "" {
 		return nil, errors.New("--model DIR is required (an HF CLIP folder or a run folder)")
 	}
@@ -54,7 +58,7 @@ func loadInferenceModel(c *cli.Context) (*loadedModel, error) {
 		return nil, err
 	}
 	m.SetTrain(false)
-	return &loadedModel{model: m, cfg: cfg, src: src, dev: dev, prec: prec}, nil
+	return &loadedModel{dir: dir, model: m, cfg: cfg, src: src, dev: dev, prec: prec}, nil
 }
 
 // free releases the model.

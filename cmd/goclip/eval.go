@@ -16,7 +16,7 @@ var evalCommand = &cli.Command{
 	Name:      "eval",
 	Usage:     "validation loss and retrieval recall of a model on a data split",
 	UsageText: "goclip eval --model DIR [--adapter DIR] --data DIR [--split train|val|test|all] [--json]",
-	Description: `Evaluates as DESIGN.md's protocol says: the loss is the symmetric cross-entropy
+	Description: `Evaluates with the CLIP retrieval protocol: the loss is the symmetric cross-entropy
 over batches of --batch-size pairs that pair each image with its first caption, in
 split order, the last partial batch included, averaged per pair; retrieval uses every
 caption: image-to-text R@k is the fraction of images with any of their captions among
@@ -28,8 +28,8 @@ Examples:
    goclip eval --model runs/demo-base --data runs/demo-data/shifted --json
    goclip eval --model openai/clip-vit-base-patch16 --adapter runs/lora/adapter --data flickr30k`,
 	Flags: append([]cli.Flag{
-		modelFlag,
-		&cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder to apply to --model (its base model: a merged model already holds its adapter)", Category: catLoRA},
+		modelFlag, revisionFlag,
+		&cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder, or a LoRA run folder (its adapter/), to apply to --model (its base model: a merged model already holds its adapter)", Category: catLoRA},
 		forceAdapterFlag,
 		dataFlag,
 		&cli.StringFlag{Name: "split", Usage: "train, val, test or all", Value: "test", EnvVars: []string{"GOCLIP_SPLIT"}},
@@ -66,7 +66,10 @@ func runEval(c *cli.Context) error {
 	defer lm.free()
 	prec := lm.prec
 	if dir := c.String("adapter"); dir != "" {
-		if _, err := lora.LoadWith(dir, lm.model, adapterChecks(c, c.String(modelFlag.Name))); err != nil {
+		if dir, err = adapterPath(dir); err != nil {
+			return err
+		}
+		if _, err := lora.LoadWith(dir, lm.model, adapterChecks(c, lm.dir)); err != nil {
 			return err
 		}
 	}

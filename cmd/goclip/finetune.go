@@ -2,10 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -44,7 +45,7 @@ Examples:
    goclip finetune --model runs/demo-base --data runs/demo-data/shifted --out runs/demo-finetune --epochs 5
    goclip finetune --model runs/demo-base --init-adapter runs/demo-finetune --data runs/demo-data/shifted --out runs/demo-finetune-2`,
 	Flags: append([]cli.Flag{
-		modelFlag,
+		modelFlag, revisionFlag,
 		&cli.IntFlag{Name: "lora-r", Usage: "LoRA rank", Value: 64, EnvVars: []string{"GOCLIP_LORA_R"}, Category: catLoRA},
 		loraAlphaFlag,
 		&cli.Float64Flag{Name: "lora-dropout", Usage: "dropout on the adapters' input, in training", EnvVars: []string{"GOCLIP_LORA_DROPOUT"}, Category: catLoRA},
@@ -61,16 +62,29 @@ const initAdapterFlag = "init-adapter"
 
 func init() { register(finetuneCommand) }
 
-func runFinetune(c *cli.Context) error {
-	dir := c.String(modelFlag.Name)
-	if dir == "" {
-		return errors.New("--model DIR is required (an HF CLIP folder or a goclip run folder)")
+func runFinetune(c *cli.Context) (err error) {
+	dryRun := c.Bool("dry-run")
+	var s *trainSetup
+	if !dryRun {
+		if s, err = checkTraining(c, true); err != nil {
+			return err
+		}
+		defer func() { s.close(); s.cleanup(err) }()
+	} else if c.NArg() > 0 {
+		return fmt.Errorf("finetune takes no arguments (got %q)", c.Args().Slice())
 	}
-	s, err := setupTraining(c)
+	given := c.String(modelFlag.Name)
+	if given == "" {
+		return missingFlag("finetune", modelFlag.Name)
+	}
+	dir, hub, err := resolveModelPath(c, given)
 	if err != nil {
-		return err
+		return fmt.Errorf("--model: %w", err)
 	}
-	defer s.close()
+	baseName := train.BaseModelName(dir)
+	if hub {
+		baseName = given // peft records a Hub model by its id
+	}
 	src, err := clip.FindCheckpoint(dir)
 	if err != nil {
 		return err
@@ -82,7 +96,19 @@ func runFinetune(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	m, _, err := clip.LoadPretrained(dir, s.dev, torch.Float32)
+	dev := torch.CPU
+	if s != nil {
+		dev = s.dev // this rank's GPU in a distributed run
+		if err := s.checkFresh(); err != nil {
+			return err
+		}
+		if err := s.openData(c); err != nil {
+			return err
+		}
+	} else if dev, err = setupCompute(c); err != nil {
+		return err
+	}
+	m, _, err := clip.LoadPretrained(dir, dev, torch.Float32)
 	if err != nil {
 		return err
 	}
@@ -92,18 +118,15 @@ func runFinetune(c *cli.Context) error {
 		return err
 	}
 	total, trainable := a.Counts()
-	if s.main() {
+	if s == nil || s.main() {
 		fmt.Fprintln(c.App.Writer, lora.FormatCounts(total, trainable))
 	}
-	if c.Bool("dry-run") {
+	if dryRun {
 		return nil
-	}
-	if err := s.checkFresh(); err != nil {
-		return err
 	}
 	job := s.job(m, tok, src.Tokenizer)
 	job.Params, job.Adapter = a.Trainable(), true
-	job.Finish = train.FinishLoRA(a, train.BaseModelName(dir), src.Tokenizer)
+	job.Finish = train.FinishLoRA(a, baseName, src.Tokenizer)
 
 	// Every rank decides from the same file (rank 0 writes it only after the
 	// evaluation all of them run), and the ranks' base weights are equal (one file).
@@ -120,12 +143,26 @@ func runFinetune(c *cli.Context) error {
 		}
 		if s.main() {
 			fmt.Fprintf(c.App.ErrWriter, "base: %s\n", ev)
+			if err := os.MkdirAll(s.out, 0o755); err != nil {
+				return err
+			}
 			if err := atomicfile.WriteJSON(basePath, ev); err != nil {
 				return fmt.Errorf("writing %s: %w", basePath, err)
 			}
 		}
 	}
-	return s.run(c, job)
+	res, err := s.run(c, job)
+	if err != nil || !s.main() {
+		return err
+	}
+	card := train.ModelCard{BaseModel: baseName, Config: a.Config, Trainable: trainable, Total: total,
+		Data: absIfExists(s.ds.Root), TrainSize: len(job.Train), Steps: res.Steps, Final: res.Test,
+		Command: strings.Join(s.args.Argv, " ")}
+	var base train.EvalResult
+	if data, err := os.ReadFile(basePath); err == nil && json.Unmarshal(data, &base) == nil {
+		card.Base = &base
+	}
+	return train.WriteModelCard(s.out, card)
 }
 
 // finetuneAdapter is the adapter to train: --init-adapter's, or a fresh one of the
@@ -151,8 +188,5 @@ func finetuneAdapter(c *cli.Context, m *clip.Model) (*lora.Adapter, error) {
 		return train.InitAdapter(m, dir, given)
 	}
 	torch.ManualSeed(c.Uint64(seedFlag.Name)) // lora_A's draw: the same run from the same --seed
-	return lora.Inject(m, lora.Config{
-		R: c.Int("lora-r"), Alpha: c.Float64(loraAlphaFlag.Name), Dropout: c.Float64("lora-dropout"),
-		Targets: splitList(c.String(loraTargetsFlag.Name)),
-	})
+	return lora.Inject(m, loraConfig(c, c.Int("lora-r")))
 }

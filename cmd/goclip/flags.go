@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"goclip/lora"
 	"goclip/torch"
 	"goclip/train"
 )
@@ -61,7 +62,9 @@ var (
 	modelFlag = &cli.PathFlag{
 		Name: "model",
 		Usage: "a Hugging Face CLIP folder (config.json + model.safetensors, sharded " +
-			"model.safetensors.index.json or pytorch_model.bin) or a goclip run folder",
+			"model.safetensors.index.json or pytorch_model.bin), a goclip run folder, or a Hugging Face " +
+			"model id (openai/clip-vit-base-patch16) in the local Hub cache ($HF_HUB_CACHE, $HF_HOME/hub, " +
+			"~/.cache/huggingface/hub; nothing is downloaded)",
 		EnvVars:  []string{"GOCLIP_MODEL"},
 		Category: catModel,
 	}
@@ -117,6 +120,9 @@ func precisionOf(c *cli.Context, dev torch.Device) (train.Precision, error) {
 	if err != nil {
 		return "", fmt.Errorf("--precision: %w", err)
 	}
+	if p == train.BF16 && dev.Type == torch.CPUDevice {
+		fmt.Fprintln(c.App.ErrWriter, "warning: --precision bf16 on the CPU is emulated and several times slower than fp32 (use fp32 on the CPU)")
+	}
 	return p, nil
 }
 
@@ -157,15 +163,29 @@ func splitList(s string) []string {
 	return out
 }
 
-// checkArgs rejects a flag given after the positional arguments, which the CLI library
-// would otherwise take for an argument (flags must come first: goclip convert --dtype
-// float16 SRC DST).
-func checkArgs(c *cli.Context) error {
-	for _, a := range c.Args().Slice() {
-		if len(a) > 1 && strings.HasPrefix(a, "-") && a != "--" {
-			return fmt.Errorf("%q comes after the arguments: put flags before them (goclip %s [flags] %s)",
-				a, c.Command.Name, c.Command.ArgsUsage)
-		}
+// regexMeta are the characters that make a --lora-targets value a regular expression
+// ("." alone does not: self_attn.q_proj is a module path).
+const regexMeta = `*+?[](){}|^$\`
+
+// loraTargets reads --lora-targets in peft's forms: "all-linear" (every linear layer),
+// a regular expression that the whole module name must match (peft's target_modules
+// given as a string, e.g. '.*vision_model.*\.(q_proj|v_proj)'), or a comma-separated
+// list of module names, each matching the modules whose name is it or ends with
+// "." + it.
+func loraTargets(s string) (targets []string, regex string) {
+	s = strings.TrimSpace(s)
+	switch {
+	case s == lora.AllLinear:
+		return []string{lora.AllLinear}, ""
+	case strings.ContainsAny(s, regexMeta):
+		return nil, s
 	}
-	return nil
+	return splitList(s), ""
+}
+
+// loraConfig is the LoRA config of the command's --lora-* flags with rank r.
+func loraConfig(c *cli.Context, r int) lora.Config {
+	targets, regex := loraTargets(c.String(loraTargetsFlag.Name))
+	return lora.Config{R: r, Alpha: c.Float64(loraAlphaFlag.Name), Dropout: c.Float64("lora-dropout"),
+		Targets: targets, TargetRegex: regex}
 }

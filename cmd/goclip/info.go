@@ -36,7 +36,7 @@ var (
 	}
 	loraTargetsFlag = &cli.StringFlag{
 		Name:     "lora-targets",
-		Usage:    "comma-separated linear layers to adapt, matched by module name as peft does (q_proj, k_proj, v_proj, out_proj, fc1, fc2, visual_projection, text_projection)",
+		Usage:    "linear layers to adapt, in peft's forms: module names, comma-separated, each matching the modules it names or ends (q_proj, k_proj, v_proj, out_proj, fc1, fc2, visual_projection, text_projection); all-linear for all of them; or a regular expression the whole module name must match ('.*vision_model.*\\.(q_proj|v_proj)')",
 		Value:    "q_proj,k_proj,v_proj",
 		EnvVars:  []string{"GOCLIP_LORA_TARGETS"},
 		Category: catLoRA,
@@ -61,7 +61,7 @@ Examples:
    goclip info --config vit-b-16 --lora-r 64 --lora-alpha 128 --lora-targets q_proj,k_proj,v_proj
    goclip info --model openai/clip-vit-base-patch16 --json`,
 	Flags: []cli.Flag{
-		modelFlag, configFlag, loraRFlag, loraAlphaFlag, loraTargetsFlag,
+		modelFlag, revisionFlag, configFlag, loraRFlag, loraAlphaFlag, loraTargetsFlag,
 		&cli.BoolFlag{Name: "json", EnvVars: []string{"GOCLIP_INFO_JSON"}, Usage: `print {"total":..,"trainable":..,"trainable_percent":..}`, Category: catOutput},
 	},
 	Action: torchAction(runInfo),
@@ -109,7 +109,7 @@ func runInfo(c *cli.Context) error {
 		if r <= 0 {
 			return fmt.Errorf("--lora-r must be positive with LoRA flags, got %d", r)
 		}
-		lc := lora.Config{R: r, Alpha: c.Float64(loraAlphaFlag.Name), Targets: splitList(c.String(loraTargetsFlag.Name))}
+		lc := loraConfig(c, r)
 		if counts.Total, counts.Trainable, err = lora.CountConfig(cfg, lc); err != nil {
 			return err
 		}
@@ -126,7 +126,11 @@ func runInfo(c *cli.Context) error {
 
 // modelConfig is the architecture that --model or --config names (exactly one of them).
 func modelConfig(c *cli.Context) (clip.Config, error) {
-	model, config := c.String(modelFlag.Name), c.String(configFlag.Name)
+	model, err := modelPath(c)
+	if err != nil {
+		return clip.Config{}, err
+	}
+	config := c.String(configFlag.Name)
 	switch {
 	case model != "" && config != "":
 		return clip.Config{}, errors.New("give --model DIR or --config NAME, not both")

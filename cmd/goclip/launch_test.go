@@ -1,7 +1,7 @@
 package main
 
 // launch starts this test binary in place of goclip: TestLaunchChild, given the
-// command after "--", runs it through newApp as goclip would.
+// command after "--", runs it through runApp as goclip would.
 
 import (
 	"bytes"
@@ -48,7 +48,7 @@ func TestLaunchChild(t *testing.T) {
 		time.Sleep(time.Minute)
 		os.Exit(0)
 	}
-	if err := newApp().Run(append([]string{"goclip"}, args...)); err != nil {
+	if err := runApp(newApp(), append([]string{"goclip"}, args...)); err != nil {
 		fmt.Fprintln(os.Stderr, "goclip:", err)
 		os.Exit(1)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -19,6 +20,9 @@ func register(c *cli.Command) { commands = append(commands, c) }
 
 func newApp() *cli.App {
 	sort.Slice(commands, func(i, j int) bool { return commands[i].Name < commands[j].Name })
+	for _, c := range commands {
+		c.OnUsageError = onUsageError
+	}
 	return &cli.App{
 		Name:                 "goclip",
 		Usage:                "train and LoRA fine-tune CLIP models on libtorch",
@@ -27,8 +31,20 @@ func newApp() *cli.App {
 	}
 }
 
+// onUsageError turns a flag the command does not know, or a bad flag value, into one
+// line that suggests the nearest flag name and points at the command's help.
+func onUsageError(c *cli.Context, err error, _ bool) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok && cli.SuggestFlag != nil {
+		if s := cli.SuggestFlag(c.Command.Flags, name, false); s != "" {
+			msg += fmt.Sprintf(" (did you mean --%s?)", strings.TrimLeft(s, "-"))
+		}
+	}
+	return usageError(c.Command.Name, msg)
+}
+
 func main() {
-	if err := newApp().Run(os.Args); err != nil {
+	if err := runApp(newApp(), os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "goclip:", err)
 		os.Exit(1)
 	}

@@ -23,7 +23,7 @@ func runGoclip(t *testing.T, args ...string) (stdout, stderr string, err error) 
 	var out, errw bytes.Buffer
 	app := newApp()
 	app.Writer, app.ErrWriter = &out, &errw
-	err = app.Run(append([]string{"goclip"}, args...))
+	err = runApp(app, append([]string{"goclip"}, args...))
 	return out.String(), errw.String(), err
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -24,10 +25,12 @@ const catTrain = "TRAINING"
 
 // Flags of train and finetune.
 var (
-	dataFlag = &cli.PathFlag{Name: "data", Usage: "the data set folder (Kaggle Flickr30k, Karpathy JSON, captions.csv or captions.jsonl)",
-		Required: true, EnvVars: []string{"GOCLIP_DATA"}, Category: catModel}
-	runOutFlag = &cli.PathFlag{Name: "out", Usage: "the run folder (created; see DESIGN.md, Files a run writes)",
-		Required: true, EnvVars: []string{"GOCLIP_OUT"}, Category: catOutput}
+	// --data and --out are checked by the commands (a resume takes --data from the run;
+	// finetune --dry-run needs neither).
+	dataFlag = &cli.PathFlag{Name: "data", Usage: "the data set folder (Kaggle Flickr30k, Karpathy JSON, captions.csv or captions.jsonl); required, except with --resume",
+		EnvVars: []string{"GOCLIP_DATA"}, Category: catModel}
+	runOutFlag = &cli.PathFlag{Name: "out", Usage: "the run folder (required; created when the run starts: config.json, args.json, metrics.jsonl, learning_curve.png, checkpoints/, model/)",
+		EnvVars: []string{"GOCLIP_OUT"}, Category: catOutput}
 	distTimeoutFlag = &cli.DurationFlag{Name: "dist-timeout", Usage: "distributed runs (goclip launch, torchrun): how long ranks wait for each other, at the rendezvous and in every collective, before failing",
 		Value: 5 * time.Minute, EnvVars: []string{"GOCLIP_DIST_TIMEOUT"}, Category: catCompute}
 )
@@ -107,7 +110,7 @@ Examples:
    goclip train --config tiny --data runs/demo-data/base --out runs/demo-base --epochs 10
    goclip train --model /data/clip-vit-base-patch16 --data /data/flickr30k --out runs/full --lr 1e-5`,
 	Flags: append([]cli.Flag{
-		modelFlag, configFlag,
+		modelFlag, revisionFlag, configFlag,
 		&cli.PathFlag{Name: "tokenizer", Usage: "from scratch: a vocabulary (HF folder, vocab.json's folder or bpe_simple_vocab_16e6.txt.gz) instead of training one", EnvVars: []string{"GOCLIP_TOKENIZER"}, Category: catModel},
 		&cli.IntFlag{Name: "vocab-size", Usage: "from scratch: tokens of the trained BPE vocabulary (0: sized to the data, 4,096 for small sets)", EnvVars: []string{"GOCLIP_VOCAB_SIZE"}, Category: catModel},
 		&cli.IntFlag{Name: "context-length", Usage: "from scratch: text positions (0: the architecture's)", EnvVars: []string{"GOCLIP_CONTEXT_LENGTH"}, Category: catModel},
@@ -119,13 +122,15 @@ func init() { register(trainCommand) }
 
 // trainSetup is what train and finetune share: the device, the data and the options.
 type trainSetup struct {
-	dev    torch.Device
-	prec   train.Precision
-	ds     *dataset.Dataset
-	opts   train.Options
-	out    string
-	resume bool
-	pg     *torch.ProcessGroup // nil: one process
+	dev     torch.Device
+	prec    train.Precision
+	ds      *dataset.Dataset
+	opts    train.Options
+	out     string
+	resume  bool
+	created bool                // out did not exist before this command
+	pg      *torch.ProcessGroup // nil: one process
+	args    *runArgsFile        // what args.json will hold
 }
 
 // main reports whether this process writes files (rank 0, or the only process).
@@ -137,10 +142,31 @@ func (s *trainSetup) close() {
 	s.pg.Close()
 }
 
-// setupTraining reads the common flags and the data set, printing its report.
-func setupTraining(c *cli.Context) (*trainSetup, error) {
+// checkTraining reads and checks every flag of train and finetune before any work: on
+// --resume the run's settings from args.json first (see applyRunArgs), then --out and,
+// when needData, --data, the device and precision, the batch and the schedule. Nothing
+// is written.
+func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 	if c.NArg() > 0 {
 		return nil, fmt.Errorf("%s takes no arguments (got %q)", c.Command.Name, c.Args().Slice())
+	}
+	resume := c.Bool("resume")
+	if resume && c.String("out") == "" {
+		return nil, missingFlag(c.Command.Name, "out")
+	}
+	var prev *runArgsFile
+	var changed map[string][2]json.RawMessage
+	if resume {
+		var err error
+		if prev, changed, err = applyRunArgs(c); err != nil {
+			return nil, err
+		}
+	}
+	if c.String("out") == "" {
+		return nil, missingFlag(c.Command.Name, "out")
+	}
+	if needData && c.String("data") == "" {
+		return nil, missingFlag(c.Command.Name, "data")
 	}
 	dev, err := setupCompute(c)
 	if err != nil {
@@ -153,18 +179,17 @@ func setupTraining(c *cli.Context) (*trainSetup, error) {
 	if prec == train.FP16 && dev.Type != torch.CUDADevice {
 		return nil, errors.New("--precision fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
 	}
+	out := c.String("out")
+	args, err := newRunArgs(c, map[string]any{deviceFlag.Name: dev.String(), precisionFlag.Name: string(prec)}, prev, changed)
+	if err != nil {
+		return nil, err
+	}
 	var augment dataset.AugmentOptions
 	if c.Bool("augment") {
 		augment = dataset.DefaultAugment()
 	}
-	out := c.String("out")
-	args := map[string]any{"command": os.Args}
-	for _, f := range c.Command.Flags {
-		name := f.Names()[0]
-		args[name] = c.Value(name)
-	}
 	opts := train.Options{
-		Out: out, Resume: c.Bool("resume"),
+		Out: out, Resume: resume,
 		Epochs: c.Int("epochs"), MaxSteps: c.Int("max-steps"), BatchSize: c.Int("batch-size"), GradAccum: c.Int("grad-accum"),
 		LR: c.Float64("lr"), MinLR: c.Float64("min-lr"), Warmup: c.Int("warmup"), Schedule: c.String("schedule"),
 		WeightDecay: c.Float64("weight-decay"), Beta2: c.Float64("beta2"), ClipGrad: c.Float64("clip-grad"),
@@ -176,30 +201,34 @@ func setupTraining(c *cli.Context) (*trainSetup, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
+	for name, v := range changed {
+		fmt.Fprintf(c.App.ErrWriter, "resume: --%s %s (the run had %s)\n", name, v[1], v[0])
+	}
+	// The rendezvous (when torchrun or goclip launch started this process) comes last:
+	// every rank has checked its flags, and rank 0 alone takes the run folder.
 	pg, dev, err := joinProcessGroup(c, dev)
 	if err != nil {
 		return nil, err
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			pg.Close()
-		}
-	}()
+	opts.ProcessGroup = pg
+	return &trainSetup{dev: dev, prec: prec, out: out, resume: resume, args: args, opts: opts, pg: pg}, nil
+}
+
+// openData reads the data set, printing its report, into the training options.
+func (s *trainSetup) openData(c *cli.Context) error {
 	ds, err := dataset.Open(c.String("data"), dataset.Options{})
 	if err != nil {
-		return nil, err
+		return err
 	}
+	s.ds = ds
 	fmt.Fprintf(c.App.ErrWriter, "data: %s (%s): %d train, %d val, %d test images; %s\n", ds.Root, ds.Format,
 		len(ds.Split(dataset.Train)), len(ds.Split(dataset.Val)), len(ds.Split(dataset.Test)), ds.Report.Summary())
 	cache := c.String("cache")
 	if cache == "" {
 		cache = dataset.DefaultCacheDir(ds.Root)
 	}
-	opts.CacheDir, opts.Report = cache, &ds.Report
-	opts.ProcessGroup = pg
-	ok = true
-	return &trainSetup{dev: dev, prec: prec, ds: ds, opts: opts, out: out, resume: opts.Resume, pg: pg}, nil
+	s.opts.CacheDir, s.opts.Report = cache, &ds.Report
+	return nil
 }
 
 // checkFresh takes the run folder (train.OpenRun): it refuses to start a new run over
@@ -214,12 +243,31 @@ func (s *trainSetup) checkFresh() error {
 		}
 		return nil
 	}
+	if _, err := os.Stat(s.out); errors.Is(err, os.ErrNotExist) {
+		s.created = true
+	}
 	rf, err := train.OpenRun(s.out, s.resume)
 	if err != nil {
 		return err
 	}
 	s.opts.Folder = rf
 	return nil
+}
+
+// cleanup removes a run folder this command created when it fails before the run
+// wrote anything of its own (no checkpoint, no metrics row): a failed start leaves
+// no folder behind. Call it after close (the folder's lock is released).
+func (s *trainSetup) cleanup(err error) {
+	if err == nil || !s.created || !s.main() {
+		return
+	}
+	if _, e := os.Stat(filepath.Join(s.out, clip.RunCheckpointPath)); e == nil {
+		return
+	}
+	if st, e := os.Stat(filepath.Join(s.out, train.MetricsFile)); e == nil && st.Size() > 0 {
+		return
+	}
+	os.RemoveAll(s.out)
 }
 
 // job is a Job over the data set's splits.
@@ -229,30 +277,31 @@ func (s *trainSetup) job(m *clip.Model, tok *tokenizer.Tokenizer, tokDir string)
 }
 
 // run runs the loop with SIGINT and SIGTERM cancelling it, and reports the outcome.
-func (s *trainSetup) run(c *cli.Context, job train.Job) error {
+func (s *trainSetup) run(c *cli.Context, job train.Job) (*train.Result, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	res, err := train.Run(ctx, job, s.opts)
 	var ie *train.InterruptedError
 	if errors.As(err, &ie) {
-		return fmt.Errorf("%w\ncontinue it with: %s", err, resumeCommand())
+		return nil, fmt.Errorf("%w\ncontinue it with: %s", err, resumeCommand())
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !s.main() {
-		return nil // rank 0 reports
+		return res, nil // rank 0 reports
 	}
 	w := c.App.ErrWriter
 	if s.opts.Report.Skipped() > 0 {
 		fmt.Fprintf(w, "data: %s\n", s.opts.Report.Summary())
 	}
-	fmt.Fprintf(w, "done: %d steps (%d skipped) in %s; best validation loss %.4f\n", res.Steps, res.Skipped, res.Duration.Round(1e9), res.BestValLoss)
-	if res.Test != nil {
-		fmt.Fprintf(w, "test: %s\n", res.Test)
+	fmt.Fprintf(w, "done: %s (%d skipped) in %s; best validation loss %.4f\n", train.Plural(res.Steps, "step"), res.Skipped, res.Duration.Round(1e9), res.BestValLoss)
+	adapter := ""
+	if job.Adapter {
+		adapter = train.AdapterDir + "/, "
 	}
-	fmt.Fprintf(w, "run folder %s: model/, model.pt, metrics.jsonl, %s, checkpoints/\n", s.out, train.CurveFile)
-	return nil
+	fmt.Fprintf(w, "run folder %s: %smodel/, model.pt, metrics.jsonl, %s, checkpoints/\n", s.out, adapter, train.CurveFile)
+	return res, nil
 }
 
 // resumeCommand is this process's command line with --resume.
@@ -266,16 +315,38 @@ func resumeCommand() string {
 	return strings.Join(append(args, "--resume"), " ")
 }
 
-func runTrain(c *cli.Context) error {
-	s, err := setupTraining(c)
+func runTrain(c *cli.Context) (err error) {
+	s, err := checkTraining(c, true)
 	if err != nil {
 		return err
 	}
-	defer s.close()
-	if (c.String(modelFlag.Name) == "") == (c.String(configFlag.Name) == "") {
+	defer func() { s.close(); s.cleanup(err) }()
+	modelDir, err := modelPath(c)
+	if err != nil {
+		return err
+	}
+	config := c.String(configFlag.Name)
+	if (modelDir == "") == (config == "") {
 		return errors.New("give --config NAME (from scratch) or --model DIR (full fine-tuning), one of them")
 	}
+	var (
+		cfg clip.Config
+		src clip.Source
+	)
+	if modelDir != "" {
+		if src, err = clip.FindCheckpoint(modelDir); err != nil {
+			return err
+		}
+		if src.Tokenizer == "" {
+			return fmt.Errorf("--model %s has no tokenizer (vocab.json and merges.txt)", modelDir)
+		}
+	} else if cfg, err = loadArchitecture(config); err != nil {
+		return err
+	}
 	if err := s.checkFresh(); err != nil {
+		return err
+	}
+	if err := s.openData(c); err != nil {
 		return err
 	}
 	var (
@@ -283,26 +354,15 @@ func runTrain(c *cli.Context) error {
 		tok    *tokenizer.Tokenizer
 		tokDir string
 	)
-	if dir := c.String(modelFlag.Name); dir != "" {
-		src, err := clip.FindCheckpoint(dir)
-		if err != nil {
-			return err
-		}
-		if src.Tokenizer == "" {
-			return fmt.Errorf("--model %s has no tokenizer (vocab.json and merges.txt)", dir)
-		}
+	if modelDir != "" {
 		if tok, err = tokenizer.Load(src.Tokenizer); err != nil {
 			return err
 		}
 		tokDir = src.Tokenizer
-		if m, _, err = clip.LoadPretrained(dir, s.dev, torch.Float32); err != nil {
+		if m, _, err = clip.LoadPretrained(modelDir, s.dev, torch.Float32); err != nil {
 			return err
 		}
 	} else {
-		cfg, err := loadArchitecture(c.String(configFlag.Name))
-		if err != nil {
-			return err
-		}
 		tokDir = filepath.Join(s.out, "tokenizer")
 		tok, err = scratchTokenizer(c, s, tokDir)
 		if err != nil {
@@ -321,16 +381,19 @@ func runTrain(c *cli.Context) error {
 		}
 	}
 	defer m.Free()
-	return s.run(c, s.job(m, tok, tokDir))
+	_, err = s.run(c, s.job(m, tok, tokDir))
+	return err
 }
 
 // scratchTokenizer is --tokenizer, or on resume the run's tokenizer, or a vocabulary
 // trained on the training captions; it is saved to dir.
 func scratchTokenizer(c *cli.Context, s *trainSetup, dir string) (*tokenizer.Tokenizer, error) {
 	if s.resume {
-		if _, err := os.Stat(filepath.Join(dir, tokenizer.VocabFile)); err == nil {
-			return tokenizer.Load(dir)
+		// The run's own vocabulary; a resume writes nothing before the run starts.
+		if _, err := os.Stat(filepath.Join(dir, tokenizer.VocabFile)); err != nil {
+			return nil, fmt.Errorf("--resume: %s has no tokenizer (%s)", s.out, filepath.Join(dir, tokenizer.VocabFile))
 		}
+		return tokenizer.Load(dir)
 	}
 	// In a distributed run every rank builds the same vocabulary; rank 0 saves it.
 	var tok *tokenizer.Tokenizer

@@ -32,7 +32,7 @@ Examples:
    goclip zeroshot --model runs/demo-finetune --classes "red circle,blue square" \
        --template "a picture of a {}" --json images/`,
 	Flags: append([]cli.Flag{
-		modelFlag,
+		modelFlag, revisionFlag,
 		&cli.StringFlag{Name: "classes", EnvVars: []string{"GOCLIP_ZEROSHOT_CLASSES"}, Usage: "comma-separated class names", Required: true, Category: catModel},
 		&cli.StringFlag{Name: "template", EnvVars: []string{"GOCLIP_ZEROSHOT_TEMPLATE"}, Usage: `prompt for each class; "{}" stands for the class name`, Value: "a photo of a {}.", Category: catModel},
 		&cli.BoolFlag{Name: "json", EnvVars: []string{"GOCLIP_ZEROSHOT_JSON"}, Usage: "print one JSON object instead of tables", Category: catOutput},
@@ -52,9 +52,6 @@ type zeroshotResult struct {
 }
 
 func runZeroshot(c *cli.Context) error {
-	if err := checkArgs(c); err != nil {
-		return err
-	}
 	classes := splitList(c.String("classes"))
 	if len(classes) == 0 {
 		return errors.New("--classes is empty: give comma-separated class names")
