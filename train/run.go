@@ -342,7 +342,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	if isMain && opts.Args != nil {
+	if isMain && (!opts.Resume || opts.Args != nil) {
 		// A resume rewrites it once the checkpoint has loaded: the settings it runs with.
 		if err := atomicfile.WriteJSON(filepath.Join(out, "args.json"), opts.Args); err != nil {
 			return nil, err
