@@ -37,7 +37,11 @@ alpha and targets are the adapter's; --lora-r, --lora-alpha or --lora-targets gi
 with other values are an error, --lora-dropout replaces the saved dropout. Weights
 that do not fit the model are reported by key with their shapes.
 
---dry-run builds the model and the adapters, prints peft's count line and exits:
+--resume continues the run in --out with the settings of its args.json, as for goclip
+train (see goclip train --help).
+
+--dry-run builds the model and the adapters, prints peft's count line and exits (it
+needs neither --data nor --out):
    trainable params: 5,898,240 || all params: 155,518,977 || trainable%: 3.7926
 
 Examples:

@@ -77,7 +77,7 @@ func trainingFlags(epochs int, lr float64, batch int) []cli.Flag {
 		&cli.Float64Flag{Name: "clip-grad", Usage: "clip the gradients' total 2-norm to this (0: no clipping)", Value: 1.0, EnvVars: []string{"GOCLIP_CLIP_GRAD"}, Category: catTrain},
 		&cli.IntFlag{Name: "max-bad-steps", Usage: "non-finite steps in a row tolerated before the run stops", Value: 10, EnvVars: []string{"GOCLIP_MAX_BAD_STEPS"}, Category: catTrain},
 		&cli.BoolFlag{Name: "augment", Usage: "random resized crops and flips on training images", EnvVars: []string{"GOCLIP_AUGMENT"}, Category: catTrain},
-		&cli.BoolFlag{Name: "resume", Usage: "continue the run in --out from checkpoints/last.pt", EnvVars: []string{"GOCLIP_RESUME"}, Category: catTrain},
+		&cli.BoolFlag{Name: "resume", Usage: "continue the run in --out from checkpoints/last.pt, with the settings of its args.json", EnvVars: []string{"GOCLIP_RESUME"}, Category: catTrain},
 		&cli.IntFlag{Name: "log-every", Usage: "steps between metrics.jsonl rows and progress lines", Value: 10, EnvVars: []string{"GOCLIP_LOG_EVERY"}, Category: catOutput},
 		&cli.IntFlag{Name: "eval-every", Usage: "steps between validation evaluations (0: each epoch)", EnvVars: []string{"GOCLIP_EVAL_EVERY"}, Category: catOutput},
 		&cli.IntFlag{Name: "save-every", Usage: "steps between extra checkpoint writes (0: at evaluations only)", EnvVars: []string{"GOCLIP_SAVE_EVERY"}, Category: catOutput},
@@ -103,8 +103,14 @@ model/ (an HF folder), model.pt and eval.json (the test split).
 From scratch (--config NAME), the tokenizer is --tokenizer PATH, or a BPE vocabulary
 of --vocab-size tokens trained on the training captions and saved in RUN/tokenizer/.
 
-Ctrl-C finishes the current step, writes the checkpoint and stops; run the same command
-with --resume to continue exactly where it stopped.
+Ctrl-C finishes the current step, writes the checkpoint and stops; goclip train --out
+RUN --resume continues exactly where it stopped, with the settings of RUN/args.json
+(flags that would change the model, the data or the optimizer state cannot be given
+new values; --epochs, --max-steps, --workers, --threads, --device, --log-every,
+--eval-every, --save-every, --eval-batch-size, --max-bad-steps, --cache and
+--dist-timeout can, and are recorded). Every flag and file is checked before the data
+is read, and a run that fails before it has written a checkpoint or a metrics row
+leaves no folder behind.
 
 Examples:
    goclip train --config tiny --data runs/demo-data/base --out runs/demo-base --epochs 10
@@ -283,7 +289,7 @@ func (s *trainSetup) run(c *cli.Context, job train.Job) (*train.Result, error) {
 	res, err := train.Run(ctx, job, s.opts)
 	var ie *train.InterruptedError
 	if errors.As(err, &ie) {
-		return nil, fmt.Errorf("%w\ncontinue it with: %s", err, resumeCommand())
+		return nil, fmt.Errorf("%w\ncontinue it with: goclip %s --out %s --resume", err, c.Command.Name, s.out)
 	}
 	if err != nil {
 		return nil, err
@@ -302,17 +308,6 @@ func (s *trainSetup) run(c *cli.Context, job train.Job) (*train.Result, error) {
 	}
 	fmt.Fprintf(w, "run folder %s: %smodel/, model.pt, metrics.jsonl, %s, checkpoints/\n", s.out, adapter, train.CurveFile)
 	return res, nil
-}
-
-// resumeCommand is this process's command line with --resume.
-func resumeCommand() string {
-	args := append([]string{"goclip"}, os.Args[1:]...)
-	for _, a := range args {
-		if a == "--resume" || a == "-resume" || strings.HasPrefix(a, "--resume=") {
-			return strings.Join(args, " ")
-		}
-	}
-	return strings.Join(append(args, "--resume"), " ")
 }
 
 func runTrain(c *cli.Context) (err error) {
