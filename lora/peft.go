@@ -435,15 +435,15 @@ func load(dir string, m *clip.Model, cfg Config, baseName string, opts LoadOptio
 		return nil, fmt.Errorf("lora: %w", err)
 	}
 	defer torch.FreeMap(sd)
-	if err := checkRank(cfg, sd, path); err != nil {
-		return nil, err
-	}
 	a, err := Inject(m, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigFile), err)
 	}
 	if err := a.LoadStateDict(sd); err != nil {
 		a.Unload()
+		if cause := rankCause(cfg, sd); cause != "" {
+			return nil, fmt.Errorf("lora: %s: the adapter's config and weights do not belong together; %s, key by key:\n%w", cause, path, err)
+		}
 		return nil, fmt.Errorf("lora: %s: %w", path, err)
 	}
 	if err := a.checkBase(dir, baseName, meta[MetaBaseFingerprint], opts); err != nil {
@@ -532,28 +532,24 @@ func samePlace(a, b string) bool {
 	return false
 }
 
-// checkRank reports, before the key-by-key comparison, the cause of the commonest
-// mismatch: adapter_config.json's r differs from the rank of the saved lora_A matrices
-// [r, in] (one wrong r would otherwise show as a mismatch of every tensor).
-func checkRank(cfg Config, sd map[string]*torch.Tensor, path string) error {
+// rankCause names the commonest cause of a mismatch, for the front of the error:
+// adapter_config.json's r differs from the rank of the saved lora_A matrices [r, in]
+// (one wrong r shows as a mismatch of every tensor). "" when the ranks agree.
+func rankCause(cfg Config, sd map[string]*torch.Tensor) string {
 	ranks := map[int64]int{}
-	var err error
-	if terr := torch.Try(func() {
+	if torch.Try(func() {
 		for k, t := range sd {
 			if strings.HasSuffix(canonicalKey(k), ".lora_A.weight") && t.Dim() == 2 {
 				ranks[t.Size(0)]++
 			}
 		}
-	}); terr != nil {
-		return terr
+	}) != nil || len(ranks) != 1 {
+		return ""
 	}
-	if len(ranks) == 1 {
-		for r, n := range ranks {
-			if int(r) != cfg.R {
-				err = fmt.Errorf("lora: %s says r=%d, the weights have rank %d (%d lora_A matrices in %s): the adapter's config and weights do not belong together",
-					ConfigFile, cfg.R, r, n, path)
-			}
+	for r, n := range ranks {
+		if int(r) != cfg.R {
+			return fmt.Sprintf("%s says r=%d, the weights have rank %d (all %d lora_A matrices)", ConfigFile, cfg.R, r, n)
 		}
 	}
-	return err
+	return ""
 }
