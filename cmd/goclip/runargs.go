@@ -120,7 +120,7 @@ func recordedFlags(c *cli.Context, resolved map[string]any) (map[string]json.Raw
 
 // newRunArgs is the args.json of this invocation; prev is the run's (nil for a new
 // run), whose start and resume history it keeps.
-func newRunArgs(c *cli.Context, resolved map[string]any, prev *runArgsFile, changed map[string][2]json.RawMessage) (*runArgsFile, error) {
+func newRunArgs(c *cli.Context, dev torch.Device, resolved map[string]any, prev *runArgsFile, changed map[string][2]json.RawMessage) (*runArgsFile, error) {
 	flags, err := recordedFlags(c, resolved)
 	if err != nil {
 		return nil, err
@@ -129,6 +129,12 @@ func newRunArgs(c *cli.Context, resolved map[string]any, prev *runArgsFile, chan
 	cuda := map[string]any{"built_with_cuda": torch.BuiltWithCUDA(), "available": torch.CUDAAvailable()}
 	if torch.CUDAAvailable() {
 		cuda["devices"] = torch.CUDADeviceCount()
+	}
+	if dev.Type == torch.CUDADevice {
+		if p, err := torch.CUDAProperties(dev); err == nil {
+			cuda["device_name"] = p.Name
+			cuda["compute_capability"] = fmt.Sprintf("%d.%d", p.Major, p.Minor)
+		}
 	}
 	a := &runArgsFile{
 		Command: c.Command.Name, Argv: append([]string{"goclip"}, os.Args[1:]...), Flags: flags, Started: now,

@@ -186,7 +186,7 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 		return nil, errors.New("--precision fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
 	}
 	out := c.String("out")
-	args, err := newRunArgs(c, map[string]any{deviceFlag.Name: dev.String(), precisionFlag.Name: string(prec)}, prev, changed)
+	args, err := newRunArgs(c, dev, map[string]any{deviceFlag.Name: dev.String(), precisionFlag.Name: string(prec)}, prev, changed)
 	if err != nil {
 		return nil, err
 	}
