@@ -268,7 +268,17 @@ func TestResumeTakesTheRunsSettings(t *testing.T) {
 		t.Errorf("logit_scale %v in the last row, exp(logit_scale) of the final model %v", got, want)
 	}
 
-	// Resuming the finished run appends no row twice.
+	// Resuming the finished run appends no row twice. (Its args.json is first put back
+	// in the flat form that runs before this one wrote, durations in nanoseconds: it
+	// resumes the same.)
+	flat := map[string]any{"command": []string{"goclip", "train"}, "help": false}
+	for k, v := range args.Flags {
+		flat[k] = v
+	}
+	flat["dist-timeout"] = int64(5 * time.Minute)
+	if err := os.WriteFile(filepath.Join(run, "args.json"), mustJSON(t, flat), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	nRows := len(rows)
 	mustGoclip(t, "train", "--out", run, "--resume")
 	rows = metricRows(t, run)

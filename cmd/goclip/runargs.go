@@ -210,6 +210,7 @@ func applyRunArgs(c *cli.Context) (*runArgsFile, map[string][2]json.RawMessage, 
 			continue
 		}
 		f := byName[name]
+		rec = normalizeRecorded(f, rec)
 		now, err := json.Marshal(flagValue(c, f))
 		if err != nil {
 			return nil, nil, err
@@ -233,6 +234,20 @@ func applyRunArgs(c *cli.Context) (*runArgsFile, map[string][2]json.RawMessage, 
 		changed[name] = [2]json.RawMessage{rec, now}
 	}
 	return prev, changed, nil
+}
+
+// normalizeRecorded is a recorded value in today's form: runs written before durations
+// were recorded as text hold them as nanoseconds.
+func normalizeRecorded(f cli.Flag, rec json.RawMessage) json.RawMessage {
+	if _, ok := f.(*cli.DurationFlag); ok {
+		var ns int64
+		if json.Unmarshal(rec, &ns) == nil {
+			if text, err := json.Marshal(time.Duration(ns).String()); err == nil {
+				return text
+			}
+		}
+	}
+	return rec
 }
 
 // resolvesTo reports whether this command line's --precision resolves to the recorded
