@@ -262,11 +262,12 @@ func TestNonFiniteJSON(t *testing.T) {
 	if string(got) != want {
 		t.Errorf("EvalResult JSON\n got %s\nwant %s", got, want)
 	}
-	row, err := json.Marshal(TrainRow{Step: 3, Epoch: 0.5, LR: 1e-4, TrainLoss: math.Inf(-1), ImagesPerS: 10, Skipped: 1})
+	row, err := json.Marshal(TrainRow{Time: "2026-01-02T03:04:05Z", Step: 3, Epoch: 0.5, LR: 1e-4, TrainLoss: math.Inf(-1),
+		GradNorm: math.NaN(), LogitScale: 14.5, ImagesPerS: 10, Skipped: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := `{"step":3,"epoch":0.5,"lr":0.0001,"train_loss":null,"images_per_s":10,"skipped":1}`; string(row) != want {
+	if want := `{"time":"2026-01-02T03:04:05Z","step":3,"epoch":0.5,"lr":0.0001,"train_loss":null,"grad_norm":null,"logit_scale":14.5,"images_per_s":10,"skipped":1}`; string(row) != want {
 		t.Errorf("TrainRow JSON\n got %s\nwant %s", row, want)
 	}
 	er, err := json.Marshal(EvalRow{Step: 4, Epoch: 1, ValLoss: math.NaN()})
