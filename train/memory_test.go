@@ -198,11 +198,11 @@ func trainRSSChild(t *testing.T, steps, warm, batch int) {
 // Evaluation must keep only embeddings across batches. Evaluate on N = 24 and on 10N =
 // 240 images (5 captions each, batches of 16, a model with 64-pixel images, 65 vision
 // tokens of width 64), each in a fresh process: the peak RSS of the 10N evaluation may
-// exceed the N one's by at most 32 MB (10-14 MB measured). What grows with N by design is small: the
-// embeddings (128 B per image and per caption) and a retrieval chunk of similarities
-// (240 × 1,200 floats, 1.1 MB). Keeping every batch's activations until the end, as
-// Evaluate did before, adds about 0.3 MB per image here: 69 MB for the 216 extra
-// images, measured.
+// exceed the N one's by at most 32 MB (10-14 MB measured). What grows with N by design
+// is small: the embeddings (128 B per image and per caption), a retrieval chunk of
+// similarities (240 × 1,200 floats, 1.1 MB) and the Go side's items and batches.
+// Keeping every batch's activations until the end, as Evaluate did before, adds about
+// 0.3 MB per image here: 69 MB for the 216 extra images, measured.
 func TestEvalPeakRSSFlat(t *testing.T) {
 	const n, batch = 24, 16
 	const boundKB = 32 << 10
