@@ -205,9 +205,9 @@ func (a *Adapter) MergedStateDict() (sd map[string]*torch.Tensor, release func()
 			}
 			t := p.T
 			if l := layerOf[p.T]; l != nil && !l.Merged() {
-				d := l.Delta()
-				torch.NoGrad(func() { t = p.T.Add(d).Owned() }) // [out, in]
-				d.Free()
+				torch.WithScope(func() { // frees the delta even when Add fails
+					torch.NoGrad(func() { t = p.T.Add(l.Delta()).Owned() }) // [out, in]
+				})
 				copies = append(copies, t)
 			}
 			sd[p.Name] = t

@@ -66,7 +66,8 @@ func (t *Tensor) handle(op string) C.gt_tensor {
 	return t.h
 }
 
-// Scope frees the tensors created while it is the innermost open scope.
+// Scope frees the tensors created while it is the innermost open scope. Scopes form one
+// stack for the process; see the package doc, Memory, for the rule that callers follow.
 type Scope struct {
 	parent  *Scope
 	tensors []*Tensor
@@ -78,14 +79,23 @@ var scopes struct {
 	top *Scope
 }
 
-// NewScope opens a scope nested in the current one. Close it (defer s.Close()) on the
-// same goroutine, in reverse order of opening.
+// NewScope opens a scope nested in the current one. Close it with defer on the next
+// line (or use [WithScope]), on the goroutine that opened it.
 func NewScope() *Scope {
 	scopes.mu.Lock()
 	defer scopes.mu.Unlock()
 	s := &Scope{parent: scopes.top}
 	scopes.top = s
 	return s
+}
+
+// WithScope runs f inside a new scope and closes it when f returns or panics: every
+// tensor f creates is freed then, unless f moved it out with Keep or Owned. A panic of
+// f propagates after the scope is closed.
+func WithScope(f func()) {
+	s := NewScope()
+	defer s.Close()
+	f()
 }
 
 // Keep moves tensors out of the scope: to the enclosing scope, or to the caller when
@@ -109,7 +119,10 @@ func (s *Scope) Keep(ts ...*Tensor) *Tensor {
 }
 
 // Close frees every tensor the scope still owns and makes the enclosing scope current.
-// It is idempotent.
+// Scopes opened inside s and still open (an inner scope that a panic skipped, or one
+// never closed) are closed first, innermost first: closing a scope unwinds the stack
+// down to it. Close is idempotent, and a scope already closed by the unwinding of an
+// enclosing one is left as it is. It never panics.
 func (s *Scope) Close() {
 	scopes.mu.Lock()
 	if s.closed {
@@ -117,19 +130,33 @@ func (s *Scope) Close() {
 		return
 	}
 	s.closed = true
-	if scopes.top != s {
-		scopes.mu.Unlock()
-		panic("torch: scopes closed out of order")
+	onStack := false
+	for c := scopes.top; c != nil && !onStack; c = c.parent {
+		onStack = c == s
 	}
-	scopes.top = s.parent
-	ts := s.tensors
-	s.tensors = nil
+	if !onStack { // a zero Scope, never opened by NewScope
+		scopes.mu.Unlock()
+		return
+	}
+	var ts []*Tensor
+	for {
+		top := scopes.top
+		scopes.top = top.parent
+		top.closed = true
+		for _, t := range top.tensors {
+			if t.owner == top {
+				t.owner = nil
+				ts = append(ts, t)
+			}
+		}
+		top.tensors = nil
+		if top == s {
+			break
+		}
+	}
 	scopes.mu.Unlock()
 	for _, t := range ts {
-		if t.owner == s {
-			t.owner = nil
-			t.Free()
-		}
+		t.Free()
 	}
 }
 

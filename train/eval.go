@@ -98,7 +98,7 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 		return res, err
 	}
 
-	scope := torch.NewScope()
+	scope := torch.NewScope() // the pass's: the embeddings of every batch
 	defer scope.Close()
 	var imgChunks []*torch.Tensor
 	var kept []int // item index of each embedded image, in split order
@@ -116,12 +116,14 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 				}
 				n := int64(b.Len())
 				s := int64(b.Size)
-				var e *torch.Tensor
-				opts.Precision.Run(dev, func() {
-					x := torch.FromFloat32(b.Pixels, n, 3, s, s).ToDevice(dev, false) // [B, 3, S, S]
-					e = m.EncodeImage(x).To(torch.Float32)                            // [B, P]
-				})
-				imgChunks = append(imgChunks, e)
+				imgChunks = append(imgChunks, inBatchScope(func() *torch.Tensor {
+					var e *torch.Tensor
+					opts.Precision.Run(dev, func() {
+						x := torch.FromFloat32(b.Pixels, n, 3, s, s).ToDevice(dev, false) // [B, 3, S, S]
+						e = m.EncodeImage(x).To(torch.Float32)                            // [B, P]
+					})
+					return e
+				}))
 				for _, i := range b.Items {
 					kept = append(kept, lo+i)
 				}
@@ -185,12 +187,14 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 			for start := clo; start < chi; start += opts.BatchSize {
 				batch := captions[start:min(start+opts.BatchSize, chi)]
 				ids, _ := tok.Batch(batch, ctxLen)
-				var e *torch.Tensor
-				opts.Precision.Run(dev, func() {
-					x := torch.FromInt64(ids, int64(len(batch)), int64(ctxLen)).ToDevice(dev, false) // [B, T]
-					e = m.EncodeText(x).To(torch.Float32)                                            // [B, P]
-				})
-				txtChunks = append(txtChunks, e)
+				txtChunks = append(txtChunks, inBatchScope(func() *torch.Tensor {
+					var e *torch.Tensor
+					opts.Precision.Run(dev, func() {
+						x := torch.FromInt64(ids, int64(len(batch)), int64(ctxLen)).ToDevice(dev, false) // [B, T]
+						e = m.EncodeText(x).To(torch.Float32)                                            // [B, P]
+					})
+					return e
+				}))
 			}
 			txt := torch.Cat(txtChunks, 0) // [M, P] (this rank's share)
 			if pg != nil {
@@ -210,6 +214,15 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 	return res, nil
 }
 
+// inBatchScope runs one evaluation batch's forward pass f in its own scope and keeps
+// only the embeddings it returns (in the enclosing scope): the batch's activations and
+// inputs are freed before the next batch, whether f returns or panics.
+func inBatchScope(f func() *torch.Tensor) *torch.Tensor {
+	s := torch.NewScope()
+	defer s.Close()
+	return s.Keep(f())
+}
+
 // PairLoss is the evaluation loss: img [N, P] and txt [N, P] are the (unnormalised)
 // embeddings of N matching pairs; the symmetric cross-entropy with logits
 // exp(logitScale)·cos is taken over consecutive batches of batch pairs (the last one
@@ -223,15 +236,22 @@ func PairLoss(img, txt *torch.Tensor, logitScale float64, batch int) float64 {
 	tn := txt.Normalize(2, -1, 1e-12) // [N, P]
 	var sum float64
 	for s := int64(0); s < n; s += int64(batch) {
-		b := min(int64(batch), n-s)
-		logits := in.Narrow(0, s, b).Matmul(tn.Narrow(0, s, b).T()).MulScalar(scale) // [b, b]
-		sum += clip.ContrastiveLoss(logits).Item() * float64(b)
+		torch.WithScope(func() {
+			b := min(int64(batch), n-s)
+			logits := in.Narrow(0, s, b).Matmul(tn.Narrow(0, s, b).T()).MulScalar(scale) // [b, b]
+			sum += clip.ContrastiveLoss(logits).Item() * float64(b)
+		})
 	}
 	return sum / float64(n)
 }
 
 // retrievalChunk is the number of query rows ranked at once.
 const retrievalChunk = 1024
+
+// retrievalChunkHook, when set, runs inside each retrieval chunk's scope with the
+// chunk's first query row. Tests set it to raise a *torch.Error there and check that
+// Evaluate returns the error and frees every tensor. nil outside tests.
+var retrievalChunkHook func(start int)
 
 // Retrieval computes the recalls at RecallKs from image embeddings img [N, P] and
 // caption embeddings txt [M, P] (unnormalised; similarity is the cosine), caption j
@@ -255,12 +275,16 @@ func Retrieval(img, txt *torch.Tensor, owner []int) (imageToText, textToImage Re
 		kmax := min(RecallKs[len(RecallKs)-1], nc)
 		found := make([]float64, len(RecallKs))
 		for s := 0; s < nq; s += retrievalChunk {
-			inner := torch.NewScope()
 			b := min(retrievalChunk, nq-s)
-			sims := queries.Narrow(0, int64(s), int64(b)).Matmul(cands.T()) // [b, nc]
-			_, idx := sims.TopK(int64(kmax), 1, true)                       // [b, kmax]
-			top := idx.Int64s()
-			inner.Close()
+			var top []int64
+			torch.WithScope(func() { // the chunk's similarities are freed before the next
+				if retrievalChunkHook != nil {
+					retrievalChunkHook(s)
+				}
+				sims := queries.Narrow(0, int64(s), int64(b)).Matmul(cands.T()) // [b, nc]
+				_, idx := sims.TopK(int64(kmax), 1, true)                       // [b, kmax]
+				top = idx.Int64s()
+			})
 			for q := 0; q < b; q++ {
 				first := kmax // rank of the first match
 				for r := 0; r < kmax; r++ {

@@ -56,6 +56,15 @@ func synthSplit(t testing.TB, n int, domain string, val, test int) *fixture {
 	if _, err := dataset.Synthesize(dir, dataset.SynthOptions{Images: n, Size: 64, Seed: 7, Domain: domain, Val: val, Test: test}); err != nil {
 		t.Fatal(err)
 	}
+	f := openFixture(t, dir)
+	fixtures[key] = f
+	return f
+}
+
+// openFixture reads the synthetic data set in dir and trains the tests' tokenizer on
+// its training captions.
+func openFixture(t testing.TB, dir string) *fixture {
+	t.Helper()
 	ds, err := dataset.Open(dir, dataset.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -64,9 +73,7 @@ func synthSplit(t testing.TB, n int, domain string, val, test int) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{ds: ds, tok: tok, dir: dir}
-	fixtures[key] = f
-	return f
+	return &fixture{ds: ds, tok: tok, dir: dir}
 }
 
 func itoa(n int) string {

@@ -260,6 +260,8 @@ func (t *trainer) free() {
 func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	runtime.LockOSThread() // grad mode and autocast are per OS thread
 	defer runtime.UnlockOSThread()
+	root := torch.NewScope() // the run's root scope: nothing the run makes outlives it unowned
+	defer root.Close()
 	began := time.Now()
 	if opts.Out == "" {
 		return nil, errors.New("train: no run folder (Options.Out)")
@@ -496,7 +498,6 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		windowN, windowImgs    int
 		windowStart            = time.Now()
 		lastEvalStep           = met.lastEvalStep // a resumed run does not evaluate the same step twice
-		inputs                 batchTensors
 	)
 	m.SetTrain(true)
 	for st.step < total {
@@ -526,17 +527,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 				return nil, err
 			}
 			lr := t.sched.At(st.step)
-			var sr stepResult
-			err = torch.Try(func() {
-				n, s := int64(b.Len()), int64(b.Size)
-				inputs.pixels = torch.FromFloat32(b.Pixels, n, 3, s, s).ToDevice(m.Device(), false).Owned()    // [B, 3, S, S]
-				inputs.ids = torch.FromInt64(b.InputIDs, n, int64(ctxLen)).ToDevice(m.Device(), false).Owned() // [B, T]
-			})
-			if err == nil {
-				sr, err = t.step(inputs, lr)
-			}
-			inputs.pixels.Free()
-			inputs.ids.Free()
+			sr, err := t.stepBatch(b, ctxLen, lr) // inputs are made and freed in the step's scope
 			images := b.Len()
 			if t.dp != nil {
 				images = opts.BatchSize // the global batch, for images/s

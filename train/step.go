@@ -8,6 +8,7 @@ import (
 	"math"
 
 	"goclip/clip"
+	"goclip/dataset"
 	"goclip/nn"
 	"goclip/torch"
 )
@@ -80,17 +81,43 @@ func (s *Stepper) Step(pixels, ids *torch.Tensor) (float64, error) {
 // Free releases the optimizer state.
 func (s *Stepper) Free() { s.t.free() }
 
+// stepBatch copies a loaded batch (ids of context length ctxLen) to the model's device
+// and takes one optimizer step on it with learning rate lr. The input tensors are made
+// in the step's scope, so they are freed with its other tensors before it returns.
+func (t *trainer) stepBatch(b *dataset.Batch, ctxLen int, lr float64) (stepResult, error) {
+	return t.stepWith(lr, func() batchTensors {
+		n, s, dev := int64(b.Len()), int64(b.Size), t.model.Device()
+		return batchTensors{
+			pixels: torch.FromFloat32(b.Pixels, n, 3, s, s).ToDevice(dev, false),       // [B, 3, S, S]
+			ids:    torch.FromInt64(b.InputIDs, n, int64(ctxLen)).ToDevice(dev, false), // [B, T]
+		}
+	})
+}
+
 // step runs one optimizer step on in with learning rate lr. Tensors it makes are freed
 // before it returns; a tensor panic comes back as the error.
-func (t *trainer) step(in batchTensors, lr float64) (res stepResult, err error) {
-	scope := torch.NewScope()
-	defer scope.Close()
-	err = torch.Try(func() { res = t.stepInScope(in, lr) })
+func (t *trainer) step(in batchTensors, lr float64) (stepResult, error) {
+	return t.stepWith(lr, func() batchTensors { return in })
+}
+
+// stepWith opens the step's scope, makes the inputs in it with inputs and runs the step.
+// Every tensor made is freed before it returns, whether the step succeeds or a tensor
+// operation fails (its *torch.Error is the error returned).
+func (t *trainer) stepWith(lr float64, inputs func() batchTensors) (res stepResult, err error) {
+	err = torch.Try(func() {
+		torch.WithScope(func() { res = t.stepInScope(inputs(), lr) })
+	})
 	if err != nil {
-		t.opt.ZeroGrad()
+		torch.Try(t.opt.ZeroGrad) // a second failure here must not hide the first
 	}
 	return res, err
 }
+
+// microBatchHook, when set, runs inside each gradient-accumulation micro-batch's scope
+// after its forward pass, with the micro-batch's index. Tests set it to raise a
+// *torch.Error there, as a CUDA out-of-memory error would, and check that the step
+// returns the error and frees every tensor. nil outside tests.
+var microBatchHook func(j int)
 
 func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 	m := t.model
@@ -166,24 +193,29 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 			})
 		})
 		for j := 0; j < k; j++ {
-			inner := torch.NewScope()
-			var loss *torch.Tensor
-			t.opts.Precision.Run(dev, func() {
-				img := append([]*torch.Tensor(nil), imgs...)
-				txt := append([]*torch.Tensor(nil), txts...)
-				img[j] = m.EncodeImage(micro(in.pixels, j)) // [b, P], with gradients
-				txt[j] = m.EncodeText(micro(in.ids, j))     // [b, P]
-				scale := m.LogitScale
-				if j > 0 {
-					scale = scale.Detach() // autograd-detached: its gradient comes from the first pass only
+			var v float64
+			var ok bool
+			torch.WithScope(func() { // this micro-batch's graph is freed after its backward
+				var loss *torch.Tensor
+				t.opts.Precision.Run(dev, func() {
+					img := append([]*torch.Tensor(nil), imgs...)
+					txt := append([]*torch.Tensor(nil), txts...)
+					img[j] = m.EncodeImage(micro(in.pixels, j)) // [b, P], with gradients
+					txt[j] = m.EncodeText(micro(in.ids, j))     // [b, P]
+					scale := m.LogitScale
+					if j > 0 {
+						scale = scale.Detach() // autograd-detached: its gradient comes from the first pass only
+					}
+					loss = lossOf(torch.Cat(img, 0), torch.Cat(txt, 0), scale)
+				})
+				if microBatchHook != nil {
+					microBatchHook(j)
 				}
-				loss = lossOf(torch.Cat(img, 0), torch.Cat(txt, 0), scale)
+				v, ok = backward(loss)
 			})
-			v, ok := backward(loss)
 			if j == 0 {
 				res.loss = v
 			}
-			inner.Close()
 			if !ok {
 				t.opt.ZeroGrad()
 				res.outcome = stepBad
