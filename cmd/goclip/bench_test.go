@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -108,5 +109,34 @@ func TestBenchCommandErrors(t *testing.T) {
 		if _, _, err := runGoclip(t, args...); err == nil {
 			t.Errorf("goclip %s: no error", strings.Join(args, " "))
 		}
+	}
+}
+
+// A failing memory statistic costs only peak_memory_mb: null in the JSON, with the reason.
+// On a machine without CUDA the CUDA allocator's statistics are such a failure.
+func TestBenchPeakMemoryUnavailable(t *testing.T) {
+	if torch.CUDAAvailable() {
+		t.Skip("CUDA is available here: its memory statistics do not fail")
+	}
+	var r benchResult
+	if err := r.setPeakMemory(torch.CUDA(0), nil); err == nil {
+		t.Fatal("setPeakMemory(cuda:0) without CUDA: no error")
+	}
+	if r.PeakMemoryMB != nil || r.MemoryError == "" || r.MemoryKind != "cuda_allocator_peak" {
+		t.Errorf("after a failed statistic: peak %v, error %q, kind %q", r.PeakMemoryMB, r.MemoryError, r.MemoryKind)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"peak_memory_mb":null`) {
+		t.Errorf("JSON %s lacks \"peak_memory_mb\":null", b)
+	}
+	// a failed reset alone also voids the peak
+	if err := r.setPeakMemory(torch.CPU, errors.New("reset failed")); err == nil || r.PeakMemoryMB != nil {
+		t.Errorf("failed reset: err %v, peak %v; want an error and no peak", err, r.PeakMemoryMB)
+	}
+	if err := r.setPeakMemory(torch.CPU, nil); err != nil || r.PeakMemoryMB == nil || !(*r.PeakMemoryMB > 0) {
+		t.Errorf("CPU peak: err %v, peak %v; want a positive number", err, r.PeakMemoryMB)
 	}
 }

@@ -8,10 +8,16 @@
   2. embed-<model>-<device>: `goclip embed` (images and texts) equals transformers'
      projected features in float32 within 1e-4 (max |goclip - hf| / max |hf|; TF32 off).
   3. peft-adapter-<model>: a peft LoRA adapter (q/k/v, lora_B drawn non-zero) saved with
-     save_pretrained gives equal outputs in `goclip embed --adapter`.
+     save_pretrained gives equal outputs in goclip: `goclip embed --adapter` where embed
+     has that flag, else `goclip convert --adapter --merge` then `goclip embed` of the
+     merged model (the check's "goclip_path" says which).
   4. goclip-adapter: the adapter of a short `goclip finetune` loads with
      PeftModel.from_pretrained and gives goclip's outputs; its model.pt loads with
      CLIPModel.load_state_dict(strict=True) and gives the same outputs.
+
+--device: cuda (the GPU check) compares on the CPU and on CUDA and fails when CUDA is not
+available; cpu only on the CPU (CI: `--device cpu --models small`, cmd/goclip's
+gpu_python_test.go); auto, CUDA when available.
 
 Writes one JSON object (--out) with a result per check; a failing check is recorded and
 the others still run. The models stay in --work for the end-to-end fine-tune.
@@ -78,7 +84,9 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--fixtures", default="build/gpu-fixtures")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--models", default="small,vit-b-16")
+    ap.add_argument("--models", default="small,vit-b-16", help="comma-separated: small, vit-b-16")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="cuda: CPU and CUDA, failing without CUDA; cpu: the CPU only")
     ap.add_argument("--models-only", action="store_true", help="write the model folders and stop")
     args = ap.parse_args()
     args.goclip = os.path.abspath(args.goclip)
@@ -89,11 +97,18 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_grad_enabled(False)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    cuda = torch.cuda.is_available() and args.device != "cpu"
+    devices = ["cpu"] + (["cuda"] if cuda else [])
     log = open(os.path.join(args.work, "interop-commands.log"), "a")
     ck = Checker(args.out, log)
     ck.results["versions"] = common.versions()
     ck.results["devices"] = devices
+    if args.device == "cuda" and not cuda:
+        ck.check("cuda-available", lambda: {"ok": False, "error": "--device cuda: torch.cuda.is_available() is False"})
+    for name in args.models.split(","):
+        if name and name not in ("small", "vit-b-16"):
+            print(f"interop: --models {args.models}: unknown model {name} (want small, vit-b-16)", file=sys.stderr)
+            return 2
 
     tok_src = os.path.join(args.fixtures, "clip-tiny-openai")
     have_tok = all(os.path.exists(os.path.join(tok_src, f)) for f in ("vocab.json", "merges.txt"))
@@ -167,8 +182,18 @@ def main():
         model.to("cpu")
         return img, txt
 
+    rc, _, help_out, help_err = common.run([args.goclip, "embed", "--help"], 60, log=log)
+    embed_has_adapter = "--adapter" in help_out + help_err
+
     def goclip_embed(d, name, dev, tag, adapter=None):
-        extra = ["--adapter", adapter] if adapter else []
+        extra = []
+        if adapter and embed_has_adapter:
+            extra = ["--adapter", adapter]
+        elif adapter:  # goclip's own merge of the adapter, then the merged model
+            merged = os.path.join(args.work, "merged", tag)
+            shutil.rmtree(merged, ignore_errors=True)
+            goclip(args, ["convert", "--adapter", adapter, "--merge", d, merged], log=log)
+            d = merged
         base = ["embed", "--model", d, "--device", dev, "--precision", "fp32"] + extra
         img_out = os.path.join(args.work, f"{tag}-img.npy")
         goclip(args, base + ["--images", ",".join(images[name]), "--out", img_out], log=log)
@@ -204,6 +229,9 @@ def main():
 
     dev = devices[-1]
 
+    def adapter_path():
+        return "embed --adapter" if embed_has_adapter else "convert --adapter --merge, then embed"
+
     def peft_adapter(name, r, alpha):
         from peft import LoraConfig, get_peft_model
         from transformers import CLIPModel
@@ -225,6 +253,7 @@ def main():
         plain = reference(m, name, dev)
         got = goclip_embed(d, name, dev, f"peft-{name}", adapter=a)
         res = compare(ref, got)
+        res["goclip_path"] = adapter_path()
         res["adapter_effect"] = common.rel_err(ref[0], plain[0])  # how far LoRA moves the output
         res["adapter_files"] = sorted(os.listdir(a))
         if res["adapter_effect"] < 1e-3:
@@ -252,7 +281,8 @@ def main():
         shutil.rmtree(run, ignore_errors=True)
         goclip(args, ["finetune", "--model", d, "--data", data, "--out", run, "--lora-r", "8", "--lora-alpha", "16",
                       "--lora-targets", "q_proj,k_proj,v_proj", "--batch-size", "16", "--max-steps", "4",
-                      "--log-every", "1", "--device", dev, "--precision", "fp32", "--seed", "1"], timeout=180, log=log)
+                      # a learning rate at which 4 steps move the output measurably
+                      "--lr", "1e-2", "--warmup", "0", "--schedule", "constant", "--log-every", "1", "--device", dev, "--precision", "fp32", "--seed", "1"], timeout=180, log=log)
         res = {"run_files": sorted(os.listdir(run))}
         adir = os.path.join(run, "adapter")
         sd = load_file(os.path.join(adir, "adapter_model.safetensors"))
@@ -267,8 +297,13 @@ def main():
         ref = reference(pm.base_model.model, name, dev)
         got = goclip_embed(d, name, dev, "goclip-adapter", adapter=adir)
         cmp = compare(ref, got)
+        res["goclip_path"] = adapter_path()
         res.update({"peft_" + k: v for k, v in cmp.items() if k != "ok"})
+        res["adapter_effect"] = common.rel_err(ref[0], reference(m, name, dev)[0])
         ok = cmp["ok"]
+        if res["adapter_effect"] < 1e-3:
+            ok = False
+            res["error"] = "the trained adapter barely changes the output: the comparison proves nothing"
 
         # model.pt: the merged state dict, HF keys, torch.load(weights_only=True)
         pt = torch.load(os.path.join(run, "model.pt"), map_location="cpu", weights_only=True)
