@@ -2,13 +2,16 @@ package main
 
 // Crafted .pt files (torch/serialize/testdata/hostile, each under 1.1 kB but one)
 // given to `goclip convert` end at once with exit status 1 and a one-line error
-// naming the file, with no more memory than a run that fails on a missing file.
+// naming the file, with no more memory than a run that fails on a missing file; and
+// config.json files with absurd sizes given to `goclip info`.
 
 import (
 	"bytes"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -66,5 +69,35 @@ func TestConvertHostilePT(t *testing.T) {
 				t.Errorf("peak RSS %d MB, the baseline %d MB", rss>>20, baseRSS>>20)
 			}
 		})
+	}
+}
+
+// TestInfoHostileConfig: `goclip info --config FILE` on a config.json with a billion
+// layers, a vocabulary of 2^62 or a width of 1e9 is an error naming the key, at once,
+// allocating little (a billion layers ran out of memory; 2^62 printed a wrapped count).
+func TestInfoHostileConfig(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ json, want string }{
+		{`{"vision_config": {"num_hidden_layers": 1000000000}}`, "vision_config.num_hidden_layers must be at most 256, got 1000000000"},
+		{`{"text_config": {"vocab_size": 4611686018427387904}}`, "text_config.vocab_size must be at most 2097152, got 4611686018427387904"},
+		{`{"text_config": {"hidden_size": 1000000000, "num_attention_heads": 1}}`, "text_config.hidden_size must be at most 16384"},
+	} {
+		path := filepath.Join(dir, "config.json")
+		if err := os.WriteFile(path, []byte(c.json), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		start := time.Now()
+		out, _, err := runGoclip(t, "info", "--config", path, "--lora-r", "8")
+		elapsed := time.Since(start)
+		runtime.ReadMemStats(&after)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: %q, %v; want an error naming %s and saying %q", c.json, out, err, path, c.want)
+		}
+		if alloc := after.TotalAlloc - before.TotalAlloc; elapsed > time.Second || alloc > 16<<20 {
+			t.Errorf("%s: %v and %d bytes", c.json, elapsed, alloc)
+		}
 	}
 }
