@@ -101,15 +101,21 @@ func ReadPTObject(path string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	return readPTFrom(path, f, st.Size())
+}
+
+// readPTFrom reads a torch.save file of size bytes from r; path names it in errors.
+func readPTFrom(path string, r io.ReaderAt, size int64) (any, error) {
 	var magic [4]byte
-	if _, err := f.ReadAt(magic[:], 0); err != nil {
-		return nil, ptError(path, "file too short (%d bytes)", st.Size())
+	if _, err := r.ReadAt(magic[:], 0); err != nil {
+		return nil, ptError(path, "file too short (%d bytes)", size)
 	}
 	var obj any
+	var err error
 	if string(magic[:]) == "PK\x03\x04" {
-		obj, err = readZipPT(path, f, st.Size())
+		obj, err = readZipPT(r, size)
 	} else {
-		obj, err = readLegacyPT(path, f, st.Size())
+		obj, err = readLegacyPT(r, size)
 	}
 	if err != nil {
 		return nil, ptError(path, "%v", err)
@@ -126,7 +132,7 @@ type storageSource struct {
 }
 
 // readZipPT reads the zip archive torch.save writes since torch 1.6.
-func readZipPT(path string, f *os.File, size int64) (any, error) {
+func readZipPT(f io.ReaderAt, size int64) (any, error) {
 	zr, err := zip.NewReader(f, size)
 	if err != nil {
 		return nil, fmt.Errorf("reading zip: %v", err)
@@ -317,7 +323,7 @@ func storageFromPID(t Tuple) (*storageRef, error) {
 // of the magic number, the protocol version and sys_info, then the object,
 // then the list of storage keys, then each storage as an int64 element count
 // and its bytes.
-func readLegacyPT(path string, f *os.File, size int64) (any, error) {
+func readLegacyPT(f io.ReaderAt, size int64) (any, error) {
 	var head [512]byte
 	if n, _ := f.ReadAt(head[:], 0); n >= 262 && string(head[257:262]) == "ustar" {
 		return nil, errors.New("the tar format of torch < 0.4 is not supported")
