@@ -31,7 +31,7 @@ endif
 # The newest torch PyPI serves, for check-torch-newest (bump when a new one appears).
 TORCH_NEWEST ?= 2.15.0
 
-.PHONY: FORCE all build shim venv apt test test-short bench clean check-torch-newest gpu-prepare finetune train vet fmt
+.PHONY: FORCE all build shim venv apt test test-short bench clean check-torch-newest gpu-prepare finetune train vet fmt fuzz-smoke
 
 all: build
 
@@ -73,6 +73,25 @@ test: build $(VENV_STAMP)
 
 test-short: build
 	$(GO) test -count=1 -short ./...
+
+# Every fuzz target for FUZZTIME each (their seed corpora already run in make test), as
+# package:target pairs; run after make build. Minimisation is capped so that a new input found late does not
+# eat a whole target's time.
+FUZZTIME ?= 5s
+FUZZ_TARGETS := \
+	torch/serialize:FuzzReadPT torch/serialize:FuzzUnpickle \
+	torch/serialize:FuzzSafetensors torch/serialize:FuzzSafetensorsSharded \
+	dataset:FuzzDecodeImage dataset:FuzzReadKaggle dataset:FuzzReadKarpathy \
+	dataset:FuzzReadCSV dataset:FuzzReadJSONL \
+	clip:FuzzLoadConfig clip:FuzzLoadCheckpoint \
+	clip/tokenizer:FuzzEncode clip/tokenizer:FuzzLoadHF clip/tokenizer:FuzzLoadOpenAI \
+	lora:FuzzLoadAdapter
+
+fuzz-smoke:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=./$${t%%:*}; fn=$${t##*:}; echo "== $$pkg $$fn"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $$pkg; \
+	done
 
 # What the GPU machine (no Go there) needs: bin/goclip and the test binaries, packed into
 # build/gpu-bundle for scripts/gpu-check.sh (docs/gpu.md).

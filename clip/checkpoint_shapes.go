@@ -1,6 +1,10 @@
 package clip
 
-import "fmt"
+import (
+	"fmt"
+	"math/bits"
+	"strconv"
+)
 
 // ParamShape is one parameter of a CLIP model, by Hugging Face key, and its shape.
 type ParamShape struct {
@@ -8,7 +12,8 @@ type ParamShape struct {
 	Shape []int64
 }
 
-// Numel is the number of elements of the parameter.
+// Numel is the number of elements of the parameter, for the shapes of a config that
+// Validate accepts (whose sizes are bounded, so the product cannot overflow).
 func (p ParamShape) Numel() int64 {
 	n := int64(1)
 	for _, d := range p.Shape {
@@ -17,47 +22,55 @@ func (p ParamShape) Numel() int64 {
 	return n
 }
 
-// ParamShapes lists the parameters that New(cfg) creates, with their shapes, without
-// allocating any tensor: the state dict's keys and shapes, which checkpoints must match.
-// It lets `goclip info --config vit-l-14` count 428M parameters in microseconds, and
-// a test holds it equal to New(cfg).NamedParameters().
-func ParamShapes(cfg Config) []ParamShape {
-	var ps []ParamShape
-	add := func(name string, shape ...int64) { ps = append(ps, ParamShape{name, shape}) }
-	layerNorm := func(prefix string, d int64) {
-		add(prefix+".weight", d)
-		add(prefix+".bias", d)
-	}
-	linear := func(prefix string, in, out int64) {
-		add(prefix+".weight", out, in)
-		add(prefix+".bias", out)
-	}
+// paramSpec is one entry of a CLIP architecture's parameter list: a parameter, or, when
+// layers > 0, the same parameter of each of an encoder's layers, named
+// name + <layer index> + suffix. The list has a fixed length whatever the number of
+// layers, so counting never allocates per layer.
+type paramSpec struct {
+	name, suffix string
+	layers       int64
+	shape        []int64
+}
+
+// paramSpecs is the one description of the parameters New(cfg) creates.
+func paramSpecs(cfg Config) []paramSpec {
+	var ps []paramSpec
+	add := func(name string, shape ...int64) { ps = append(ps, paramSpec{name: name, shape: shape}) }
 	encoder := func(prefix string, layers, d, inner int64) {
-		for i := int64(0); i < layers; i++ {
-			l := fmt.Sprintf("%s.encoder.layers.%d", prefix, i)
-			for _, proj := range []string{"k_proj", "v_proj", "q_proj", "out_proj"} {
-				linear(l+".self_attn."+proj, d, d)
-			}
-			layerNorm(l+".layer_norm1", d)
-			linear(l+".mlp.fc1", d, inner)
-			linear(l+".mlp.fc2", inner, d)
-			layerNorm(l+".layer_norm2", d)
+		l := prefix + ".encoder.layers."
+		per := func(suffix string, shape ...int64) {
+			ps = append(ps, paramSpec{name: l, suffix: suffix, layers: layers, shape: shape})
 		}
+		for _, proj := range []string{"k_proj", "v_proj", "q_proj", "out_proj"} {
+			per(".self_attn."+proj+".weight", d, d)
+			per(".self_attn."+proj+".bias", d)
+		}
+		per(".layer_norm1.weight", d)
+		per(".layer_norm1.bias", d)
+		per(".mlp.fc1.weight", inner, d)
+		per(".mlp.fc1.bias", inner)
+		per(".mlp.fc2.weight", d, inner)
+		per(".mlp.fc2.bias", d)
+		per(".layer_norm2.weight", d)
+		per(".layer_norm2.bias", d)
 	}
 
 	t := cfg.Text
 	add("text_model.embeddings.token_embedding.weight", t.VocabSize, t.HiddenSize)
 	add("text_model.embeddings.position_embedding.weight", t.MaxPositionEmbeddings, t.HiddenSize)
 	encoder("text_model", t.NumHiddenLayers, t.HiddenSize, t.IntermediateSize)
-	layerNorm("text_model.final_layer_norm", t.HiddenSize)
+	add("text_model.final_layer_norm.weight", t.HiddenSize)
+	add("text_model.final_layer_norm.bias", t.HiddenSize)
 
 	v := cfg.Vision
 	add("vision_model.embeddings.class_embedding", v.HiddenSize)
 	add("vision_model.embeddings.patch_embedding.weight", v.HiddenSize, v.NumChannels, v.PatchSize, v.PatchSize)
 	add("vision_model.embeddings.position_embedding.weight", v.NumPatches()+1, v.HiddenSize)
-	layerNorm("vision_model.pre_layrnorm", v.HiddenSize)
+	add("vision_model.pre_layrnorm.weight", v.HiddenSize)
+	add("vision_model.pre_layrnorm.bias", v.HiddenSize)
 	encoder("vision_model", v.NumHiddenLayers, v.HiddenSize, v.IntermediateSize)
-	layerNorm("vision_model.post_layernorm", v.HiddenSize)
+	add("vision_model.post_layernorm.weight", v.HiddenSize)
+	add("vision_model.post_layernorm.bias", v.HiddenSize)
 
 	add("visual_projection.weight", cfg.ProjectionDim, v.HiddenSize)
 	add("text_projection.weight", cfg.ProjectionDim, t.HiddenSize)
@@ -65,11 +78,66 @@ func ParamShapes(cfg Config) []ParamShape {
 	return ps
 }
 
-// ParamCount is the number of parameters of New(cfg), computed from the config alone.
-func ParamCount(cfg Config) int64 {
-	var n int64
-	for _, p := range ParamShapes(cfg) {
-		n += p.Numel()
+// ParamShapes lists the parameters that New(cfg) creates, with their shapes, without
+// allocating any tensor: the state dict's keys and shapes, which checkpoints must match.
+// It lets `goclip info --config vit-l-14` count 428M parameters in microseconds, and
+// a test holds it equal to New(cfg).NamedParameters(). cfg must be one that Validate
+// accepts (it bounds the number of layers, and so the length of the list).
+func ParamShapes(cfg Config) []ParamShape {
+	// An encoder's specs are consecutive and share their name; they expand layer by
+	// layer, in New's order.
+	var out []ParamShape
+	specs := paramSpecs(cfg)
+	for i := 0; i < len(specs); {
+		s := specs[i]
+		if s.layers == 0 {
+			out = append(out, ParamShape{s.name, s.shape})
+			i++
+			continue
+		}
+		j := i
+		for j < len(specs) && specs[j].layers > 0 && specs[j].name == s.name {
+			j++
+		}
+		for l := int64(0); l < s.layers; l++ {
+			for _, q := range specs[i:j] {
+				out = append(out, ParamShape{q.name + strconv.FormatInt(l, 10) + q.suffix, q.shape})
+			}
+		}
+		i = j
 	}
-	return n
+	return out
+}
+
+// ParamCount is the number of parameters of New(cfg), computed from the config alone
+// (with checked arithmetic, allocating nothing per layer); it fails as Validate fails.
+func ParamCount(cfg Config) (int64, error) {
+	if err := cfg.Validate(); err != nil {
+		return 0, err
+	}
+	return countParams(cfg)
+}
+
+// countParams sums paramSpecs, failing on an overflow of int64 (or a negative size).
+func countParams(cfg Config) (int64, error) {
+	var total uint64
+	for _, s := range paramSpecs(cfg) {
+		n := uint64(max(s.layers, 1))
+		for _, d := range s.shape {
+			if d < 0 {
+				return 0, fmt.Errorf("parameter %s%s has a negative size %v", s.name, s.suffix, s.shape)
+			}
+			hi, lo := bits.Mul64(n, uint64(d))
+			if hi != 0 || lo > 1<<63-1 {
+				return 0, fmt.Errorf("the parameter count overflows at %s%s %v", s.name, s.suffix, s.shape)
+			}
+			n = lo
+		}
+		sum, carry := bits.Add64(total, n, 0)
+		if carry != 0 || sum > 1<<63-1 {
+			return 0, fmt.Errorf("the parameter count overflows at %s%s", s.name, s.suffix)
+		}
+		total = sum
+	}
+	return int64(total), nil
 }

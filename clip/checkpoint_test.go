@@ -103,12 +103,12 @@ func TestParamShapesMatchModel(t *testing.T) {
 			}
 			total += p.T.Numel()
 		}
-		if n := ParamCount(cfg); n != total {
-			t.Errorf("ParamCount %d, model %d", n, total)
+		if n, err := ParamCount(cfg); err != nil || n != total {
+			t.Errorf("ParamCount %d (%v), model %d", n, err, total)
 		}
 	}
 	// openai/clip-vit-base-patch16 as transformers counts it.
-	if n := ParamCount(mustPreset(t, "vit-b-16")); n != 149_620_737 {
+	if n, _ := ParamCount(mustPreset(t, "vit-b-16")); n != 149_620_737 {
 		t.Errorf("vit-b-16: %d parameters, want 149,620,737", n)
 	}
 }

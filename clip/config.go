@@ -139,13 +139,34 @@ func Preset(name string) (Config, error) {
 	return c, nil
 }
 
+// Upper bounds on a config's sizes, far above the largest real CLIP (ViT-bigG/14:
+// vision width 1664 with 48 layers and MLP 8192, text width 1280 with 32 layers; images
+// of 448 pixels and more; multilingual vocabularies of 250k tokens), and low enough that
+// no size, nor the parameter count they make, can overflow or ask for absurd memory
+// before a model is built. Validate names the config.json key that exceeds one.
+const (
+	MaxHiddenSize       = 1 << 14 // hidden_size of either tower
+	MaxIntermediateSize = 1 << 16 // intermediate_size (the MLP's width)
+	MaxLayers           = 256     // num_hidden_layers
+	MaxAttentionHeads   = 256     // num_attention_heads
+	MaxVocabSize        = 1 << 21 // text_config.vocab_size
+	MaxPositions        = 1 << 14 // text_config.max_position_embeddings
+	MaxImageSize        = 1 << 13 // vision_config.image_size, in pixels
+	MaxChannels         = 64      // vision_config.num_channels
+	MaxPatches          = 1 << 16 // (image_size / patch_size)²
+	MaxProjectionDim    = 1 << 14 // projection_dim
+	MaxParams           = 1 << 37 // parameters in all, about 137 billion
+)
+
 // Validate reports every inconsistent or unsupported field, by its config.json name.
 func (c Config) Validate() error {
 	var errs []string
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
-	positive := func(name string, v int64) {
+	bounded := func(name string, v, limit int64) {
 		if v <= 0 {
 			bad("%s must be positive, got %d", name, v)
+		} else if v > limit {
+			bad("%s must be at most %d, got %d", name, limit, v)
 		}
 	}
 	act := func(name, v string) {
@@ -170,12 +191,12 @@ func (c Config) Validate() error {
 	}
 
 	t := c.Text
-	positive("text_config.vocab_size", t.VocabSize)
-	positive("text_config.hidden_size", t.HiddenSize)
-	positive("text_config.intermediate_size", t.IntermediateSize)
-	positive("text_config.num_hidden_layers", t.NumHiddenLayers)
-	positive("text_config.num_attention_heads", t.NumAttentionHeads)
-	positive("text_config.max_position_embeddings", t.MaxPositionEmbeddings)
+	bounded("text_config.vocab_size", t.VocabSize, MaxVocabSize)
+	bounded("text_config.hidden_size", t.HiddenSize, MaxHiddenSize)
+	bounded("text_config.intermediate_size", t.IntermediateSize, MaxIntermediateSize)
+	bounded("text_config.num_hidden_layers", t.NumHiddenLayers, MaxLayers)
+	bounded("text_config.num_attention_heads", t.NumAttentionHeads, MaxAttentionHeads)
+	bounded("text_config.max_position_embeddings", t.MaxPositionEmbeddings, MaxPositions)
 	divisible("text_config.hidden_size", t.HiddenSize, "text_config.num_attention_heads", t.NumAttentionHeads)
 	act("text_config.hidden_act", t.HiddenAct)
 	eps("text_config.layer_norm_eps", t.LayerNormEps)
@@ -185,20 +206,23 @@ func (c Config) Validate() error {
 	}
 
 	v := c.Vision
-	positive("vision_config.hidden_size", v.HiddenSize)
-	positive("vision_config.intermediate_size", v.IntermediateSize)
-	positive("vision_config.num_hidden_layers", v.NumHiddenLayers)
-	positive("vision_config.num_attention_heads", v.NumAttentionHeads)
-	positive("vision_config.num_channels", v.NumChannels)
-	positive("vision_config.image_size", v.ImageSize)
-	positive("vision_config.patch_size", v.PatchSize)
+	bounded("vision_config.hidden_size", v.HiddenSize, MaxHiddenSize)
+	bounded("vision_config.intermediate_size", v.IntermediateSize, MaxIntermediateSize)
+	bounded("vision_config.num_hidden_layers", v.NumHiddenLayers, MaxLayers)
+	bounded("vision_config.num_attention_heads", v.NumAttentionHeads, MaxAttentionHeads)
+	bounded("vision_config.num_channels", v.NumChannels, MaxChannels)
+	bounded("vision_config.image_size", v.ImageSize, MaxImageSize)
+	bounded("vision_config.patch_size", v.PatchSize, MaxImageSize)
 	divisible("vision_config.hidden_size", v.HiddenSize, "vision_config.num_attention_heads", v.NumAttentionHeads)
 	divisible("vision_config.image_size", v.ImageSize, "vision_config.patch_size", v.PatchSize)
+	if v.ImageSize > 0 && v.PatchSize > 0 && v.ImageSize <= MaxImageSize && v.NumPatches() > MaxPatches {
+		bad("vision_config.image_size / vision_config.patch_size (%d / %d) makes %d patches, more than %d", v.ImageSize, v.PatchSize, v.NumPatches(), MaxPatches)
+	}
 	act("vision_config.hidden_act", v.HiddenAct)
 	eps("vision_config.layer_norm_eps", v.LayerNormEps)
 	dropout("vision_config.attention_dropout", v.AttentionDropout)
 
-	positive("projection_dim", c.ProjectionDim)
+	bounded("projection_dim", c.ProjectionDim, MaxProjectionDim)
 	if math.IsNaN(c.LogitScaleInitValue) || math.IsInf(c.LogitScaleInitValue, 0) {
 		bad("logit_scale_init_value must be finite, got %g", c.LogitScaleInitValue)
 	}
@@ -212,10 +236,23 @@ func (c Config) Validate() error {
 			bad("%s must be a finite number >= 0, got %g", f.name, f.v)
 		}
 	}
+	if len(errs) == 0 {
+		// Every size is bounded, so the count cannot overflow; it is checked anyway.
+		if n, err := countParams(c); err != nil || n > MaxParams {
+			bad("the config describes %s parameters, more than %d (hidden_size, intermediate_size, num_hidden_layers and vocab_size together)", countString(n, err), int64(MaxParams))
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid CLIP config: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+func countString(n int64, err error) string {
+	if err != nil {
+		return "more than 2^63"
+	}
+	return fmt.Sprint(n)
 }
 
 // LoadConfig reads and validates an HF CLIP config.json (path is the file or its folder).

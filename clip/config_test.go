@@ -179,11 +179,11 @@ func TestConfigPresets(t *testing.T) {
 		t.Errorf("seed-scratch differs from vit-b-16 in more than the special tokens:\n%s\n%s", a, b)
 	}
 	l14, _ := Preset("vit-l-14")
-	if n := ParamCount(l14); n != 427_616_513 {
+	if n, _ := ParamCount(l14); n != 427_616_513 {
 		t.Errorf("vit-l-14: %d parameters, want 427,616,513 (openai/clip-vit-large-patch14)", n)
 	}
 	b32, _ := Preset("vit-b-32")
-	if n := ParamCount(b32); n != 151_277_313 {
+	if n, _ := ParamCount(b32); n != 151_277_313 {
 		t.Errorf("vit-b-32: %d parameters, want 151,277,313 (openai/clip-vit-base-patch32)", n)
 	}
 }

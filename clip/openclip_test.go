@@ -48,8 +48,8 @@ func TestOpenCLIPTable(t *testing.T) {
 		for _, p := range OpenCLIPShapes(cfg) {
 			n += p.Numel()
 		}
-		if n != ParamCount(cfg) {
-			t.Errorf("%s: open_clip layout holds %d values, HF %d", name, n, ParamCount(cfg))
+		if hf, err := ParamCount(cfg); err != nil || n != hf {
+			t.Errorf("%s: open_clip layout holds %d values, HF %d (%v)", name, n, hf, err)
 		}
 	}
 }

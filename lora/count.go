@@ -2,6 +2,8 @@ package lora
 
 import (
 	"fmt"
+	"math"
+	"math/bits"
 	"strconv"
 	"strings"
 
@@ -41,13 +43,24 @@ func CountConfig(cfg clip.Config, lc Config) (total, trainable int64, err error)
 	if err != nil {
 		return 0, 0, err
 	}
+	// The base count validates cfg first, which bounds the layers listed below.
+	base, err := clip.ParamCount(cfg)
+	if err != nil {
+		return 0, 0, err
+	}
 	var names, selected []string
 	var added int64
 	for _, l := range linearModules(cfg) {
 		names = append(names, l.name)
 		if m.selects(l.name) {
 			selected = append(selected, l.name)
-			added += int64(lc.R) * (l.in + l.out)
+			n, ok := mulCount(int64(lc.R), l.in+l.out)
+			if ok {
+				added, ok = addCount(added, n)
+			}
+			if !ok {
+				return 0, 0, fmt.Errorf("LoRA parameter count overflows (r = %d)", lc.R)
+			}
 		}
 	}
 	if err := checkSelection(lc, names, selected); err != nil {
@@ -58,14 +71,28 @@ func CountConfig(cfg clip.Config, lc Config) (total, trainable int64, err error)
 	}
 	trainable = added
 	for _, p := range clip.ParamShapes(cfg) {
-		total += p.Numel()
 		for _, mod := range lc.modulesToSave() {
 			if p.Name == mod || strings.HasPrefix(p.Name, mod+".") {
-				trainable += p.Numel()
+				trainable += p.Numel() // at most base: no overflow past added+base
 			}
 		}
 	}
-	return total + added, trainable, nil
+	total, ok := addCount(base, added)
+	if !ok {
+		return 0, 0, fmt.Errorf("LoRA parameter count overflows (r = %d)", lc.R)
+	}
+	return total, trainable, nil
+}
+
+// mulCount and addCount are a*b and a+b for non-negative counts; ok is false when the
+// result overflows int64.
+func mulCount(a, b int64) (int64, bool) {
+	hi, lo := bits.Mul64(uint64(a), uint64(b))
+	return int64(lo), a >= 0 && b >= 0 && hi == 0 && lo <= math.MaxInt64
+}
+
+func addCount(a, b int64) (int64, bool) {
+	return a + b, a >= 0 && b >= 0 && a <= math.MaxInt64-b
 }
 
 // FormatCounts is peft's print_trainable_parameters line:

@@ -85,8 +85,8 @@ func randomizeB(a *Adapter) {
 
 func TestCountConfigViTB16(t *testing.T) {
 	cfg := preset(t, "vit-b-16")
-	base := clip.ParamCount(cfg)
-	if base != 149620737 {
+	base, err := clip.ParamCount(cfg)
+	if err != nil || base != 149620737 {
 		t.Fatalf("vit-b-16 has %d parameters, want 149,620,737", base)
 	}
 	cases := []struct {

@@ -435,6 +435,20 @@ func load(dir string, m *clip.Model, cfg Config, baseName string, opts LoadOptio
 		return nil, fmt.Errorf("lora: %w", err)
 	}
 	defer torch.FreeMap(sd)
+	// A config may ask for far more than the file holds (r: 1e9): refuse it before
+	// Inject allocates the LoRA matrices. Smaller mismatches are left to
+	// LoadStateDict, which reports them key by key.
+	_, want, err := CountConfig(m.Config, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigFile), err)
+	}
+	var have int64
+	for _, t := range sd {
+		have += t.Numel()
+	}
+	if want > 4*have+1<<20 {
+		return nil, fmt.Errorf("lora: %s asks for %d trainable parameters (r = %d), but %s holds %d", filepath.Join(dir, ConfigFile), want, cfg.R, path, have)
+	}
 	a, err := Inject(m, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigFile), err)

@@ -24,6 +24,9 @@ const (
 // file (lines 1 to 49152-256-2 after the header): a 49408-token vocabulary.
 const openAIMerges = 49152 - 256 - 2
 
+// maxMergesBytes bounds a gzipped merges file once inflated.
+const maxMergesBytes = 64 << 20
+
 // byteRune is OpenAI's bytes_to_unicode: every byte as a printable character,
 // the printable Latin-1 bytes as themselves and the others as U+0100 onwards.
 // byteOrder lists the bytes in the order of that table, which is the order of
@@ -167,7 +170,12 @@ func loadOpenAI(path string) (*Tokenizer, error) {
 	if len(raw) >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
 		zr, err := gzip.NewReader(bytes.NewReader(raw))
 		if err == nil {
-			raw, err = io.ReadAll(zr)
+			// A few kilobytes of gzip can inflate to gigabytes: read no more than
+			// any merges file holds (OpenAI's is 1.6 MB).
+			raw, err = io.ReadAll(io.LimitReader(zr, maxMergesBytes+1))
+			if err == nil && len(raw) > maxMergesBytes {
+				err = fmt.Errorf("inflates to more than %d bytes (not a merges file)", maxMergesBytes)
+			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("tokenizer: %s: %w", path, err)

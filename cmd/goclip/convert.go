@@ -197,7 +197,7 @@ func runConvert(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	total := clip.ParamCount(cfg)
+	total, _ := clip.ParamCount(cfg) // cfg was validated when the model was built
 	fmt.Fprintf(c.App.ErrWriter, "converted %s -> %s (%s parameters, %s)\n", srcPath, dst, thousands(total), dtype)
 	return nil
 }

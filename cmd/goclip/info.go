@@ -103,7 +103,9 @@ func runInfo(c *cli.Context) error {
 		return err
 	}
 	var counts paramCounts
-	counts.Total = clip.ParamCount(cfg)
+	if counts.Total, err = clip.ParamCount(cfg); err != nil {
+		return err
+	}
 	counts.Trainable = counts.Total
 	if r := c.Int(loraRFlag.Name); r != 0 || c.IsSet(loraTargetsFlag.Name) {
 		if r <= 0 {

@@ -38,10 +38,28 @@
 //
 // [ReadPT] and [ReadPTObject] read files written by torch.save (zip or the
 // legacy pre-1.6 stream format) or by this package. The pickle is interpreted,
-// never executed: tensors are rebuilt from their storages (views with offsets
-// and strides become contiguous copies), OrderedDict and nn.Parameter become
-// plain values, and any other class instance becomes an [*Object] that holds
-// its class name and arguments.
+// never executed, and only what torch.load(path, weights_only=True) accepts is
+// read: tensors (rebuilt from their storages), Parameters, OrderedDicts,
+// dicts, lists, tuples, sets, torch.Size, bytes and plain values; torch.device
+// and dtypes become an [*Object] naming them. Any other global (a class or
+// function a pickle names, such as posix.system) is an error wherever it sits
+// in the file, as it is for torch.
+//
+// # Limits
+//
+// Files are untrusted, so the work a reader does is bounded by the file:
+//   - every size, stride and offset is checked for overflow;
+//   - zip records (zip64 included) must lie inside the file, and a storage
+//     must lie inside its record, before any memory is allocated for it;
+//   - the unpickler counts the values it copies against a budget of 16 per
+//     byte of pickle, and converts every shared container (tuples too) once,
+//     so a few bytes of memo references cannot grow exponentially;
+//   - tensors are read as contiguous copies, so a view (a stride-0 expand,
+//     say) can be far larger than its storage: a tensor may take at most 4
+//     times its storage's bytes plus 1 MiB, and a file's tensors together at
+//     most 4 times the file's bytes plus 16 MiB; a view beyond either is
+//     refused, naming the tensor. Real state dicts and checkpoints hold each
+//     storage about once.
 //
 // # Error Handling
 //

@@ -201,3 +201,42 @@ func normaliseKeys(m map[string]any) map[string]any {
 	}
 	return out
 }
+
+// TestWeightsOnlyAgreement: files that torch.save writes with globals in them
+// (code that runs when loaded, plain classes, functools.partial, complex
+// numbers; devices, dtypes, sets, Counters, Parameters, tensors with
+// attributes) are refused or read by ReadPTObject exactly as
+// torch.load(weights_only=True) refuses or reads them, except complex
+// numbers, which torch allows and goclip does not model.
+func TestWeightsOnlyAgreement(t *testing.T) {
+	requireTorch(t)
+	dir := t.TempDir()
+	runPython(t, dir, "globals", dir)
+	var torchErr map[string]string
+	readJSON(t, filepath.Join(dir, "globals.json"), &torchErr)
+	if len(torchErr) < 8 {
+		t.Fatalf("python wrote %d files", len(torchErr))
+	}
+	for name, terr := range torchErr {
+		_, err := ReadPTObject(filepath.Join(dir, name))
+		t.Logf("%s: torch %q, goclip %v", name, terr, err)
+		if name == "complex.pt" {
+			if err == nil || !strings.Contains(err.Error(), "builtins.complex is refused") {
+				t.Errorf("%s: %v, want builtins.complex refused", name, err)
+			}
+			continue
+		}
+		if (terr == "") != (err == nil) {
+			t.Errorf("%s: torch.load(weights_only=True) says %q, ReadPTObject %v", name, terr, err)
+		}
+	}
+	obj, err := ReadPTObject(filepath.Join(dir, "param.pt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"p", "attr"} {
+		if tn, ok := obj.(map[string]any)[k].(RawTensor); !ok || tn.DType != F32 || len(tn.Data) != 8 {
+			t.Errorf("param.pt %s: %v", k, obj.(map[string]any)[k])
+		}
+	}
+}

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"math/bits"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -99,15 +101,21 @@ func ReadPTObject(path string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	return readPTFrom(path, f, st.Size())
+}
+
+// readPTFrom reads a torch.save file of size bytes from r; path names it in errors.
+func readPTFrom(path string, r io.ReaderAt, size int64) (any, error) {
 	var magic [4]byte
-	if _, err := f.ReadAt(magic[:], 0); err != nil {
-		return nil, ptError(path, "file too short (%d bytes)", st.Size())
+	if _, err := r.ReadAt(magic[:], 0); err != nil {
+		return nil, ptError(path, "file too short (%d bytes)", size)
 	}
 	var obj any
+	var err error
 	if string(magic[:]) == "PK\x03\x04" {
-		obj, err = readZipPT(path, f, st.Size())
+		obj, err = readZipPT(r, size)
 	} else {
-		obj, err = readLegacyPT(path, f, st.Size())
+		obj, err = readLegacyPT(r, size)
 	}
 	if err != nil {
 		return nil, ptError(path, "%v", err)
@@ -124,14 +132,23 @@ type storageSource struct {
 }
 
 // readZipPT reads the zip archive torch.save writes since torch 1.6.
-func readZipPT(path string, f *os.File, size int64) (any, error) {
+func readZipPT(f io.ReaderAt, size int64) (any, error) {
 	zr, err := zip.NewReader(f, size)
 	if err != nil {
 		return nil, fmt.Errorf("reading zip: %v", err)
 	}
 	records := map[string]*zip.File{}
 	prefix := ""
+	// content is what the records can yield: the file's bytes, plus what
+	// compressed records inflate to beyond their size.
+	content := size
 	for _, zf := range zr.File {
+		if err := checkRecord(zf, size); err != nil {
+			return nil, err
+		}
+		if zf.Method != zip.Store && zf.UncompressedSize64 > zf.CompressedSize64 {
+			content += int64(zf.UncompressedSize64 - zf.CompressedSize64)
+		}
 		records[zf.Name] = zf
 		if dir, ok := strings.CutSuffix(zf.Name, "/data.pkl"); ok && prefix == "" && !strings.Contains(dir, "/") {
 			prefix = dir + "/"
@@ -163,10 +180,11 @@ func readZipPT(path string, f *os.File, size int64) (any, error) {
 		if zf == nil {
 			return nil, fmt.Errorf("storage record %s is missing", name)
 		}
-		need := s.numel * int64(s.dtype.Size())
-		if zf.UncompressedSize64 < uint64(need) {
-			return nil, fmt.Errorf("storage record %s holds %d bytes, %d %s elements need %d", name, zf.UncompressedSize64, s.numel, s.dtype, need)
+		need, err := mulSize(s.numel, int64(s.dtype.Size()))
+		if err != nil || zf.UncompressedSize64 < uint64(need) {
+			return nil, fmt.Errorf("storage record %s holds %d bytes, %d %s elements need more", name, zf.UncompressedSize64, s.numel, s.dtype)
 		}
+		// checkRecord has bounded the record by the file, so need is too.
 		buf := make([]byte, need)
 		if zf.Method == zip.Store {
 			off, err := zf.DataOffset()
@@ -215,7 +233,39 @@ func readZipPT(path string, f *os.File, size int64) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data.pkl: %v", err)
 	}
-	return convert(obj, src)
+	return convert(obj, src, content)
+}
+
+// maxInflate is the most that deflate can expand its input (1032:1), with
+// room for the stream's framing.
+const maxInflate = 1032
+
+// checkRecord checks a zip entry against the file that holds it: its data
+// (as stored) lies inside the file, a stored record is as long as it says,
+// and a compressed one does not claim more than deflate can produce. The
+// sizes come from the archive's directory and may lie (zip64 sizes reach
+// 2^64), so nothing may be allocated from them before this check.
+func checkRecord(zf *zip.File, fileSize int64) error {
+	off, err := zf.DataOffset()
+	if err != nil {
+		return fmt.Errorf("record %s: %v", brief(zf.Name), err)
+	}
+	if off < 0 || off > fileSize || zf.CompressedSize64 > uint64(fileSize-off) {
+		return fmt.Errorf("record %s declares %d bytes at offset %d, past the end of the file (%d bytes)", brief(zf.Name), zf.CompressedSize64, off, fileSize)
+	}
+	switch zf.Method {
+	case zip.Store:
+		if zf.UncompressedSize64 != zf.CompressedSize64 {
+			return fmt.Errorf("stored record %s declares %d bytes but holds %d", brief(zf.Name), zf.UncompressedSize64, zf.CompressedSize64)
+		}
+	case zip.Deflate:
+		if zf.UncompressedSize64/maxInflate > zf.CompressedSize64 {
+			return fmt.Errorf("record %s declares %d bytes from %d compressed, more than deflate can produce", brief(zf.Name), zf.UncompressedSize64, zf.CompressedSize64)
+		}
+	default:
+		return fmt.Errorf("record %s uses zip compression method %d (torch.save stores records uncompressed)", brief(zf.Name), zf.Method)
+	}
+	return nil
 }
 
 func readRecord(zf *zip.File, limit uint64) ([]byte, error) {
@@ -264,7 +314,7 @@ func storageFromPID(t Tuple) (*storageRef, error) {
 	}
 	numel, ok := t[4].(int64)
 	if !ok || numel < 0 || numel > (1<<62)/int64(d.Size()) {
-		return nil, fmt.Errorf("storage %s numel %v", key, t[4])
+		return nil, fmt.Errorf("storage %s: element count is a %s %s", brief(key), pyTypeName(t[4]), briefValue(t[4]))
 	}
 	return &storageRef{key: key, dtype: d, numel: numel}, nil
 }
@@ -273,7 +323,7 @@ func storageFromPID(t Tuple) (*storageRef, error) {
 // of the magic number, the protocol version and sys_info, then the object,
 // then the list of storage keys, then each storage as an int64 element count
 // and its bytes.
-func readLegacyPT(path string, f *os.File, size int64) (any, error) {
+func readLegacyPT(f io.ReaderAt, size int64) (any, error) {
 	var head [512]byte
 	if n, _ := f.ReadAt(head[:], 0); n >= 262 && string(head[257:262]) == "ustar" {
 		return nil, errors.New("the tar format of torch < 0.4 is not supported")
@@ -281,8 +331,7 @@ func readLegacyPT(path string, f *os.File, size int64) (any, error) {
 	br := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 1<<16)
 	in := &pickleInput{r: br, size: size}
 	next := func(what string, pl func(any) (any, error)) (any, error) {
-		u := &unpickler{in: in, memo: map[uint64]any{}, persistentLoad: pl}
-		v, err := u.load()
+		v, err := newUnpicklerOn(in, pl).load()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %v", what, err)
 		}
@@ -338,7 +387,7 @@ func readLegacyPT(path string, f *os.File, size int64) (any, error) {
 		off, ok1 := view[1].(int64)
 		n, ok2 := view[2].(int64)
 		if !ok1 || !ok2 || off < 0 || n < 0 || off > s.numel || n > s.numel-off {
-			return nil, fmt.Errorf("storage view (%v, %v) out of range of storage %s", view[1], view[2], s.key)
+			return nil, fmt.Errorf("storage view (%s, %s) out of range of storage %s", briefValue(view[1]), briefValue(view[2]), brief(s.key))
 		}
 		return &storageRef{key: s.key, dtype: s.dtype, numel: n, offset: off, root: s}, nil
 	})
@@ -371,13 +420,14 @@ func readLegacyPT(path string, f *os.File, size int64) (any, error) {
 		}
 		n := int64(binary.LittleEndian.Uint64(nb[:]))
 		if n != s.numel {
-			return nil, fmt.Errorf("storage %s holds %d elements, its id says %d", key, n, s.numel)
+			return nil, fmt.Errorf("storage %s holds %d elements, its id says %d", brief(key), n, s.numel)
+		}
+		nbytes, err := mulSize(n, int64(s.dtype.Size()))
+		if err != nil || nbytes > size-pos-8 {
+			return nil, fmt.Errorf("storage %s runs past the end of the file", brief(key))
 		}
 		offsets[key] = pos + 8
-		pos += 8 + n*int64(s.dtype.Size())
-		if pos > size {
-			return nil, fmt.Errorf("storage %s runs past the end of the file", key)
-		}
+		pos += 8 + nbytes
 	}
 	src := &storageSource{cache: map[string][]byte{}, bigEnd: bigEnd}
 	src.load = func(s *storageRef) ([]byte, error) {
@@ -392,24 +442,76 @@ func readLegacyPT(path string, f *os.File, size int64) (any, error) {
 		}
 		return buf, nil
 	}
-	return convert(obj, src)
+	return convert(obj, src, size)
 }
 
+// Limits on the tensors a file may yield. Tensors are read as contiguous
+// copies, so a view (a stride-0 expand, say) can be far larger than the
+// bytes it is made from: each tensor may be at most maxExpansion times its
+// storage's size plus viewSlack, and all of a file's tensors together at
+// most maxExpansion times the file's content plus fileSlack. A state dict
+// or a checkpoint holds each storage about once (tied or sliced weights a
+// few times), far inside both.
+const (
+	maxExpansion = 4
+	viewSlack    = 1 << 20
+	fileSlack    = 16 << 20
+	maxDims      = 64
+)
+
 // convert turns unpickled values into the public Go types, materialising
-// tensors from their storages.
-func convert(obj any, src *storageSource) (any, error) {
-	c := &converter{src: src, seen: map[any]any{}}
-	return c.value(obj, 0)
+// tensors from their storages; content is the number of bytes the file's
+// records hold, which bounds what the tensors may add up to.
+func convert(obj any, src *storageSource, content int64) (any, error) {
+	c := &converter{src: src, seen: map[any]any{}, budget: maxExpansion*max(content, 0) + fileSlack, limit: maxExpansion*max(content, 0) + fileSlack}
+	return c.value(obj, nil, 0)
 }
 
 type converter struct {
 	src  *storageSource
-	seen map[any]any
+	seen map[any]any // every container and tensor converted, by identity
+	// budget is what the tensors not yet converted may still add up to, of
+	// limit in all.
+	budget, limit int64
 }
 
-func (c *converter) value(v any, depth int) (any, error) {
+// tupleID identifies a tuple by its backing array: tuples are shared by
+// reference in a pickle (through the memo) as lists and dicts are, and a
+// few bytes of shared nested tuples describe an exponentially large tree.
+type tupleID struct {
+	first *any
+	n     int
+}
+
+// valuePath is where a value sits in the object (["state_dict"]["w"][0]),
+// built as a chain and formatted only for an error.
+type valuePath struct {
+	parent *valuePath
+	key    any
+}
+
+func (p *valuePath) String() string {
+	if p == nil {
+		return "top-level value"
+	}
+	var parts []string
+	for q := p; q != nil; q = q.parent {
+		switch k := q.key.(type) {
+		case string:
+			parts = append(parts, "["+strconv.Quote(brief(k))+"]")
+		default:
+			parts = append(parts, "["+briefValue(k)+"]")
+		}
+	}
+	slices.Reverse(parts)
+	return strings.Join(parts, "")
+}
+
+func (p *valuePath) child(key any) *valuePath { return &valuePath{p, key} }
+
+func (c *converter) value(v any, at *valuePath, depth int) (any, error) {
 	if depth > maxConvertDepth {
-		return nil, errors.New("containers nested too deeply")
+		return nil, fmt.Errorf("%s: containers nested too deeply", at)
 	}
 	switch v := v.(type) {
 	case nil, bool, int64, *big.Int, float64, string, []byte:
@@ -421,7 +523,7 @@ func (c *converter) value(v any, depth int) (any, error) {
 		out := make([]any, len(v.items))
 		c.seen[v] = out
 		for i, it := range v.items {
-			x, err := c.value(it, depth+1)
+			x, err := c.value(it, at.child(int64(i)), depth+1)
 			if err != nil {
 				return nil, err
 			}
@@ -429,9 +531,17 @@ func (c *converter) value(v any, depth int) (any, error) {
 		}
 		return out, nil
 	case Tuple:
+		if len(v) == 0 {
+			return Tuple{}, nil
+		}
+		id := tupleID{&v[0], len(v)}
+		if done, ok := c.seen[id]; ok {
+			return done, nil
+		}
 		out := make(Tuple, len(v))
+		c.seen[id] = out
 		for i, it := range v {
-			x, err := c.value(it, depth+1)
+			x, err := c.value(it, at.child(int64(i)), depth+1)
 			if err != nil {
 				return nil, err
 			}
@@ -452,9 +562,9 @@ func (c *converter) value(v any, depth int) (any, error) {
 			out := make(map[string]any, len(v.keys))
 			c.seen[v] = out
 			for i, k := range v.keys {
-				x, err := c.value(v.vals[i], depth+1)
+				x, err := c.value(v.vals[i], at.child(k), depth+1)
 				if err != nil {
-					return nil, fmt.Errorf("key %q: %w", k.(string), err)
+					return nil, err
 				}
 				out[k.(string)] = x
 			}
@@ -463,9 +573,9 @@ func (c *converter) value(v any, depth int) (any, error) {
 		out := make(map[any]any, len(v.keys))
 		c.seen[v] = out
 		for i, k := range v.keys {
-			x, err := c.value(v.vals[i], depth+1)
+			x, err := c.value(v.vals[i], at.child(k), depth+1)
 			if err != nil {
-				return nil, fmt.Errorf("key %v: %w", k, err)
+				return nil, err
 			}
 			out[k] = x
 		}
@@ -476,7 +586,7 @@ func (c *converter) value(v any, depth int) (any, error) {
 		}
 		t, err := c.tensor(v)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("tensor %s: %w", at, err)
 		}
 		c.seen[v] = t
 		return t, nil
@@ -489,14 +599,14 @@ func (c *converter) value(v any, depth int) (any, error) {
 		if v.Args != nil {
 			out.Args = make([]any, len(v.Args))
 			for i, a := range v.Args {
-				x, err := c.value(a, depth+1)
+				x, err := c.value(a, at.child(int64(i)), depth+1)
 				if err != nil {
 					return nil, err
 				}
 				out.Args[i] = x
 			}
 		}
-		st, err := c.value(v.State, depth+1)
+		st, err := c.value(v.State, at, depth+1)
 		if err != nil {
 			return nil, err
 		}
@@ -505,35 +615,41 @@ func (c *converter) value(v any, depth int) (any, error) {
 	case pyGlobal:
 		return &Object{Class: v.String()}, nil
 	case *storageRef:
-		return nil, fmt.Errorf("a bare storage (%s) outside a tensor is not supported", v.key)
+		return nil, fmt.Errorf("%s: a bare storage (%s) outside a tensor is not supported", at, brief(v.key))
 	}
-	return nil, fmt.Errorf("unexpected value of type %T", v)
+	return nil, fmt.Errorf("%s: unexpected value of type %T", at, v)
 }
 
 // tensor copies a strided view out of its storage into a C-contiguous
-// RawTensor, reusing the storage's bytes when the view is all of them.
+// RawTensor, reusing the storage's bytes when the view is all of them. All
+// arithmetic on sizes, strides and offsets is checked: they come from the
+// file.
 func (c *converter) tensor(t *tensorRef) (RawTensor, error) {
 	s := t.storage
 	es := int64(s.dtype.Size())
-	numel, err := numElements(t.size)
-	if err != nil {
-		return RawTensor{}, fmt.Errorf("tensor: %v", err)
+	if len(t.size) > maxDims {
+		return RawTensor{}, fmt.Errorf("%d dimensions, more than %d", len(t.size), maxDims)
 	}
+	nbytes, err := byteLength(s.dtype, t.size)
+	if err != nil {
+		return RawTensor{}, err
+	}
+	numel := nbytes / es
 	// The last element the view reaches must lie inside the storage.
-	last := s.offset + t.offset
+	last, ok := addSize(s.offset, t.offset)
 	for i, n := range t.size {
 		if t.stride[i] < 0 {
-			return RawTensor{}, fmt.Errorf("tensor with negative stride %v", t.stride)
+			return RawTensor{}, fmt.Errorf("negative stride %v", t.stride)
 		}
-		if n > 0 && t.stride[i] > 0 {
-			if t.stride[i] > (1<<62)/n {
-				return RawTensor{}, fmt.Errorf("tensor stride %v overflows", t.stride)
-			}
-			last += (n - 1) * t.stride[i]
-			if last > 1<<62 {
-				return RawTensor{}, fmt.Errorf("tensor stride %v overflows", t.stride)
+		if n > 0 && ok {
+			span, err := mulSize(n-1, t.stride[i])
+			if ok = err == nil; ok {
+				last, ok = addSize(last, span)
 			}
 		}
+	}
+	if !ok {
+		return RawTensor{}, fmt.Errorf("offset %d with size %v and strides %v overflows", t.offset, t.size, t.stride)
 	}
 	shape := slices.Clone(t.size)
 	b := s.base()
@@ -543,27 +659,38 @@ func (c *converter) tensor(t *tensorRef) (RawTensor, error) {
 		return RawTensor{DType: s.dtype, Shape: shape, Data: []byte{}}, nil
 	}
 	rootNumel := s.offset + s.numel
-	if last >= s.offset+s.numel {
-		return RawTensor{}, fmt.Errorf("tensor %s%v at offset %d with strides %v reaches past the end of storage %s (%d elements)", s.dtype, t.size, t.offset, t.stride, s.key, s.numel)
+	if last >= rootNumel {
+		return RawTensor{}, fmt.Errorf("%s%v at offset %d with strides %v reaches past the end of storage %s (%d elements)", s.dtype, t.size, t.offset, t.stride, brief(s.key), s.numel)
+	}
+	// Storage sizes are bounded by the file (readZipPT, readLegacyPT) when
+	// loaded; the view's own size is bounded here, before anything is
+	// allocated for it.
+	storageBytes := s.numel * es
+	if nbytes > maxExpansion*storageBytes+viewSlack {
+		return RawTensor{}, fmt.Errorf("%s%v with strides %v would take %d bytes, made from %d bytes of storage %s: a view expanded this far is refused (tensors are read as contiguous copies)", s.dtype, t.size, t.stride, nbytes, storageBytes, brief(s.key))
+	}
+	if nbytes > c.budget {
+		return RawTensor{}, fmt.Errorf("%s%v would take %d bytes, and the file's tensors would add up to more than %d bytes (%dx what its records hold, plus %d MiB): views expanded this far are refused (tensors are read as contiguous copies)", s.dtype, t.size, nbytes, c.limit, maxExpansion, fileSlack>>20)
 	}
 	data, err := c.storage(s)
 	if err != nil {
 		return RawTensor{}, err
 	}
 	if int64(len(data)) < rootNumel*es {
-		return RawTensor{}, fmt.Errorf("storage %s is shorter than its id says", s.key)
+		return RawTensor{}, fmt.Errorf("storage %s is shorter than its id says", brief(s.key))
 	}
+	c.budget -= nbytes
 	b.refs--
 	start := (s.offset + t.offset) * es
 	var out []byte
 	if isContiguous(t.size, t.stride) {
-		if b.refs == 0 && start == 0 && numel*es == int64(len(data)) && !c.src.bigEnd {
+		if b.refs == 0 && start == 0 && nbytes == int64(len(data)) && !c.src.bigEnd {
 			out = data // the view is the whole storage and nothing else needs it
 		} else {
-			out = slices.Clone(data[start : start+numel*es])
+			out = slices.Clone(data[start : start+nbytes])
 		}
 	} else {
-		out = make([]byte, numel*es)
+		out = make([]byte, nbytes)
 		stridedCopy(out, data[start:], t.size, t.stride, es)
 	}
 	c.release(b)
@@ -573,6 +700,26 @@ func (c *converter) tensor(t *tensorRef) (RawTensor, error) {
 		}
 	}
 	return RawTensor{DType: s.dtype, Shape: shape, Data: out}, nil
+}
+
+// mulSize is a*b for non-negative sizes, failing past 2^62.
+func mulSize(a, b int64) (int64, error) {
+	if a < 0 || b < 0 {
+		return 0, fmt.Errorf("negative size %d*%d", a, b)
+	}
+	hi, lo := bits.Mul64(uint64(a), uint64(b))
+	if hi != 0 || lo > 1<<62 {
+		return 0, fmt.Errorf("size %d*%d overflows", a, b)
+	}
+	return int64(lo), nil
+}
+
+// addSize is a+b for non-negative sizes; ok is false past 2^62.
+func addSize(a, b int64) (int64, bool) {
+	if a < 0 || b < 0 || a > 1<<62 || b > 1<<62-a {
+		return 0, false
+	}
+	return a + b, true
 }
 
 func (c *converter) storage(s *storageRef) ([]byte, error) {

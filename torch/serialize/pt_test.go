@@ -294,7 +294,7 @@ func FuzzUnpickle(f *testing.F) {
 			}
 			return make([]byte, s.numel*int64(s.dtype.Size())), nil
 		}}
-		convert(obj, src)
+		convert(obj, src, int64(len(b)))
 	})
 }
 

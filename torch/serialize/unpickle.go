@@ -8,7 +8,10 @@ import (
 	"io"
 	"math"
 	"math/big"
+	"slices"
+	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -94,6 +97,7 @@ type pyList struct{ items []any }
 type pyDict struct {
 	keys, vals []any
 	index      map[any]int
+	ordered    bool // an OrderedDict or Counter, which BUILD may give attributes
 }
 
 func newDict() *pyDict { return &pyDict{index: map[any]int{}} }
@@ -209,24 +213,54 @@ func unexpected(err error) error {
 
 // unpickler interprets a pickle without executing anything: classes and
 // functions are looked up in a fixed table (see call).
+//
+// Its work is bounded by its input: every opcode and every element an
+// opcode copies or visits counts against a budget proportional to the
+// pickle's length (see charge), so that a short pickle cannot make it run
+// or allocate for long, whatever it repeats through the memo.
 type unpickler struct {
 	in             *pickleInput
 	stack          []any
 	marks          []int
 	memo           map[uint64]any
 	persistentLoad func(pid any) (any, error)
+	work, maxWork  int64
 }
+
+// workPerByte and workSlack size an unpickler's budget: a pickle written by
+// torch.save or by this package touches each value a few times, so 16 units
+// a byte (plus a floor for tiny pickles) is far above any real file.
+const (
+	workPerByte = 16
+	workSlack   = 1 << 20
+)
 
 func newUnpickler(r io.Reader, size int64, persistentLoad func(pid any) (any, error)) *unpickler {
 	br, ok := r.(*bufio.Reader)
 	if !ok {
 		br = bufio.NewReader(r)
 	}
+	return newUnpicklerOn(&pickleInput{r: br, size: size}, persistentLoad)
+}
+
+// newUnpicklerOn reads one pickle from in (a stream may hold several).
+func newUnpicklerOn(in *pickleInput, persistentLoad func(pid any) (any, error)) *unpickler {
 	return &unpickler{
-		in:             &pickleInput{r: br, size: size},
+		in:             in,
 		memo:           map[uint64]any{},
 		persistentLoad: persistentLoad,
+		maxWork:        workPerByte*max(in.size, 0) + workSlack,
 	}
+}
+
+// charge counts n units of work (elements copied or visited) against the
+// budget.
+func (u *unpickler) charge(n int) error {
+	u.work += int64(n)
+	if u.work > u.maxWork {
+		return fmt.Errorf("the pickle copies more than %d values, far more than its %d bytes can describe (a crafted file?)", u.maxWork, u.in.size)
+	}
+	return nil
 }
 
 func (u *unpickler) push(v any) { u.stack = append(u.stack, v) }
@@ -259,6 +293,9 @@ func (u *unpickler) popMark() ([]any, error) {
 	}
 	m := u.marks[len(u.marks)-1]
 	u.marks = u.marks[:len(u.marks)-1]
+	if err := u.charge(len(u.stack) - m); err != nil {
+		return nil, err
+	}
 	items := append([]any(nil), u.stack[m:]...)
 	u.stack = u.stack[:m]
 	return items, nil
@@ -273,6 +310,9 @@ func (u *unpickler) load() (any, error) {
 			return nil, fmt.Errorf("pickle truncated at byte %d", at)
 		}
 		done, err := u.step(op)
+		if err == nil {
+			err = u.charge(1)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("pickle opcode 0x%02x at byte %d: %w", op, at, err)
 		}
@@ -484,7 +524,10 @@ func (u *unpickler) step(op byte) (done bool, err error) {
 		var mod, name string
 		if mod, err = in.line(); err == nil {
 			if name, err = in.line(); err == nil {
-				u.push(pyGlobal{mod, name})
+				var g pyGlobal
+				if g, err = allowedGlobal(mod, name); err == nil {
+					u.push(g)
+				}
 			}
 		}
 	case opStackGlobal:
@@ -496,7 +539,10 @@ func (u *unpickler) step(op byte) (done bool, err error) {
 				if !ok1 || !ok2 {
 					return false, errors.New("STACK_GLOBAL needs two strings")
 				}
-				u.push(pyGlobal{ms, ns})
+				var g pyGlobal
+				if g, err = allowedGlobal(ms, ns); err == nil {
+					u.push(g)
+				}
 			}
 		}
 	case opReduce:
@@ -508,7 +554,7 @@ func (u *unpickler) step(op byte) (done bool, err error) {
 					return false, fmt.Errorf("REDUCE arguments are a %s, not a tuple", pyTypeName(args))
 				}
 				var v any
-				if v, err = call(fn, t); err == nil {
+				if v, err = u.call(fn, t); err == nil {
 					u.push(v)
 				}
 			}
@@ -533,17 +579,22 @@ func (u *unpickler) step(op byte) (done bool, err error) {
 			}
 		}
 	case opBuild:
-		var state, inst any
-		if state, err = u.pop(); err == nil {
+		var inst any
+		if _, err = u.pop(); err == nil { // the state
 			if inst, err = u.top(); err == nil {
 				switch o := inst.(type) {
-				case *Object:
-					o.State = state
-				case *pyDict, *tensorRef:
-					// An OrderedDict's attributes (state_dict's _metadata)
-					// and a Parameter's state: not part of the values.
+				case *tensorRef:
+					// A Parameter's state: not part of the values.
+				case *pyDict:
+					// An OrderedDict's attributes (state_dict's _metadata):
+					// not part of the values.
+					if !o.ordered {
+						err = errors.New("BUILD on a dict (only tensors and OrderedDicts take a state)")
+					}
 				default:
-					err = fmt.Errorf("BUILD on a %s", pyTypeName(inst))
+					// As in torch's weights_only unpickler: BUILD sets the
+					// state of tensors and OrderedDicts only.
+					err = fmt.Errorf("BUILD on a %s (only tensors and OrderedDicts take a state)", pyTypeName(inst))
 				}
 			}
 		}
@@ -625,20 +676,75 @@ func latin1(b []byte) string {
 	return string(r)
 }
 
-// call applies a class or function to its arguments (REDUCE). Known torch
-// and Python callables are modelled; any other global yields an *Object.
-func call(fn any, args Tuple) (any, error) {
+// blockedModules are never allowed, whatever the name (as in torch).
+var blockedModules = map[string]bool{"sys": true, "os": true, "posix": true, "nt": true}
+
+// allowedGlobals are the classes and functions a pickle may name: what
+// torch.load(weights_only=True) allows and this package models. call and
+// newObject say which of them may be called; the rest (dtypes, torch.Tensor,
+// storage types) are values passed to the others.
+var allowedGlobals = func() map[string]bool {
+	m := map[string]bool{}
+	for _, name := range []string{
+		"collections.OrderedDict", "collections.Counter",
+		"torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
+		"torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
+		"torch._tensor._rebuild_from_type_v2",
+		"torch.Size", "torch.Tensor", "torch.nn.parameter.Parameter", "torch.device",
+		"torch.UntypedStorage", "torch.storage.UntypedStorage",
+		"_codecs.encode", "builtins.bytearray", "builtins.set",
+		"torch.float32", "torch.float", "torch.float16", "torch.half", "torch.bfloat16",
+		"torch.float64", "torch.double", "torch.int64", "torch.long", "torch.int32",
+		"torch.int", "torch.int16", "torch.short", "torch.int8", "torch.uint8", "torch.bool",
+	} {
+		m[name] = true
+	}
+	for _, info := range dtypes {
+		m["torch."+info.storage] = true
+	}
+	return m
+}()
+
+// allowedGlobal resolves GLOBAL module.name, refusing (as torch's
+// weights_only unpickler does) anything that is not a tensor, a tensor's
+// building block or a plain container. Python 2's __builtin__ is read as
+// builtins.
+func allowedGlobal(module, name string) (pyGlobal, error) {
+	if module == "__builtin__" {
+		module = "builtins"
+	}
+	g := pyGlobal{module, name}
+	if blockedModules[module] {
+		return g, fmt.Errorf("global %s is refused: module %s is never allowed (a file that runs code when loaded)", brief(g.String()), module)
+	}
+	if !allowedGlobals[g.String()] {
+		return g, fmt.Errorf("global %s is refused: only tensors, containers and plain values are read, as torch.load(weights_only=True) reads them", brief(g.String()))
+	}
+	return g, nil
+}
+
+// call applies an allowed function or class to its arguments (REDUCE).
+// Only the callables modelled here may be called; torch.device is kept as
+// an *Object.
+func (u *unpickler) call(fn any, args Tuple) (any, error) {
 	g, ok := fn.(pyGlobal)
 	if !ok {
 		return nil, fmt.Errorf("cannot call a %s", pyTypeName(fn))
 	}
 	switch g.String() {
-	case "collections.OrderedDict", "builtins.dict", "__builtin__.dict":
+	case "collections.OrderedDict", "collections.Counter":
 		d := newDict()
-		if len(args) == 1 {
-			items, ok := args[0].(*pyList)
-			if !ok {
-				return nil, fmt.Errorf("%s of a %s", g, pyTypeName(args[0]))
+		d.ordered = true
+		if len(args) > 1 {
+			return nil, fmt.Errorf("%s with %d arguments", g, len(args))
+		}
+		if len(args) == 0 {
+			return d, nil
+		}
+		switch items := args[0].(type) {
+		case *pyList:
+			if err := u.charge(len(items.items)); err != nil {
+				return nil, err
 			}
 			for _, it := range items.items {
 				kv, ok := it.(Tuple)
@@ -649,12 +755,21 @@ func call(fn any, args Tuple) (any, error) {
 					return nil, err
 				}
 			}
-		} else if len(args) > 1 {
-			return nil, fmt.Errorf("%s with %d arguments", g, len(args))
+		case *pyDict:
+			if err := u.charge(len(items.keys)); err != nil {
+				return nil, err
+			}
+			for i, k := range items.keys {
+				if err := d.set(k, items.vals[i]); err != nil {
+					return nil, err
+				}
+			}
+		default:
+			return nil, fmt.Errorf("%s of a %s", g, pyTypeName(args[0]))
 		}
 		return d, nil
 	case "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2":
-		return rebuildTensor(args)
+		return u.rebuildTensor(args)
 	case "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state":
 		if len(args) < 1 {
 			return nil, fmt.Errorf("%s without arguments", g)
@@ -664,6 +779,9 @@ func call(fn any, args Tuple) (any, error) {
 		}
 		return args[0], nil
 	case "torch._tensor._rebuild_from_type_v2":
+		// (func, new_type, args, state): func(*args), a tensor, seen as
+		// new_type (torch.Tensor or Parameter: any other class is refused
+		// as a global before it gets here).
 		if len(args) < 3 {
 			return nil, fmt.Errorf("%s with %d arguments", g, len(args))
 		}
@@ -671,7 +789,17 @@ func call(fn any, args Tuple) (any, error) {
 		if !ok {
 			return nil, fmt.Errorf("%s arguments are a %s", g, pyTypeName(args[2]))
 		}
-		return call(args[0], inner)
+		if typ, ok := args[1].(pyGlobal); !ok || typ.String() != "torch.Tensor" && typ.String() != "torch.nn.parameter.Parameter" {
+			return nil, fmt.Errorf("%s of type %s, not a tensor", g, pyTypeName(args[1]))
+		}
+		v, err := u.call(args[0], inner)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := v.(*tensorRef); !ok {
+			return nil, fmt.Errorf("%s built a %s, not a tensor", g, pyTypeName(v))
+		}
+		return v, nil
 	case "torch.Size":
 		if len(args) == 0 {
 			return Tuple{}, nil
@@ -680,57 +808,146 @@ func call(fn any, args Tuple) (any, error) {
 		case Tuple:
 			return s, nil
 		case *pyList:
-			return Tuple(s.items), nil
+			return Tuple(slices.Clip(s.items)), nil
 		}
 		return nil, fmt.Errorf("torch.Size of a %s", pyTypeName(args[0]))
-	case "_codecs.encode":
-		if len(args) >= 1 {
-			if s, ok := args[0].(string); ok {
-				b := make([]byte, 0, len(s))
-				for _, r := range s {
-					if r > 0xff {
-						return nil, errors.New("_codecs.encode of a non-latin-1 string")
-					}
-					b = append(b, byte(r))
-				}
-				return b, nil
+	case "torch.device":
+		for _, a := range args {
+			switch a.(type) {
+			case string, int64:
+			default:
+				return nil, fmt.Errorf("torch.device of a %s", pyTypeName(a))
 			}
 		}
-	case "builtins.bytearray", "builtins.bytes", "__builtin__.bytearray":
-		if len(args) == 0 {
+		return &Object{Class: g.String(), Args: []any(args)}, nil
+	case "_codecs.encode", "builtins.bytearray":
+		// bytes and bytearray in protocol 2: encode(str, 'latin1'), or
+		// bytearray(bytes).
+		if len(args) == 0 && g.name == "bytearray" {
 			return []byte{}, nil
 		}
-		if b, ok := args[0].([]byte); ok {
-			return b, nil
+		if len(args) >= 1 {
+			if b, ok := args[0].([]byte); ok && g.name == "bytearray" {
+				return b, nil
+			}
+			if s, ok := args[0].(string); ok {
+				if err := u.charge(len(s)); err != nil {
+					return nil, err
+				}
+				enc := "utf-8"
+				if len(args) >= 2 {
+					enc, _ = args[1].(string)
+				}
+				return encodeString(s, enc)
+			}
 		}
-	case "builtins.set", "builtins.frozenset", "__builtin__.set":
+		return nil, fmt.Errorf("%s of %d arguments (%s)", g, len(args), argTypes(args))
+	case "builtins.set":
 		if len(args) == 0 {
 			return &pyList{}, nil
 		}
 		if l, ok := args[0].(*pyList); ok {
-			return &pyList{items: append([]any(nil), l.items...)}, nil
+			return &pyList{items: slices.Clip(l.items)}, nil
 		}
+		return nil, fmt.Errorf("%s of a %s", g, pyTypeName(args[0]))
 	}
-	return &Object{Class: g.String(), Args: []any(args)}, nil
+	return nil, fmt.Errorf("cannot call %s (only tensors, containers and plain values are built)", g)
 }
 
-// newObject handles NEWOBJ: cls.__new__(cls, *args).
+// encodeString is Python's str.encode for the encodings protocol 2 uses.
+func encodeString(s, enc string) ([]byte, error) {
+	switch strings.ToLower(strings.ReplaceAll(enc, "_", "-")) {
+	case "latin1", "latin-1", "iso-8859-1":
+		b := make([]byte, 0, len(s))
+		for _, r := range s {
+			if r > 0xff {
+				return nil, errors.New("encode of a non-latin-1 string")
+			}
+			b = append(b, byte(r))
+		}
+		return b, nil
+	case "utf-8", "utf8":
+		return []byte(s), nil
+	}
+	return nil, fmt.Errorf("encode to %s", brief(enc))
+}
+
+func argTypes(args Tuple) string {
+	names := make([]string, 0, min(len(args), 4))
+	for _, a := range args[:min(len(args), 4)] {
+		names = append(names, pyTypeName(a))
+	}
+	return strings.Join(names, ", ")
+}
+
+// newObject handles NEWOBJ, cls.__new__(cls, *args), for the classes torch
+// allows it on that this package models: Parameter and the containers.
 func newObject(cls any, args Tuple) (any, error) {
 	g, ok := cls.(pyGlobal)
 	if !ok {
 		return nil, fmt.Errorf("NEWOBJ of a %s", pyTypeName(cls))
 	}
-	if g.String() == "torch.nn.parameter.Parameter" && len(args) >= 1 {
-		if _, ok := args[0].(*tensorRef); ok {
-			return args[0], nil
+	switch g.String() {
+	case "torch.nn.parameter.Parameter":
+		if len(args) >= 1 {
+			if _, ok := args[0].(*tensorRef); ok {
+				return args[0], nil
+			}
 		}
+		return nil, fmt.Errorf("Parameter of %s", argTypes(args))
+	case "collections.OrderedDict", "collections.Counter":
+		d := newDict()
+		d.ordered = true
+		return d, nil
+	case "builtins.set":
+		return &pyList{}, nil
 	}
-	return &Object{Class: g.String(), Args: []any(args)}, nil
+	return nil, fmt.Errorf("NEWOBJ of %s is not allowed", g)
+}
+
+// brief is s cut to a length fit for a one-line error message, quoted when
+// it holds anything but printable characters.
+func brief(s string) string {
+	const n = 80
+	if len(s) > n {
+		s = s[:n] + "..."
+	}
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+// briefValue shows a scalar for an error message without printing a huge
+// value whole.
+func briefValue(v any) string {
+	switch v := v.(type) {
+	case int64:
+		return strconv.FormatInt(v, 10)
+	case *big.Int:
+		return fmt.Sprintf("of %d bits", v.BitLen())
+	case string:
+		return strconv.Quote(brief(v))
+	case bool, float64, nil:
+		return fmt.Sprint(v)
+	}
+	return ""
+}
+
+// seqLen is the length of a tuple or list, 0 for anything else.
+func seqLen(v any) int {
+	switch v := v.(type) {
+	case Tuple:
+		return len(v)
+	case *pyList:
+		return len(v.items)
+	}
+	return 0
 }
 
 // rebuildTensor models torch._utils._rebuild_tensor(_v2)(storage,
 // storage_offset, size, stride, ...).
-func rebuildTensor(args Tuple) (any, error) {
+func (u *unpickler) rebuildTensor(args Tuple) (any, error) {
 	if len(args) < 4 {
 		return nil, fmt.Errorf("_rebuild_tensor with %d arguments", len(args))
 	}
@@ -740,7 +957,10 @@ func rebuildTensor(args Tuple) (any, error) {
 	}
 	off, ok := args[1].(int64)
 	if !ok || off < 0 {
-		return nil, fmt.Errorf("_rebuild_tensor storage offset %v", args[1])
+		return nil, fmt.Errorf("_rebuild_tensor storage offset is a %s %s", pyTypeName(args[1]), briefValue(args[1]))
+	}
+	if err := u.charge(seqLen(args[2]) + seqLen(args[3])); err != nil {
+		return nil, err
 	}
 	size, err := intTuple(args[2])
 	if err != nil {

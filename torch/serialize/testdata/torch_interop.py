@@ -10,6 +10,10 @@
                                                layout and summarise its tensors
     torch_interop.py st-write DIR             write DIR/py.safetensors by the spec,
                                                with DIR/py.safetensors.json
+    torch_interop.py globals DIR              torch.save files that name globals
+                                               into DIR, with DIR/globals.json:
+                                               {name: the weights_only load's error
+                                               or ""}
 
 A summary is JSON that Go builds the same way from its own values: tensors
 become {"tensor": {"dtype", "shape", "sha256"}} over their little-endian
@@ -207,6 +211,52 @@ def st_write(d):
         json.dump({k: summary(v) for k, v in tensors.items()}, fh)
 
 
+class RunsCode:
+    """An object whose pickle calls os.system when loaded unsafely."""
+
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+class Plain:
+    def __init__(self):
+        self.a = 1
+
+
+def with_attr():
+    t = torch.ones(2)
+    t.note = "x"  # saved through torch._tensor._rebuild_from_type_v2
+    return t
+
+
+def globals_files(d):
+    sd = collections.OrderedDict([("w", torch.ones(2))])
+    files = {
+        # refused by torch.load(weights_only=True)
+        "runs_code.pt": {"state_dict": sd, "x": RunsCode()},
+        "plain_object.pt": {"state_dict": sd, "x": Plain()},
+        "partial.pt": {"x": __import__("functools").partial(print, 1)},
+        "complex.pt": {"x": 1 + 2j},
+        # accepted
+        "device_dtype.pt": {"w": torch.ones(2), "dev": torch.device("cpu"), "dt": torch.float16},
+        "containers.pt": {"size": torch.Size([2, 3]), "set": {1, 2}, "raw": bytearray(b"ab"),
+                          "counter": collections.Counter(a=1), "od": collections.OrderedDict(a=1)},
+        "param.pt": {"p": torch.nn.Parameter(torch.ones(2)), "attr": with_attr()},
+        "state_dict.pt": torch.nn.Linear(2, 2).state_dict(),
+    }
+    res = {}
+    for name, obj in files.items():
+        path = os.path.join(d, name)
+        torch.save(obj, path)
+        try:
+            torch.load(path, weights_only=True)
+            res[name] = ""
+        except Exception as e:  # noqa: BLE001 - the message is the result
+            res[name] = str(e).splitlines()[0] or type(e).__name__
+    with open(os.path.join(d, "globals.json"), "w") as fh:
+        json.dump(res, fh)
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "load":
@@ -219,6 +269,8 @@ def main():
         st_check(sys.argv[2], sys.argv[3])
     elif cmd == "st-write":
         st_write(sys.argv[2])
+    elif cmd == "globals":
+        globals_files(sys.argv[2])
     else:
         raise SystemExit("unknown command " + cmd)
 
