@@ -39,7 +39,7 @@ func goclipExecutable(t *testing.T, dir string) string {
 
 // runPython runs py SCRIPT ARGS... from dir (outside the repository, whose torch/ folder
 // would shadow PyTorch), offline; it returns the combined output and the error.
-func runPython(py, dir string, timeout time.Duration, args ...string) (string, error) {
+func runPythonTimed(py, dir string, timeout time.Duration, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, py, args...)
@@ -103,13 +103,13 @@ func TestGPUCheckPythonOnCPU(t *testing.T) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		interopLog, interopErr = runPython(py, work, 4*time.Minute, filepath.Join(root, "scripts", "gpu", "interop.py"),
+		interopLog, interopErr = runPythonTimed(py, work, 4*time.Minute, filepath.Join(root, "scripts", "gpu", "interop.py"),
 			"--device", "cpu", "--models", "small", "--work", work, "--goclip", goclip,
 			"--fixtures", fixtures, "--out", interopOut)
 	}()
 	go func() {
 		defer wg.Done()
-		peerLog, peerErr = runPython(py, work, 4*time.Minute, filepath.Join(root, "bench", "peer", "gpu_hf_peft.py"),
+		peerLog, peerErr = runPythonTimed(py, work, 4*time.Minute, filepath.Join(root, "bench", "peer", "gpu_hf_peft.py"),
 			"--device", "cpu", "--mode", "both", "--lora-config", "small", "--full-config", "small",
 			"--batch-size", "4", "--steps", "1", "--warmup", "1", "--precision", "fp32", "--matmul-n", "128",
 			"--out", peerOut)
@@ -220,7 +220,7 @@ func TestGPUCheckPythonOnCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(work, "out")
-	if log, err := runPython(py, work, time.Minute, filepath.Join(root, "scripts", "gpu", "report.py"),
+	if log, err := runPythonTimed(py, work, time.Minute, filepath.Join(root, "scripts", "gpu", "report.py"),
 		"--work", work, "--out", out, "--elapsed", "123"); err != nil {
 		t.Fatalf("report.py: %v\n%s", err, log)
 	}
