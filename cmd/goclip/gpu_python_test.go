@@ -37,7 +37,7 @@ func goclipExecutable(t *testing.T, dir string) string {
 	return p
 }
 
-// runPython runs py SCRIPT ARGS... from dir (outside the repository, whose torch/ folder
+// runPythonTimed runs py SCRIPT ARGS... from dir (outside the repository, whose torch/ folder
 // would shadow PyTorch), offline; it returns the combined output and the error.
 func runPythonTimed(py, dir string, timeout time.Duration, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
