@@ -82,8 +82,9 @@ type Batch struct {
 	// InputIDs holds len(Items) rows of Tokenize's ids when Tokenize is set.
 	InputIDs []int64
 
-	Items    []int    // indices into the loader's items
+	Items    []int    // indices into the loader's items (a StreamLoader: stream positions)
 	Captions []string // the caption drawn for each image
+	Keys     []string // a StreamLoader's sample names ("SHARD.tar:KEY"); nil for a Loader
 	Next     Position // where to resume after this batch
 
 	release func(*Batch)
@@ -150,6 +151,7 @@ type sample struct {
 	u8       []uint8
 	caption  string
 	ids      []int64
+	key      string // a stream's sample name (StreamLoader), else ""
 }
 
 // NewLoader makes a loader over items. It opens LoaderOptions.CacheDir's cache when
@@ -404,6 +406,9 @@ func (l *Loader) appendSample(b *Batch, s *sample, ctxLen *int) error {
 	}
 	b.Items = append(b.Items, s.idx)
 	b.Captions = append(b.Captions, s.caption)
+	if s.key != "" {
+		b.Keys = append(b.Keys, s.key)
+	}
 	return nil
 }
 
@@ -469,7 +474,7 @@ func (l *Loader) newBatch(epoch, index int) *Batch {
 	}
 	b.Epoch, b.Index, b.Size = epoch, index, l.opts.Size
 	b.Pixels, b.PixelsU8 = b.Pixels[:cap(b.Pixels)], b.PixelsU8[:cap(b.PixelsU8)]
-	b.InputIDs, b.Items, b.Captions = b.InputIDs[:0], b.Items[:0], b.Captions[:0]
+	b.InputIDs, b.Items, b.Captions, b.Keys = b.InputIDs[:0], b.Items[:0], b.Captions[:0], b.Keys[:0]
 	b.release = func(b *Batch) { l.batchPool.Put(b) }
 	return b
 }
@@ -531,12 +536,24 @@ func (l *Loader) load(epoch, pos, idx int) *sample {
 			l.fail(idx, err, imageReason(err))
 			return s
 		}
-		if l.opts.Augment.Enabled() {
-			pix = l.opts.Augment.Apply(img, size, rng).Pix
-		} else {
-			pix = ResizeCropUint8(img, size).Pix
-		}
+		pix = l.pixelsOf(img, rng)
 	}
+	l.finish(s, pix)
+	return s
+}
+
+// pixelsOf preprocesses a decoded image to the S x S crop (augmented when enabled).
+func (l *Loader) pixelsOf(img RGB, rng *rand.Rand) []uint8 {
+	if l.opts.Augment.Enabled() {
+		return l.opts.Augment.Apply(img, l.opts.Size, rng).Pix
+	}
+	return ResizeCropUint8(img, l.opts.Size).Pix
+}
+
+// finish stores a sample's S x S crop (normalised unless Uint8), tokenizes its caption
+// and marks it readable.
+func (l *Loader) finish(s *sample, pix []uint8) {
+	n := 3 * l.opts.Size * l.opts.Size
 	if l.opts.Uint8 {
 		s.u8 = pix
 	} else {
@@ -550,7 +567,6 @@ func (l *Loader) load(epoch, pos, idx int) *sample {
 		s.ids = l.opts.Tokenize(s.caption)
 	}
 	s.ok = true
-	return s
 }
 
 func (l *Loader) getU8(n int) []uint8 {

@@ -23,10 +23,11 @@ const (
 	UnreadableImage Reason = "unreadable image"     // image: not a regular file, truncated, or not an image
 	OversizedImage  Reason = "oversized image"      // image: larger than the loader accepts
 	TwoSplits       Reason = "listed in two splits" // image: a split file lists it again in another split (the first listing wins)
+	CorruptShard    Reason = "corrupt shard"        // shard: a tar that cannot be read to its end
 )
 
 // reasonOrder is the order in which Summary lists the known reasons.
-var reasonOrder = []Reason{Malformed, EmptyCaption, NonUTF8Caption, NoCaptions, MissingImage, UnreadableImage, OversizedImage, TwoSplits}
+var reasonOrder = []Reason{Malformed, EmptyCaption, NonUTF8Caption, NoCaptions, MissingImage, UnreadableImage, OversizedImage, TwoSplits, CorruptShard}
 
 // IsImageReason reports whether r counts images rather than caption rows.
 func (r Reason) IsImageReason() bool {
@@ -233,12 +234,14 @@ func (r *Report) Summary() string {
 	sort.Slice(extra, func(i, j int) bool { return extra[i] < extra[j] })
 	reasons = append(reasons, extra...)
 
-	var rowParts, imgParts []string
+	var rowParts, imgParts, shardParts []string
 	rows, imgs := 0, 0
 	for _, rs := range reasons {
 		t := r.skipped[rs]
 		part := strconv.Itoa(t.n) + " " + string(rs) + " (" + places(t) + ")"
-		if rs.IsImageReason() {
+		if rs == CorruptShard {
+			shardParts = append(shardParts, part)
+		} else if rs.IsImageReason() {
 			imgs += t.n
 			imgParts = append(imgParts, part)
 		} else {
@@ -259,6 +262,9 @@ func (r *Report) Summary() string {
 	}
 	if imgs > 0 {
 		out = append(out, "skipped "+plural(imgs, "image")+": "+strings.Join(imgParts, ", "))
+	}
+	if len(shardParts) > 0 {
+		out = append(out, "cut short "+strings.Join(shardParts, ", "))
 	}
 	if len(out) == 0 {
 		return "nothing skipped or repaired"
