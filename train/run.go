@@ -132,6 +132,9 @@ type Job struct {
 	TokenizerDir string // its vocab.json and merges.txt, copied into model/ ("" for none)
 
 	Train, Val, Test []dataset.Item
+	// TrainShards, when set, streams the training data from webdataset shards
+	// (dataset.StreamLoader) instead of Train.
+	TrainShards *dataset.Shards
 
 	// Params are the parameters to train (they must require grad); nil trains every
 	// parameter of the model. Their names key the checkpoint's tensors.
@@ -322,7 +325,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 			return nil, fmt.Errorf("--resume: %s has no checkpoint to resume from (%s)", out, last)
 		}
 	}
-	if len(job.Train) == 0 {
+	if len(job.Train) == 0 && job.TrainShards == nil {
 		return nil, errors.New("train: the training split holds no images")
 	}
 	if isMain {
@@ -370,11 +373,20 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	if t.dp != nil {
 		lopts.Rank, lopts.World = t.dp.Rank(), t.dp.World() // this rank's share of each batch
 	}
-	loader := dataset.NewLoader(job.Train, lopts)
+	var loader dataset.BatchSource
+	trainImages := len(job.Train)
+	if job.TrainShards != nil {
+		if loader, err = dataset.NewStreamLoader(job.TrainShards, lopts); err != nil {
+			return nil, err
+		}
+		trainImages, _ = job.TrainShards.EpochSamples()
+	} else {
+		loader = dataset.NewLoader(job.Train, lopts)
+	}
 	defer loader.Close()
 	perEpoch := loader.Len()
 	if perEpoch == 0 {
-		return nil, fmt.Errorf("train: the training split has %d images, fewer than one batch of %d", len(job.Train), opts.BatchSize)
+		return nil, fmt.Errorf("train: the training split has %d images, fewer than one batch of %d", trainImages, opts.BatchSize)
 	}
 	if opts.Resume {
 		if err := st.checkPosition(last, perEpoch, len(job.Train)); err != nil {
@@ -404,7 +416,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	defer prog.close()
 	totalParams, trainable := nn.Count(m.NamedParameters())
 	prog.printf("training %d images (%s of %d per epoch, %s, %s in all), %s, %s of %s parameters trained\n",
-		len(job.Train), Plural(perEpoch, "step"), opts.BatchSize, Plural(prog.epochs, "epoch"), Plural(total, "step"), opts.Precision, fmtCount(trainable), fmtCount(totalParams))
+		trainImages, Plural(perEpoch, "step"), opts.BatchSize, Plural(prog.epochs, "epoch"), Plural(total, "step"), opts.Precision, fmtCount(trainable), fmtCount(totalParams))
 	if opts.Warmup > total {
 		prog.printf("warning: --warmup %d is longer than the run's %s: the learning rate never reaches its peak %g\n", opts.Warmup, Plural(total, "step"), opts.LR)
 	}

@@ -27,7 +27,7 @@ const catTrain = "TRAINING"
 var (
 	// --data and --out are checked by the commands (a resume takes --data from the run;
 	// finetune --dry-run needs neither).
-	dataFlag = &cli.PathFlag{Name: "data", Usage: "the data set folder (Kaggle Flickr30k, Karpathy JSON, captions.csv or captions.jsonl); required, except with --resume",
+	dataFlag = &cli.PathFlag{Name: "data", Usage: "the data: a data set folder (Kaggle Flickr30k, Karpathy JSON, captions.csv or captions.jsonl), a CSV, TSV or JSONL file, or webdataset shards (data/{00000..00127}.tar, a folder of .tar files, a file listing them, or goclip shard's output); required, except with --resume",
 		EnvVars: []string{"GOCLIP_DATA"}, Category: catModel}
 	runOutFlag = &cli.PathFlag{Name: "out", Usage: "the run folder (required; created when the run starts: config.json, args.json, metrics.jsonl, learning_curve.png, checkpoints/, model/)",
 		EnvVars: []string{"GOCLIP_OUT"}, Category: catOutput}
@@ -86,6 +86,7 @@ func trainingFlags(epochs int, lr float64, batch int) []cli.Flag {
 		batchSizeFlag(batch, "the global batch: image/caption pairs per optimizer step"),
 		workersFlag, seedFlag, distTimeoutFlag,
 	}
+	f = append(f, dataFlags()...)
 	return append(f, computeFlags()...)
 }
 
@@ -131,6 +132,7 @@ type trainSetup struct {
 	dev     torch.Device
 	prec    train.Precision
 	ds      *dataset.Dataset
+	shards  *dataset.Shards // webdataset shards to stream (nil: ds's items)
 	opts    train.Options
 	out     string
 	resume  bool
@@ -222,15 +224,14 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 
 // openData reads the data set, printing its report, into the training options.
 func (s *trainSetup) openData(c *cli.Context) error {
-	ds, err := dataset.Open(c.String("data"), dataset.Options{})
+	td, err := openTrainData(c, c.App.ErrWriter)
 	if err != nil {
 		return err
 	}
-	s.ds = ds
-	fmt.Fprintf(c.App.ErrWriter, "data: %s (%s): %d train, %d val, %d test images; %s\n", ds.Root, ds.Format,
-		len(ds.Split(dataset.Train)), len(ds.Split(dataset.Val)), len(ds.Split(dataset.Test)), ds.Report.Summary())
+	ds := td.ds
+	s.ds, s.shards = ds, td.shards
 	cache := c.String("cache")
-	if cache == "" {
+	if cache == "" && td.shards == nil {
 		cache = dataset.DefaultCacheDir(ds.Root)
 	}
 	s.opts.CacheDir, s.opts.Report = cache, &ds.Report
@@ -279,7 +280,7 @@ func (s *trainSetup) cleanup(err error) {
 // job is a Job over the data set's splits.
 func (s *trainSetup) job(m *clip.Model, tok *tokenizer.Tokenizer, tokDir string) train.Job {
 	return train.Job{Model: m, Tokenizer: tok, TokenizerDir: tokDir,
-		Train: s.ds.Split(dataset.Train), Val: s.ds.Split(dataset.Val), Test: s.ds.Split(dataset.Test)}
+		Train: s.ds.Split(dataset.Train), Val: s.ds.Split(dataset.Val), Test: s.ds.Split(dataset.Test), TrainShards: s.shards}
 }
 
 // run runs the loop with SIGINT and SIGTERM cancelling it, and reports the outcome.
@@ -395,6 +396,8 @@ func scratchTokenizer(c *cli.Context, s *trainSetup, dir string) (*tokenizer.Tok
 	var err error
 	if path := c.String("tokenizer"); path != "" {
 		tok, err = tokenizer.Load(path)
+	} else if s.shards != nil {
+		return nil, errors.New("--data names webdataset shards: give --tokenizer (a vocabulary is trained on a data set folder's captions only)")
 	} else {
 		items := s.ds.Split(dataset.Train)
 		size := c.Int("vocab-size")

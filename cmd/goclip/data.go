@@ -1,0 +1,72 @@
+package main
+
+// The data flags of train, finetune and eval: what --data may name, and how shards and
+// CSV/TSV/JSONL files given directly are read (open_clip's flag names).
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"goclip/dataset"
+)
+
+const catData = "DATA"
+
+// dataFlags are the flags that say how --data is read.
+func dataFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "wds-caption-key", Usage: "webdataset shards: the json field holding the caption of a sample without a txt member", Value: dataset.DefaultCaptionKey, EnvVars: []string{"GOCLIP_WDS_CAPTION_KEY"}, Category: catData},
+		&cli.IntFlag{Name: "shuffle-buffer", Usage: "webdataset shards: samples mixed within each rank while training (0: none)", Value: 5000, EnvVars: []string{"GOCLIP_SHUFFLE_BUFFER"}, Category: catData},
+		&cli.IntFlag{Name: "train-num-samples", Usage: "webdataset shards: samples per epoch over all ranks (0: the counts of the shards' sizes.json)", EnvVars: []string{"GOCLIP_TRAIN_NUM_SAMPLES"}, Category: catData},
+		&cli.BoolFlag{Name: "dataset-resampled", Usage: "webdataset shards: each rank draws shards with replacement (an epoch is --train-num-samples samples)", EnvVars: []string{"GOCLIP_DATASET_RESAMPLED"}, Category: catData},
+	}
+}
+
+// trainData is what --data names: a data set (a folder) or webdataset shards.
+type trainData struct {
+	ds     *dataset.Dataset // always set; empty of items for shards
+	shards *dataset.Shards  // nil unless --data names shards
+}
+
+// openTrainData opens --data, writing a line about it to w.
+func openTrainData(c *cli.Context, w io.Writer) (*trainData, error) {
+	spec := c.String("data")
+	if dataset.SourceKind(spec) == dataset.SourceShards {
+		if c.Int("train-num-samples") < 0 || c.Int("shuffle-buffer") < 0 {
+			return nil, fmt.Errorf("--train-num-samples %d, --shuffle-buffer %d: want 0 or more", c.Int("train-num-samples"), c.Int("shuffle-buffer"))
+		}
+		if c.Bool("dataset-resampled") && c.Int("train-num-samples") == 0 {
+			return nil, fmt.Errorf("--dataset-resampled needs --train-num-samples (the samples of an epoch)")
+		}
+		sh, err := dataset.OpenShards(spec, dataset.ShardOptions{
+			CaptionKey: strings.TrimSpace(c.String("wds-caption-key")), ShuffleBuffer: c.Int("shuffle-buffer"),
+			NumSamples: c.Int("train-num-samples"), Resampled: c.Bool("dataset-resampled"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("--data: %w", err)
+		}
+		n, err := sh.EpochSamples()
+		if err != nil {
+			return nil, fmt.Errorf("--data: %w", err)
+		}
+		mode := "each shard once per epoch"
+		if sh.Resampled {
+			mode = "shards drawn with replacement"
+		}
+		fmt.Fprintf(w, "data: %d webdataset shards (%s ... %s), %d samples per epoch, %s; no validation or test split\n",
+			len(sh.Paths), sh.Paths[0], sh.Paths[len(sh.Paths)-1], n, mode)
+		ds := &dataset.Dataset{Root: spec, Format: dataset.FormatWebDataset}
+		ds.Report.SetSource(spec)
+		return &trainData{ds: ds, shards: sh}, nil
+	}
+	ds, err := dataset.Open(spec, dataset.Options{})
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(w, "data: %s (%s): %d train, %d val, %d test images; %s\n", ds.Root, ds.Format,
+		len(ds.Split(dataset.Train)), len(ds.Split(dataset.Val)), len(ds.Split(dataset.Test)), ds.Report.Summary())
+	return &trainData{ds: ds}, nil
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"goclip/dataset"
+)
+
+var shardCommand = &cli.Command{
+	Name:      "shard",
+	Usage:     "write a data set as webdataset tar shards, one shard set per split",
+	UsageText: "goclip shard --data DIR --out DIR [--shard-size 10000] [--resize 256]",
+	Description: `Reads any data set goclip reads (Kaggle Flickr30k, Karpathy JSON, captions.csv,
+captions.jsonl) and writes OUT/train/, OUT/val/ and OUT/test/ (the data set's splits,
+a Karpathy split file's when it has one), each holding SPLIT-000000.tar, ... of
+--shard-size samples and a sizes.json of their counts. A sample is one image: KEY.jpg
+(or the image's own format), KEY.txt (its first caption) and KEY.json (its captions,
+file name and split), as img2dataset writes them; Python's webdataset reads them.
+
+--resize N re-encodes every image as a JPEG whose short side is N pixels (bicubic, as
+CLIP's preprocessing resizes); without it the image files are copied unchanged.
+
+Train on the result with --data OUT/train (a folder of shards).
+
+Example:
+   goclip shard --data /data/flickr30k --out /data/flickr30k-wds --resize 256`,
+	Flags: []cli.Flag{
+		&cli.PathFlag{Name: "data", Usage: "the data set folder", Required: true, EnvVars: []string{"GOCLIP_DATA"}, Category: catData},
+		&cli.PathFlag{Name: "out", Usage: "the folder to write the shards to (one subfolder per split)", Required: true, EnvVars: []string{"GOCLIP_SHARD_OUT"}, Category: catOutput},
+		&cli.IntFlag{Name: "shard-size", Usage: "samples per shard", Value: 10000, EnvVars: []string{"GOCLIP_SHARD_SIZE"}, Category: catOutput},
+		&cli.IntFlag{Name: "resize", Usage: "re-encode images as JPEG with this short side in pixels (0: copy the files)", EnvVars: []string{"GOCLIP_SHARD_RESIZE"}, Category: catOutput},
+		workersFlag,
+	},
+	Action: runShard,
+}
+
+func init() { register(shardCommand) }
+
+func runShard(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("shard takes no arguments (got %q)", c.Args().Slice())
+	}
+	if c.Int("shard-size") < 1 {
+		return fmt.Errorf("--shard-size %d: want at least 1", c.Int("shard-size"))
+	}
+	if c.Int("resize") < 0 {
+		return fmt.Errorf("--resize %d: want 0 (copy) or a side in pixels", c.Int("resize"))
+	}
+	ds, err := dataset.Open(c.String("data"), dataset.Options{})
+	if err != nil {
+		return err
+	}
+	w := c.App.ErrWriter
+	fmt.Fprintf(w, "data: %s (%s): %d train, %d val, %d test images; %s\n", ds.Root, ds.Format,
+		len(ds.Split(dataset.Train)), len(ds.Split(dataset.Val)), len(ds.Split(dataset.Test)), ds.Report.Summary())
+	var rep dataset.Report
+	res, err := dataset.WriteShards(ds, c.String("out"), dataset.ConvertOptions{
+		PerShard: c.Int("shard-size"), Resize: c.Int("resize"), Workers: c.Int(workersFlag.Name), Report: &rep,
+	})
+	if err != nil {
+		return err
+	}
+	for _, s := range []dataset.Split{dataset.Train, dataset.Val, dataset.Test} {
+		if paths := res.Shards[s]; len(paths) > 0 {
+			fmt.Fprintf(c.App.Writer, "%s: %d samples in %d shards (%s ... %s)\n", s, res.Samples[s], len(paths), paths[0], paths[len(paths)-1])
+		}
+	}
+	if rep.Skipped() > 0 {
+		fmt.Fprintf(w, "shard: %s\n", rep.Summary())
+	}
+	return nil
+}
