@@ -10,31 +10,53 @@ import (
 	"unicode/utf8"
 )
 
+// tableKeys say which columns (CSV) or fields (JSONL) hold a row's image and caption,
+// and which image names are acceptable.
+type tableKeys struct {
+	image, caption string
+	sep            rune              // CSV field separator
+	nameOK         func(string) bool // validName unless set
+}
+
+// genericKeys are those of captions.csv and captions.jsonl.
+var genericKeys = tableKeys{image: "image", caption: "caption", sep: ','}
+
 // readCSV reads a generic captions.csv: RFC 4180 CSV whose header names an "image" and
 // a "caption" column (other columns are ignored), one caption per row.
 func readCSV(r io.Reader, file string, rep *Report) ([]Item, error) {
+	return readDelimited(r, file, rep, genericKeys)
+}
+
+// readDelimited reads CSV (or TSV, ...: keys.sep) whose header names keys.image and
+// keys.caption (matched without regard to case), one caption per row.
+func readDelimited(r io.Reader, file string, rep *Report, keys tableKeys) ([]Item, error) {
+	nameOK := keys.nameOK
+	if nameOK == nil {
+		nameOK = validName
+	}
 	cr := csv.NewReader(r)
+	cr.Comma = keys.sep
 	cr.FieldsPerRecord = -1
 	cr.LazyQuotes = true
 	header, err := cr.Read()
 	if err == io.EOF {
-		return nil, lineError(file, 1, "empty file: want the header \"image,caption\"")
+		return nil, lineError(file, 1, "empty file: want the header \"%s%c%s\"", keys.image, keys.sep, keys.caption)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: header: %w", file, err)
 	}
 	imageCol, captionCol := -1, -1
 	for i, h := range header {
-		h = strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")))
+		h = strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))
 		switch {
-		case h == "image" && imageCol < 0:
+		case strings.EqualFold(h, keys.image) && imageCol < 0:
 			imageCol = i
-		case h == "caption" && captionCol < 0:
+		case strings.EqualFold(h, keys.caption) && captionCol < 0:
 			captionCol = i
 		}
 	}
 	if imageCol < 0 || captionCol < 0 {
-		return nil, lineError(file, 1, "header %q has no \"image\" and \"caption\" columns", clip(strings.Join(header, ","), 80))
+		return nil, lineError(file, 1, "header %q has no %q and %q columns", clip(strings.Join(header, string(keys.sep)), 80), keys.image, keys.caption)
 	}
 	var c collector
 	lastLine := 0
@@ -62,7 +84,7 @@ func readCSV(r io.Reader, file string, rep *Report) ([]Item, error) {
 			continue
 		}
 		name := strings.TrimSpace(rec[imageCol])
-		if !validName(name) {
+		if !nameOK(name) {
 			rep.AddSkippedLine(Malformed, line)
 			continue
 		}
@@ -79,26 +101,51 @@ func readCSV(r io.Reader, file string, rep *Report) ([]Item, error) {
 // readJSONL reads a generic captions.jsonl: one {"image": ..., "caption": ...} object
 // per line. Blank lines are ignored.
 func readJSONL(r io.Reader, file string, rep *Report) ([]Item, error) {
+	return readJSONLKeys(r, file, rep, genericKeys)
+}
+
+// field is obj's value for key: an exact match, else one without regard to case (as
+// encoding/json matches struct fields).
+func field(obj map[string]json.RawMessage, key string) json.RawMessage {
+	if v, ok := obj[key]; ok {
+		return v
+	}
+	for k, v := range obj {
+		if strings.EqualFold(k, key) {
+			return v
+		}
+	}
+	return nil
+}
+
+// readJSONLKeys reads JSONL whose objects hold the image in keys.image and the caption
+// in keys.caption.
+func readJSONLKeys(r io.Reader, file string, rep *Report, keys tableKeys) ([]Item, error) {
+	nameOK := keys.nameOK
+	if nameOK == nil {
+		nameOK = validName
+	}
 	var c collector
 	err := eachLine(r, file, func(line string, n int) error {
 		if strings.TrimSpace(line) == "" {
 			return nil
 		}
-		var row struct {
-			Image   json.RawMessage `json:"image"`
-			Caption json.RawMessage `json:"caption"`
-		}
+		var obj map[string]json.RawMessage
 		var name, caption string
-		if json.Unmarshal([]byte(line), &row) != nil || row.Image == nil || row.Caption == nil ||
-			!utf8.Valid(row.Image) || json.Unmarshal(row.Image, &name) != nil || !validName(strings.TrimSpace(name)) {
+		if json.Unmarshal([]byte(line), &obj) != nil {
 			rep.AddSkippedLine(Malformed, n)
 			return nil
 		}
-		if !utf8.Valid(row.Caption) { // encoding/json would turn bad bytes into U+FFFD silently
+		img, capt := field(obj, keys.image), field(obj, keys.caption)
+		if img == nil || capt == nil || !utf8.Valid(img) || json.Unmarshal(img, &name) != nil || !nameOK(strings.TrimSpace(name)) {
+			rep.AddSkippedLine(Malformed, n)
+			return nil
+		}
+		if !utf8.Valid(capt) { // encoding/json would turn bad bytes into U+FFFD silently
 			rep.AddSkippedLine(NonUTF8Caption, n)
 			return nil
 		}
-		if json.Unmarshal(row.Caption, &caption) != nil {
+		if json.Unmarshal(capt, &caption) != nil {
 			rep.AddSkippedLine(Malformed, n)
 			return nil
 		}

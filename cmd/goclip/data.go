@@ -17,11 +17,26 @@ const catData = "DATA"
 
 // dataFlags are the flags that say how --data is read.
 func dataFlags() []cli.Flag {
+	return append(tableFlags(), shardReadFlags()...)
+}
+
+// shardReadFlags say how webdataset shards are read.
+func shardReadFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "wds-caption-key", Usage: "webdataset shards: the json field holding the caption of a sample without a txt member", Value: dataset.DefaultCaptionKey, EnvVars: []string{"GOCLIP_WDS_CAPTION_KEY"}, Category: catData},
 		&cli.IntFlag{Name: "shuffle-buffer", Usage: "webdataset shards: samples mixed within each rank while training (0: none)", Value: 5000, EnvVars: []string{"GOCLIP_SHUFFLE_BUFFER"}, Category: catData},
 		&cli.IntFlag{Name: "train-num-samples", Usage: "webdataset shards: samples per epoch over all ranks (0: the counts of the shards' sizes.json)", EnvVars: []string{"GOCLIP_TRAIN_NUM_SAMPLES"}, Category: catData},
 		&cli.BoolFlag{Name: "dataset-resampled", Usage: "webdataset shards: each rank draws shards with replacement (an epoch is --train-num-samples samples)", EnvVars: []string{"GOCLIP_DATASET_RESAMPLED"}, Category: catData},
+	}
+}
+
+// tableFlags say how a CSV, TSV or JSONL file given as --data is read.
+func tableFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "csv-img-key", Usage: "a CSV, TSV or JSONL file as --data: the column (field) of the image paths", Value: dataset.DefaultTableImageKey, EnvVars: []string{"GOCLIP_CSV_IMG_KEY"}, Category: catData},
+		&cli.StringFlag{Name: "csv-caption-key", Usage: "a CSV, TSV or JSONL file as --data: the column (field) of the captions", Value: dataset.DefaultTableCaptionKey, EnvVars: []string{"GOCLIP_CSV_CAPTION_KEY"}, Category: catData},
+		&cli.StringFlag{Name: "csv-separator", Usage: "a CSV or TSV file as --data: the field separator (\\t or tab for a tab; default: tab for .tsv, comma otherwise)", EnvVars: []string{"GOCLIP_CSV_SEPARATOR"}, Category: catData},
+		&cli.PathFlag{Name: "data-root", Usage: "a CSV, TSV or JSONL file as --data: the folder its relative image paths start from (default: the file's), and that absolute ones must lie in", EnvVars: []string{"GOCLIP_DATA_ROOT"}, Category: catData},
 	}
 }
 
@@ -62,11 +77,27 @@ func openTrainData(c *cli.Context, w io.Writer) (*trainData, error) {
 		ds.Report.SetSource(spec)
 		return &trainData{ds: ds, shards: sh}, nil
 	}
-	ds, err := dataset.Open(spec, dataset.Options{})
+	ds, err := openDataSet(c, spec)
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(w, "data: %s (%s): %d train, %d val, %d test images; %s\n", ds.Root, ds.Format,
 		len(ds.Split(dataset.Train)), len(ds.Split(dataset.Val)), len(ds.Split(dataset.Test)), ds.Report.Summary())
 	return &trainData{ds: ds}, nil
+}
+
+// openDataSet opens a data set folder, or a CSV, TSV or JSONL file named directly with
+// the --csv-* and --data-root flags.
+func openDataSet(c *cli.Context, spec string) (*dataset.Dataset, error) {
+	if dataset.SourceKind(spec) != dataset.SourceTable {
+		return dataset.Open(spec, dataset.Options{})
+	}
+	ds, err := dataset.OpenTable(spec, dataset.TableOptions{
+		ImageKey: c.String("csv-img-key"), CaptionKey: c.String("csv-caption-key"),
+		Separator: c.String("csv-separator"), Root: c.String("data-root"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--data: %w", err)
+	}
+	return ds, nil
 }

@@ -13,7 +13,7 @@ var shardCommand = &cli.Command{
 	Usage:     "write a data set as webdataset tar shards, one shard set per split",
 	UsageText: "goclip shard --data DIR --out DIR [--shard-size 10000] [--resize 256]",
 	Description: `Reads any data set goclip reads (Kaggle Flickr30k, Karpathy JSON, captions.csv,
-captions.jsonl) and writes OUT/train/, OUT/val/ and OUT/test/ (the data set's splits,
+captions.jsonl, or a CSV, TSV or JSONL file named directly) and writes OUT/train/, OUT/val/ and OUT/test/ (the data set's splits,
 a Karpathy split file's when it has one), each holding SPLIT-000000.tar, ... of
 --shard-size samples and a sizes.json of their counts. A sample is one image: KEY.jpg
 (or the image's own format), KEY.txt (its first caption) and KEY.json (its captions,
@@ -27,7 +27,7 @@ Train on the result with --data OUT/train (a folder of shards).
 Example:
    goclip shard --data /data/flickr30k --out /data/flickr30k-wds --resize 256`,
 	Flags: []cli.Flag{
-		&cli.PathFlag{Name: "data", Usage: "the data set folder", Required: true, EnvVars: []string{"GOCLIP_DATA"}, Category: catData},
+		&cli.PathFlag{Name: "data", Usage: "the data set folder, or a CSV, TSV or JSONL file (see --csv-img-key)", Required: true, EnvVars: []string{"GOCLIP_DATA"}, Category: catData},
 		&cli.PathFlag{Name: "out", Usage: "the folder to write the shards to (one subfolder per split)", Required: true, EnvVars: []string{"GOCLIP_SHARD_OUT"}, Category: catOutput},
 		&cli.IntFlag{Name: "shard-size", Usage: "samples per shard", Value: 10000, EnvVars: []string{"GOCLIP_SHARD_SIZE"}, Category: catOutput},
 		&cli.IntFlag{Name: "resize", Usage: "re-encode images as JPEG with this short side in pixels (0: copy the files)", EnvVars: []string{"GOCLIP_SHARD_RESIZE"}, Category: catOutput},
@@ -36,7 +36,10 @@ Example:
 	Action: runShard,
 }
 
-func init() { register(shardCommand) }
+func init() {
+	shardCommand.Flags = append(shardCommand.Flags, tableFlags()...)
+	register(shardCommand)
+}
 
 func runShard(c *cli.Context) error {
 	if c.NArg() > 0 {
@@ -48,7 +51,7 @@ func runShard(c *cli.Context) error {
 	if c.Int("resize") < 0 {
 		return fmt.Errorf("--resize %d: want 0 (copy) or a side in pixels", c.Int("resize"))
 	}
-	ds, err := dataset.Open(c.String("data"), dataset.Options{})
+	ds, err := openDataSet(c, c.String("data"))
 	if err != nil {
 		return err
 	}

@@ -241,3 +241,42 @@ func TestLaunchTrainShards(t *testing.T) {
 		t.Errorf("no model.pt: %v", err)
 	}
 }
+
+// TestShardFromTSV: a TSV named as --data with open_clip's flags (absolute paths
+// within --data-root) is read and sharded.
+func TestShardFromTSV(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	mustGoclip(t, "synth", "--out", data, "--images", "12", "--size", "32", "--seed", "3")
+	ds, err := dataset.Open(data, dataset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString("caption_text\timage_path\n")
+	for _, it := range ds.Items {
+		fmt.Fprintf(&b, "%s\t%s\n", it.Captions[0], it.Image)
+	}
+	tsv := filepath.Join(dir, "list.tsv")
+	if err := os.WriteFile(tsv, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "wds")
+	mustGoclip(t, "shard", "--data", tsv, "--csv-img-key", "image_path", "--csv-caption-key", "caption_text",
+		"--data-root", data, "--out", out, "--shard-size", "100")
+	total := 0
+	for _, s := range []string{"train", "val", "test"} {
+		if sh, err := dataset.OpenShards(filepath.Join(out, s), dataset.ShardOptions{}); err == nil {
+			n, _ := sh.EpochSamples()
+			total += n
+		}
+	}
+	if total != 12 {
+		t.Fatalf("%d samples sharded, want 12", total)
+	}
+	// An image outside --data-root is refused.
+	if _, _, err := runGoclip(t, "shard", "--data", tsv, "--csv-img-key", "image_path", "--csv-caption-key", "caption_text",
+		"--data-root", dir+"/elsewhere", "--out", filepath.Join(dir, "x")); err == nil {
+		t.Error("a missing --data-root was accepted")
+	}
+}
