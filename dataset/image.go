@@ -6,9 +6,14 @@ import (
 	"fmt"
 	"image"
 	"image/color"
+	"image/gif"
 	"image/jpeg"
 	"image/png"
+	"io"
 	"os"
+
+	"golang.org/x/image/bmp"
+	"golang.org/x/image/webp"
 )
 
 // RGB is an 8-bit RGB image: W*H pixels, rows top to bottom, channels interleaved
@@ -37,7 +42,7 @@ type ImageError struct {
 func (e *ImageError) Error() string { return fmt.Sprintf("image %s: %v", e.Path, e.Err) }
 func (e *ImageError) Unwrap() error { return e.Err }
 
-// ReadImage reads a JPEG or PNG file into RGB exactly as PIL's
+// ReadImage reads a JPEG, PNG, WebP, GIF or BMP file into RGB exactly as PIL's
 // Image.open(path).convert("RGB") does (see DecodeImage). maxPixels <= 0 means
 // DefaultMaxPixels. Errors are *ImageError values naming path.
 func ReadImage(path string, maxPixels int) (RGB, error) {
@@ -48,7 +53,8 @@ func ReadImage(path string, maxPixels int) (RGB, error) {
 	return DecodeImage(data, path, maxPixels)
 }
 
-// DecodeImage decodes a JPEG or PNG held in data; name is used in errors only.
+// DecodeImage decodes a JPEG, PNG, WebP, GIF (its first frame) or BMP held in data;
+// name is used in errors only.
 //
 // The conversion to RGB follows PIL's convert("RGB"): grey is replicated, alpha is
 // dropped without compositing, palettes are looked up, 16-bit PNG samples keep their
@@ -56,7 +62,9 @@ func ReadImage(path string, maxPixels int) (RGB, error) {
 // clips to 255 on conversion. JPEG chroma is upsampled with libjpeg's "fancy"
 // (triangular) filter and converted with libjpeg's integer YCbCr->RGB tables, so the
 // result differs from PIL's only where Go's IDCT rounds differently from libjpeg's
-// (a level or so on a few pixels). The pixel limit (maxPixels <= 0: DefaultMaxPixels)
+// (a level or so on a few pixels). Lossy WebP is converted as libwebp converts it
+// (webpYCbCrToRGB), lossless WebP and BMP exactly; a GIF's transparent palette entry
+// comes out black where PIL keeps its colour (Go's decoder drops it). The pixel limit (maxPixels <= 0: DefaultMaxPixels)
 // is checked from the header before decoding.
 func DecodeImage(data []byte, name string, maxPixels int) (RGB, error) {
 	fail := func(err error) (RGB, error) { return RGB{}, &ImageError{name, err} }
@@ -66,23 +74,26 @@ func DecodeImage(data []byte, name string, maxPixels int) (RGB, error) {
 	if len(data) == 0 {
 		return fail(errors.New("empty file"))
 	}
-	var isPNG bool
+	var (
+		decodeConfig func(io.Reader) (image.Config, error)
+		decode       func(io.Reader) (image.Image, error)
+		format       string
+	)
 	switch {
 	case bytes.HasPrefix(data, []byte("\x89PNG\r\n\x1a\n")):
-		isPNG = true
+		format, decodeConfig, decode = "png", png.DecodeConfig, png.Decode
 	case bytes.HasPrefix(data, []byte{0xff, 0xd8}):
+		format, decodeConfig, decode = "jpeg", jpeg.DecodeConfig, jpeg.Decode
+	case len(data) >= 12 && string(data[:4]) == "RIFF" && string(data[8:12]) == "WEBP":
+		format, decodeConfig, decode = "webp", webp.DecodeConfig, webp.Decode
+	case bytes.HasPrefix(data, []byte("GIF87a")) || bytes.HasPrefix(data, []byte("GIF89a")):
+		format, decodeConfig, decode = "gif", gif.DecodeConfig, gif.Decode // the first frame
+	case bytes.HasPrefix(data, []byte("BM")):
+		format, decodeConfig, decode = "bmp", bmp.DecodeConfig, bmp.Decode
 	default:
-		return fail(errors.New("not a JPEG or PNG file"))
+		return fail(errors.New("not a JPEG, PNG, WebP, GIF or BMP file"))
 	}
-	var (
-		cfg image.Config
-		err error
-	)
-	if isPNG {
-		cfg, err = png.DecodeConfig(bytes.NewReader(data))
-	} else {
-		cfg, err = jpeg.DecodeConfig(bytes.NewReader(data))
-	}
+	cfg, err := decodeConfig(bytes.NewReader(data))
 	if err != nil {
 		return fail(fmt.Errorf("bad header: %w", err))
 	}
@@ -92,16 +103,25 @@ func DecodeImage(data []byte, name string, maxPixels int) (RGB, error) {
 	if int64(cfg.Width)*int64(cfg.Height) > int64(maxPixels) {
 		return fail(fmt.Errorf("%w: %dx%d is over %d pixels", ErrTooManyPixels, cfg.Width, cfg.Height, maxPixels))
 	}
-	var m image.Image
-	if isPNG {
-		m, err = png.Decode(bytes.NewReader(data))
-	} else {
-		m, err = jpeg.Decode(bytes.NewReader(data))
-	}
+	m, err := decode(bytes.NewReader(data))
 	if err != nil {
 		return fail(fmt.Errorf("decode (truncated or corrupt file?): %w", err))
 	}
-	img, err := toRGB(m, isPNG && pngGrey16(data))
+	if format == "webp" { // lossy WebP: libwebp's YUV conversion, alpha dropped
+		var y *image.YCbCr
+		switch m := m.(type) {
+		case *image.YCbCr:
+			y = m
+		case *image.NYCbCrA:
+			y = &m.YCbCr
+		}
+		if y != nil && y.SubsampleRatio == image.YCbCrSubsampleRatio420 {
+			out := NewRGB(y.Rect.Dx(), y.Rect.Dy())
+			webpYCbCrToRGB(y, out)
+			return out, nil
+		}
+	}
+	img, err := toRGB(m, format == "png" && pngGrey16(data))
 	if err != nil {
 		return fail(err)
 	}
