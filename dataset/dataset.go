@@ -30,6 +30,10 @@ type Item struct {
 	Name     string   // file name as the caption file spells it (e.g. "1000092795.jpg")
 	Captions []string // in file order; at least one
 	Split    Split    // Train, Val or Test
+
+	// Offset and Size, when Size > 0, say that the image is those bytes of the file
+	// Image: a member of a webdataset shard (ShardItems).
+	Offset, Size int64
 }
 
 // Dataset is an ordered list of items read from one folder.

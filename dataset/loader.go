@@ -177,7 +177,9 @@ func NewLoader(items []Item, opts LoaderOptions) *Loader {
 			l.has = make([]bool, len(items))
 			n := 0
 			for i, it := range items {
-				l.entries[i], l.has[i] = c.Lookup(it.Image)
+				if it.Size == 0 { // a shard's members are not cached
+					l.entries[i], l.has[i] = c.Lookup(it.Image)
+				}
 				if l.has[i] {
 					n++
 				}
@@ -531,7 +533,7 @@ func (l *Loader) load(epoch, pos, idx int) *sample {
 		}
 	}
 	if pix == nil {
-		img, err := ReadImage(it.Image, l.opts.MaxPixels)
+		img, err := readItemImage(it, l.opts.MaxPixels)
 		if err != nil {
 			l.fail(idx, err, imageReason(err))
 			return s

@@ -71,6 +71,9 @@ func SourceKind(spec string) string {
 		if tars, _ := filepath.Glob(filepath.Join(spec, "*.tar")); len(tars) > 0 {
 			return SourceShards
 		}
+		if len(ShardSplits(spec)) > 0 {
+			return SourceShards
+		}
 		return SourceFolder
 	}
 	switch strings.ToLower(filepath.Ext(spec)) {
@@ -284,4 +287,17 @@ func (s *Shards) EpochSamples() (int, error) {
 		n += k
 	}
 	return n, nil
+}
+
+// ShardSplits returns the subfolders of dir that hold the shards of a split, as
+// goclip shard writes them (dir/train, dir/val, dir/test holding .tar files).
+func ShardSplits(dir string) map[Split]string {
+	out := map[Split]string{}
+	for _, s := range []Split{Train, Val, Test} {
+		sub := filepath.Join(dir, string(s))
+		if tars, _ := filepath.Glob(filepath.Join(sub, "*.tar")); len(tars) > 0 {
+			out[s] = sub
+		}
+	}
+	return out
 }

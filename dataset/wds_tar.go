@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"unicode/utf8"
 )
@@ -206,4 +207,96 @@ func sampleCaption(f *os.File, s shardSample, captionKey string) (string, Reason
 		return "", why, fmt.Errorf("%s: %s", s.jsn.name, why)
 	}
 	return c, "", nil
+}
+
+// readItemImage reads an item's image: its file, or its bytes in a shard.
+func readItemImage(it *Item, maxPixels int) (RGB, error) {
+	if it.Size <= 0 {
+		return ReadImage(it.Image, maxPixels)
+	}
+	f, err := os.Open(it.Image)
+	if err != nil {
+		return RGB{}, &ImageError{it.Image, err}
+	}
+	defer f.Close()
+	data, err := readMember(f, member{off: it.Offset, size: it.Size, name: it.Name})
+	if err != nil {
+		return RGB{}, &ImageError{it.Image, err}
+	}
+	return DecodeImage(data, it.Image+":"+it.Name, maxPixels)
+}
+
+// ShardItems lists the samples of sh in order as items of split s (evaluation, which
+// needs the whole set), reading the shards' headers and captions (all of an image's
+// captions when its json member lists them, see allCaptions); each item's image
+// is its member in the shard (Item.Offset, Item.Size), its Name "SHARD.tar:KEY".
+// Samples without a caption or an image and corrupt shards are counted in rep.
+func ShardItems(sh *Shards, s Split, rep *Report) ([]Item, error) {
+	var items []Item
+	for i, p := range sh.Paths {
+		sc, err := openScanner(p, i)
+		if err != nil {
+			rep.AddSkipped(CorruptShard, Place{Name: fmt.Sprintf("%s (%v)", p, err)})
+			continue
+		}
+		for {
+			smp, ok := sc.next()
+			if !ok {
+				break
+			}
+			label := filepath.Base(p) + ":" + smp.key
+			c, why, err := sampleCaption(sc.f, smp, sh.CaptionKey)
+			if err != nil {
+				rep.AddSkipped(why, Place{Name: label})
+				continue
+			}
+			if smp.image.name == "" {
+				rep.AddSkipped(MissingImage, Place{Name: label})
+				continue
+			}
+			if smp.image.size == 0 {
+				rep.AddSkipped(UnreadableImage, Place{Name: label})
+				continue
+			}
+			items = append(items, Item{Image: p, Name: label, Captions: allCaptions(sc.f, smp, c), Split: s, Offset: smp.image.off, Size: smp.image.size})
+		}
+		if sc.err != nil {
+			rep.AddSkipped(CorruptShard, Place{Name: fmt.Sprintf("%s (%v)", p, sc.err)})
+		}
+		sc.close()
+	}
+	if len(items) == 0 {
+		return nil, fmt.Errorf("shards %s ...: no usable sample (%s)", sh.Paths[0], rep.Summary())
+	}
+	return items, nil
+}
+
+// allCaptions is a sample's captions for evaluation: the "captions" list of its json
+// member when it has one whose first entry is the caption (goclip shard writes every
+// caption of an image there), else just the caption.
+func allCaptions(f *os.File, s shardSample, caption string) []string {
+	one := []string{caption}
+	if s.jsn.name == "" {
+		return one
+	}
+	b, err := readMember(f, s.jsn)
+	if err != nil || !utf8.Valid(b) {
+		return one
+	}
+	var obj struct {
+		Captions []string `json:"captions"`
+	}
+	if json.Unmarshal(b, &obj) != nil || len(obj.Captions) == 0 {
+		return one
+	}
+	var out []string
+	for _, c := range obj.Captions {
+		if c, why := checkCaption(c); why == "" {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 || out[0] != caption {
+		return one
+	}
+	return out
 }

@@ -56,6 +56,13 @@ func openTrainData(c *cli.Context, w io.Writer) (*trainData, error) {
 		if c.Bool("dataset-resampled") && c.Int("train-num-samples") == 0 {
 			return nil, fmt.Errorf("--dataset-resampled needs --train-num-samples (the samples of an epoch)")
 		}
+		splits := dataset.ShardSplits(spec) // goclip shard's output: train/, val/, test/
+		if len(splits) > 0 {
+			if splits[dataset.Train] == "" {
+				return nil, fmt.Errorf("--data %s: shards for %v but no train/ shards", spec, splits)
+			}
+			spec = splits[dataset.Train]
+		}
 		sh, err := dataset.OpenShards(spec, dataset.ShardOptions{
 			CaptionKey: strings.TrimSpace(c.String("wds-caption-key")), ShuffleBuffer: c.Int("shuffle-buffer"),
 			NumSamples: c.Int("train-num-samples"), Resampled: c.Bool("dataset-resampled"),
@@ -71,10 +78,20 @@ func openTrainData(c *cli.Context, w io.Writer) (*trainData, error) {
 		if sh.Resampled {
 			mode = "shards drawn with replacement"
 		}
-		fmt.Fprintf(w, "data: %d webdataset shards (%s ... %s), %d samples per epoch, %s; no validation or test split\n",
-			len(sh.Paths), sh.Paths[0], sh.Paths[len(sh.Paths)-1], n, mode)
 		ds := &dataset.Dataset{Root: spec, Format: dataset.FormatWebDataset}
 		ds.Report.SetSource(spec)
+		for _, s := range []dataset.Split{dataset.Val, dataset.Test} {
+			if splits[s] == "" {
+				continue
+			}
+			items, err := shardItems(c, splits[s], s, &ds.Report)
+			if err != nil {
+				return nil, err
+			}
+			ds.Items = append(ds.Items, items...)
+		}
+		fmt.Fprintf(w, "data: %d webdataset shards (%s ... %s), %d samples per epoch, %s; %d val, %d test images\n",
+			len(sh.Paths), sh.Paths[0], sh.Paths[len(sh.Paths)-1], n, mode, len(ds.Split(dataset.Val)), len(ds.Split(dataset.Test)))
 		return &trainData{ds: ds, shards: sh}, nil
 	}
 	ds, err := openDataSet(c, spec)
@@ -99,5 +116,50 @@ func openDataSet(c *cli.Context, spec string) (*dataset.Dataset, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--data: %w", err)
 	}
+	return ds, nil
+}
+
+// shardItems lists the samples of the shards of spec (evaluation) as items of split s.
+func shardItems(c *cli.Context, spec string, s dataset.Split, rep *dataset.Report) ([]dataset.Item, error) {
+	sh, err := dataset.OpenShards(spec, dataset.ShardOptions{CaptionKey: strings.TrimSpace(c.String("wds-caption-key"))})
+	if err != nil {
+		return nil, fmt.Errorf("--data: %w", err)
+	}
+	return dataset.ShardItems(sh, s, rep)
+}
+
+// openEvalData opens --data for evaluation: a data set folder or table, or shards (a
+// split's folder, or goclip shard's output, whose --split folder is read; a shard
+// list without splits is read whole).
+func openEvalData(c *cli.Context, spec string, split dataset.Split) (*dataset.Dataset, error) {
+	if dataset.SourceKind(spec) != dataset.SourceShards {
+		return openDataSet(c, spec)
+	}
+	ds := &dataset.Dataset{Root: spec, Format: dataset.FormatWebDataset}
+	ds.Report.SetSource(spec)
+	if splits := dataset.ShardSplits(spec); len(splits) > 0 {
+		for _, s := range []dataset.Split{dataset.Train, dataset.Val, dataset.Test} {
+			if splits[s] == "" || (split != dataset.All && split != s) {
+				continue
+			}
+			items, err := shardItems(c, splits[s], s, &ds.Report)
+			if err != nil {
+				return nil, err
+			}
+			ds.Items = append(ds.Items, items...)
+		}
+		if len(ds.Items) == 0 {
+			return nil, fmt.Errorf("--data %s: no %s shards", spec, split)
+		}
+		return ds, nil
+	}
+	if split == dataset.All {
+		split = dataset.Test
+	}
+	items, err := shardItems(c, spec, split, &ds.Report)
+	if err != nil {
+		return nil, err
+	}
+	ds.Items = items
 	return ds, nil
 }

@@ -40,7 +40,19 @@ Examples:
 	Action: torchAction(runEval),
 }
 
-func init() { register(evalCommand) }
+func init() {
+	evalCommand.Flags = append(evalCommand.Flags, tableFlags()...)
+	evalCommand.Flags = append(evalCommand.Flags, shardReadFlags()[0]) // --wds-caption-key
+	register(evalCommand)
+}
+
+// evalCacheDir is the data set's cache folder; none for shards.
+func evalCacheDir(ds *dataset.Dataset) string {
+	if ds.Format == dataset.FormatWebDataset {
+		return ""
+	}
+	return dataset.DefaultCacheDir(ds.Root)
+}
 
 func runEval(c *cli.Context) error {
 	if c.NArg() > 0 {
@@ -53,7 +65,7 @@ func runEval(c *cli.Context) error {
 	if c.Int("batch-size") < 1 {
 		return fmt.Errorf("--batch-size must be at least 1, got %d", c.Int("batch-size"))
 	}
-	ds, err := dataset.Open(c.String("data"), dataset.Options{})
+	ds, err := openEvalData(c, c.String("data"), split)
 	if err != nil {
 		return err
 	}
@@ -79,7 +91,7 @@ func runEval(c *cli.Context) error {
 	}
 	res, err := train.Evaluate(context.Background(), lm.model, tok, items, train.EvalOptions{
 		BatchSize: c.Int("batch-size"), Workers: c.Int(workersFlag.Name), Precision: prec,
-		CacheDir: dataset.DefaultCacheDir(ds.Root), Report: &ds.Report,
+		CacheDir: evalCacheDir(ds), Report: &ds.Report,
 	})
 	if err != nil {
 		return err

@@ -280,3 +280,44 @@ func TestShardFromTSV(t *testing.T) {
 		t.Error("a missing --data-root was accepted")
 	}
 }
+
+// TestEvalAndTrainOnShardSplits: goclip eval on goclip shard's output gives the result
+// of eval on the data set folder (the same images, first captions and order), and
+// train on that output evaluates on its val/ shards and tests on its test/ shards.
+func TestEvalAndTrainOnShardSplits(t *testing.T) {
+	model := testutil.Fixtures(t, "clip-tiny-openai")
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	mustGoclip(t, "synth", "--out", data, "--images", "60", "--size", "32", "--seed", "6", "--val", "8", "--test", "10")
+	wds := filepath.Join(dir, "wds")
+	mustGoclip(t, "shard", "--data", data, "--out", wds, "--shard-size", "4")
+	for _, split := range []string{"test", "val"} {
+		args := []string{"eval", "--model", model, "--split", split, "--json", "--device", "cpu", "--precision", "fp32", "--threads", "1", "--batch-size", "4"}
+		a := mustGoclip(t, append(args, "--data", data)...)
+		b := mustGoclip(t, append(args, "--data", wds)...)
+		last := map[string]string{"test": "000002", "val": "000001"}[split] // 10 and 8 images in shards of 4
+		c := mustGoclip(t, append(args, "--data", filepath.Join(wds, split, split+"-{000000.."+last+"}.tar"))...)
+		if a != b || a != c || !strings.Contains(a, `"images":`) {
+			t.Errorf("%s: folder %s; shard splits %s; shard list %s", split, a, b, c)
+		}
+	}
+	tok := filepath.Join(dir, "tok")
+	ds, _ := dataset.Open(data, dataset.Options{})
+	tk, err := train.TrainTokenizer(ds.Split(dataset.Train), 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.Save(tok)
+	run := filepath.Join(dir, "run")
+	_, errOut, err := runGoclip(t, "train", "--config", "tiny", "--tokenizer", tok, "--data", wds, "--out", run, "--max-steps", "2",
+		"--batch-size", "8", "--threads", "1", "--workers", "1", "--device", "cpu", "--precision", "fp32", "--warmup", "1")
+	if err != nil {
+		t.Fatalf("train on shard splits: %v\n%s", err, errOut)
+	}
+	if !strings.Contains(errOut, "8 val, 10 test images") || math.IsNaN(lastValLoss(t, run)) {
+		t.Errorf("no validation on val/ shards:\n%s", errOut)
+	}
+	if _, err := os.Stat(filepath.Join(run, "eval.json")); err != nil {
+		t.Errorf("no test evaluation: %v", err)
+	}
+}
