@@ -389,7 +389,11 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("train: the training split has %d images, fewer than one batch of %d", trainImages, opts.BatchSize)
 	}
 	if opts.Resume {
-		if err := st.checkPosition(last, perEpoch, len(job.Train)); err != nil {
+		samples := len(job.Train)
+		if job.TrainShards != nil {
+			samples = math.MaxInt // a stream's position counts the samples read, bad ones included
+		}
+		if err := st.checkPosition(last, perEpoch, samples); err != nil {
 			return nil, err
 		}
 	}
