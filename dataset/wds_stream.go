@@ -52,6 +52,10 @@ var (
 // up to that point without reading any sample's data, so a resumed run sees exactly
 // the samples it would have seen.
 //
+// A sample's caption is its txt member (or json field); when its json member also
+// lists all of the image's captions (goclip shard writes "captions"), one of them is
+// drawn per sample and epoch, as Loader draws (LoaderOptions.FirstCaption: the first).
+//
 // Bad samples (no image, no caption, a caption that is not UTF-8, a truncated or
 // corrupt image) are counted once each, by "SHARD.tar:KEY", in LoaderOptions.Report; a
 // corrupt or unreadable shard is read up to the damage, counted (CorruptShard) and
@@ -320,8 +324,14 @@ func (l *StreamLoader) load(epoch, pos int, ss shardSample) *sample {
 		l.fail(id, label, imageReason(err), err)
 		return s
 	}
+	rng := SampleRNG(l.opts.Seed, epoch, pos)
 	s.caption = caption
-	l.base.finish(s, l.base.pixelsOf(img, SampleRNG(l.opts.Seed, epoch, pos)))
+	if !l.opts.FirstCaption {
+		if all := allCaptions(f, ss, caption); len(all) > 1 { // one per epoch, as Loader draws
+			s.caption = all[rng.IntN(len(all))]
+		}
+	}
+	l.base.finish(s, l.base.pixelsOf(img, rng))
 	return s
 }
 

@@ -637,3 +637,44 @@ func TestShardItems(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamDrawsCaptions: a sample whose json lists several captions (as goclip shard
+// writes them) gets one of them per epoch, drawn from the sample's RNG; FirstCaption
+// keeps the first.
+func TestStreamDrawsCaptions(t *testing.T) {
+	dir := t.TempDir()
+	w, _ := NewShardWriter(dir, "c", 4)
+	for i := 0; i < 4; i++ {
+		caps := []string{fmt.Sprintf("caption %d", i), fmt.Sprintf("caption %d again", i), fmt.Sprintf("caption %d once more", i)}
+		meta, _ := json.Marshal(map[string]any{"caption": caps[0], "captions": caps})
+		if err := w.Add(fmt.Sprintf("s%04d", i), map[string][]byte{"png": solidPNG(t, i, 8, 8), "txt": []byte(caps[0]), "json": meta}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	sh, _ := OpenShards(dir, ShardOptions{})
+	seen := map[string]bool{}
+	for _, first := range []bool{false, true} {
+		o := streamOpts()
+		o.FirstCaption = first
+		l, err := NewStreamLoader(sh, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for epoch := 0; epoch < 6; epoch++ {
+			epochKeys(t, l, Position{Epoch: epoch}) // checks each caption names its image
+			l.StartAt(Position{Epoch: epoch})
+			b, _ := l.Next(context.Background())
+			for j, c := range b.Captions {
+				if first && c != "caption "+b.Keys[j][len(b.Keys[j])-1:] {
+					t.Errorf("FirstCaption: %q for %s", c, b.Keys[j])
+				}
+				seen[c] = true
+			}
+		}
+		l.Close()
+	}
+	if len(seen) < 8 {
+		t.Errorf("%d distinct captions over 6 epochs of 4 samples with 3 captions each: %v", len(seen), seen)
+	}
+}

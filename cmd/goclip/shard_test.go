@@ -44,7 +44,7 @@ func TestShardCommandRoundTrip(t *testing.T) {
 		if n, _ := sh.EpochSamples(); n != len(items) || len(sh.Paths) != (len(items)+15)/16 {
 			t.Fatalf("%s: %d samples in %d shards, want %d images", split, n, len(sh.Paths), len(items))
 		}
-		l, err := dataset.NewStreamLoader(sh, dataset.LoaderOptions{Size: 16, BatchSize: 1, Workers: 2, Uint8: true})
+		l, err := dataset.NewStreamLoader(sh, dataset.LoaderOptions{Size: 16, BatchSize: 1, Workers: 2, Uint8: true, FirstCaption: true})
 		if err != nil {
 			t.Fatal(err)
 		}
