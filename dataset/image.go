@@ -13,6 +13,8 @@ import (
 	"os"
 
 	"golang.org/x/image/bmp"
+
+	"goclip/internal/jpegturbo"
 	"golang.org/x/image/webp"
 )
 
@@ -62,10 +64,12 @@ func ReadImage(path string, maxPixels int) (RGB, error) {
 // clips to 255 on conversion. JPEG chroma is upsampled with libjpeg's "fancy"
 // (triangular) filter and converted with libjpeg's integer YCbCr->RGB tables, so the
 // result differs from PIL's only where Go's IDCT rounds differently from libjpeg's
-// (a level or so on a few pixels). Lossy WebP is converted as libwebp converts it
-// (webpYCbCrToRGB), lossless WebP and BMP exactly; a GIF's transparent palette entry
-// comes out black where PIL keeps its colour (Go's decoder drops it). The pixel limit (maxPixels <= 0: DefaultMaxPixels)
-// is checked from the header before decoding.
+// (a level or so on a few pixels); built with -tags jpegturbo, JPEGs are decoded by
+// libjpeg-turbo as PIL decodes them, exactly (package jpegturbo). Lossy WebP is
+// converted as libwebp converts it (webpYCbCrToRGB), lossless WebP and BMP exactly;
+// a GIF's transparent palette entry comes out black where PIL keeps its colour (Go's
+// decoder drops it). The pixel limit (maxPixels <= 0: DefaultMaxPixels) is checked
+// from the header before decoding.
 func DecodeImage(data []byte, name string, maxPixels int) (RGB, error) {
 	fail := func(err error) (RGB, error) { return RGB{}, &ImageError{name, err} }
 	if maxPixels <= 0 {
@@ -102,6 +106,13 @@ func DecodeImage(data []byte, name string, maxPixels int) (RGB, error) {
 	}
 	if int64(cfg.Width)*int64(cfg.Height) > int64(maxPixels) {
 		return fail(fmt.Errorf("%w: %dx%d is over %d pixels", ErrTooManyPixels, cfg.Width, cfg.Height, maxPixels))
+	}
+	if format == "jpeg" && jpegturbo.Available {
+		// libjpeg-turbo as PIL runs it; what it refuses (CMYK, damage) goes to Go's
+		// decoder, which decodes it or names the problem.
+		if w, h, pix, err := jpegturbo.Decode(data, maxPixels); err == nil {
+			return RGB{W: w, H: h, Pix: pix}, nil
+		}
 	}
 	m, err := decode(bytes.NewReader(data))
 	if err != nil {
