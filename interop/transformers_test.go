@@ -32,18 +32,19 @@ type transformersCase struct {
 	ref      string     // clipref.py reference's output folder
 	images   []string   // the images embedded, in order
 	texts    string     // the file of texts embedded
+	textList []string   // its lines
 	data     string     // the eval data set (captions.csv and images/)
 	items    []evalItem // its images and captions, in order
-	backends []string   // the image processor backends of the reference
 	eval     evalResult // reference eval with the PIL backend
 }
 
-// newTransformersCase writes a model for config with transformers, a data set of the
-// fixture images named (with their captions), and transformers' reference outputs.
-func newTransformersCase(t *testing.T, config string, images []string, captions [][]string, binDir bool) *transformersCase {
+// newTransformersCase writes a model for config with transformers (binDir: also as
+// pytorch_model.bin), a data set of the fixture images named with their captions, and
+// transformers' reference outputs with the image processor backends named.
+func newTransformersCase(t *testing.T, config string, images []string, captions [][]string, binDir bool, backends ...string) *transformersCase {
 	t.Helper()
 	dir := t.TempDir()
-	c := &transformersCase{model: filepath.Join(dir, "model"), ref: filepath.Join(dir, "ref"), backends: []string{"pil", "torchvision"}}
+	c := &transformersCase{model: filepath.Join(dir, "model"), ref: filepath.Join(dir, "ref")}
 	bin := ""
 	if binDir {
 		bin = filepath.Join(dir, "model-bin")
@@ -51,48 +52,58 @@ func newTransformersCase(t *testing.T, config string, images []string, captions 
 	makeModel(t, config, c.model, bin, 7)
 	data, spec := writeDataset(t, filepath.Join(dir, "data"), images, captions)
 	c.data = data
-	var texts []string
 	for i, name := range images {
 		c.images = append(c.images, filepath.Join(data, "images", name))
 		c.items = append(c.items, evalItem{Image: c.images[i], Captions: captions[i]})
-		texts = append(texts, captions[i]...)
+		c.textList = append(c.textList, captions[i]...)
 	}
 	c.texts = filepath.Join(dir, "texts.txt")
-	writeLines(t, c.texts, texts)
-	python(t, append(hfModules, "torchvision"), "reference", "--model", c.model, "--backends", strings.Join(c.backends, ","),
+	writeLines(t, c.texts, c.textList)
+	python(t, append(hfModules, "torchvision"), "reference", "--model", c.model, "--backends", strings.Join(backends, ","),
 		"--images", strings.Join(c.images, ","), "--texts", c.texts, "--eval", spec, "--out", c.ref)
 	c.eval = readEval(t, filepath.Join(c.ref, "eval.json"))["pil"]
 	return c
 }
 
 // check compares goclip's outputs for model (c.model or a copy of its weights) with
-// transformers': embed of the images and of the texts, eval's loss and recall, and the
-// clip package's logits and loss. It returns goclip's image embeddings.
-func (c *transformersCase) check(t *testing.T, model, tag string) []float32 {
+// transformers': the image and text embeddings (from goclip embed when embedCLI, else
+// from the clip package), goclip eval's loss and recall, and the clip package's logits
+// and loss. It returns goclip's image embeddings.
+func (c *transformersCase) check(t *testing.T, model, tag string, embedCLI bool) []float32 {
 	t.Helper()
-	tmp := t.TempDir()
-	img := goclipEmbed(t, filepath.Join(tmp, "img.npy"), append([]string{"--model", model, "--images"}, strings.Join(c.images, ","))...)
+	lib := goclipLibrary(t, model, c.images, c.textList, c.items)
+	img, txt, how := lib.images, lib.texts, "clip.Model.EncodeImage/EncodeText"
+	if embedCLI {
+		tmp := t.TempDir()
+		img = goclipEmbed(t, filepath.Join(tmp, "img.npy"), "--model", model, "--images", strings.Join(c.images, ","))
+		txt = goclipEmbed(t, filepath.Join(tmp, "txt.npy"), "--model", model, "--texts", c.texts)
+		how = "goclip embed"
+	}
 	want, _ := readMatrix(t, filepath.Join(c.ref, "image_embeds_pil.npy"))
-	checkClose(t, tag+": goclip embed --images vs get_image_features (CLIPProcessor, PIL backend)", img, want, fp32Tol)
-
-	txt := goclipEmbed(t, filepath.Join(tmp, "txt.npy"), "--model", model, "--texts", c.texts)
+	checkClose(t, tag+": "+how+" images vs get_image_features (CLIPProcessor, PIL backend)", img, want, fp32Tol)
 	want, _ = readMatrix(t, filepath.Join(c.ref, "text_embeds.npy"))
-	checkClose(t, tag+": goclip embed --texts vs get_text_features (CLIPProcessor)", txt, want, fp32Tol)
+	checkClose(t, tag+": "+how+" texts vs get_text_features (CLIPProcessor)", txt, want, fp32Tol)
 
 	got := goclipEval(t, "--model", model, "--data", c.data)
 	checkEval(t, tag+": goclip eval", got, c.eval, fp32Tol)
 
-	logits, loss := goclipLogits(t, model, c.items)
 	want, _ = readMatrix(t, filepath.Join(c.ref, "logits_per_image_pil.npy"))
-	checkClose(t, tag+": clip.Model.Forward vs logits_per_image", logits, want, fp32Tol)
-	checkScalar(t, tag+": clip.ContrastiveLoss vs CLIPModel(return_loss=True).loss", loss, c.eval.Loss, fp32Tol)
+	checkClose(t, tag+": clip.Model.Forward vs logits_per_image", lib.logits, want, fp32Tol)
+	checkScalar(t, tag+": clip.ContrastiveLoss vs CLIPModel(return_loss=True).loss", lib.loss, c.eval.Loss, fp32Tol)
 	return img
 }
 
-// goclipLogits loads model with the clip package and computes logits_per_image and the
-// loss of items' images paired with their first captions, preprocessed and tokenized by
-// goclip.
-func goclipLogits(t *testing.T, model string, items []evalItem) (logits []float32, loss float64) {
+// libraryOutputs are what goclipLibrary computes.
+type libraryOutputs struct {
+	images, texts []float32 // projected embeddings [N, P], [M, P]
+	logits        []float32 // logits_per_image of the items' first captions [K, K]
+	loss          float64
+}
+
+// goclipLibrary loads model with the clip package and computes, with goclip's
+// preprocessing and tokenizer, the embeddings of images and texts, and
+// logits_per_image and the loss of items' images paired with their first captions.
+func goclipLibrary(t *testing.T, model string, images, texts []string, items []evalItem) libraryOutputs {
 	t.Helper()
 	m, cfg, err := clip.LoadPretrained(model, torch.CPU, torch.Float32)
 	if err != nil {
@@ -108,31 +119,43 @@ func goclipLogits(t *testing.T, model string, items []evalItem) (logits []float3
 	if err != nil {
 		t.Fatal(err)
 	}
-	size, ctx, n := cfg.Vision.ImageSize, cfg.Text.MaxPositionEmbeddings, int64(len(items))
-	var pixels []float32
-	var first []string
-	for _, it := range items {
-		img, err := dataset.ReadImage(it.Image, 0)
-		if err != nil {
-			t.Fatal(err)
+	size, ctx := cfg.Vision.ImageSize, cfg.Text.MaxPositionEmbeddings
+	pixels := func(paths []string) *torch.Tensor {
+		var px []float32
+		for _, p := range paths {
+			img, err := dataset.ReadImage(p, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			px = append(px, dataset.Preprocess(img, int(size))...)
 		}
-		pixels = append(pixels, dataset.Preprocess(img, int(size))...)
+		return torch.FromFloat32(px, int64(len(paths)), 3, size, size) // [N, 3, S, S]
+	}
+	ids := func(texts []string) *torch.Tensor {
+		v, _ := tok.Batch(texts, int(ctx))
+		return torch.FromInt64(v, int64(len(texts)), ctx) // [M, T]
+	}
+	var out libraryOutputs
+	var itemImages, first []string
+	for _, it := range items {
+		itemImages = append(itemImages, it.Image)
 		first = append(first, it.Captions[0])
 	}
-	ids, _ := tok.Batch(first, int(ctx))
 	err = torch.Try(func() {
 		scope := torch.NewScope()
 		defer scope.Close()
 		torch.NoGrad(func() {
-			l := m.Forward(torch.FromFloat32(pixels, n, 3, size, size), torch.FromInt64(ids, n, ctx)) // [N, N]
-			logits = l.Float32s()
-			loss = clip.ContrastiveLoss(l).Item()
+			out.images = m.EncodeImage(pixels(images)).Float32s() // [N, P]
+			out.texts = m.EncodeText(ids(texts)).Float32s()       // [M, P]
+			l := m.Forward(pixels(itemImages), ids(first))        // [K, K]
+			out.logits = l.Float32s()
+			out.loss = clip.ContrastiveLoss(l).Item()
 		})
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return logits, loss
+	return out
 }
 
 // TestTransformersSmallModel: a small randomly initialised CLIPModel (every size
@@ -145,8 +168,8 @@ func goclipLogits(t *testing.T, model string, items []evalItem) (logits []float3
 // pytorch_model.bin (torch.save of the state dict: transformers 5.17 ignores
 // safe_serialization=False and writes model.safetensors) give the same.
 func TestTransformersSmallModel(t *testing.T) {
-	c := newTransformersCase(t, "small_config.json", fixtureImages, smallCaptions, true)
-	img := c.check(t, c.model, "small")
+	c := newTransformersCase(t, "small_config.json", fixtureImages, smallCaptions, true, "pil", "torchvision")
+	img := c.check(t, c.model, "small", true)
 
 	// A preprocessing one uint8 level off on a few pixels (5.x's default torchvision
 	// CLIPImageProcessor) moves the embeddings by far more than the tolerance.
@@ -168,12 +191,14 @@ func TestTransformersSmallModel(t *testing.T) {
 
 // TestTransformersViTB16: the same for openai/clip-vit-base-patch16's architecture
 // (149,620,737 parameters, config.json written by hand, legacy eos_token_id 2 argmax
-// pooling, CLIPImageProcessor() at 224), on two images with one caption each.
+// pooling, CLIPImageProcessor() at 224), on two images with one caption each. To keep
+// it to seconds of compute, goclip loads it twice: in the clip package (embeddings,
+// logits, loss) and in goclip eval; TestTransformersSmallModel runs goclip embed.
 func TestTransformersViTB16(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the ViT-B/16 model takes a minute of CPU to build, write and run")
 	}
 	c := newTransformersCase(t, "vit_b16_config.json", []string{"chelsea.png", "logo.png"},
-		[][]string{{"A tabby cat looks up from the floor 🐈"}, {"a LOGO with a snake   and the words scikit-image"}}, false)
-	c.check(t, c.model, "vit-b-16")
+		[][]string{{"A tabby cat looks up from the floor 🐈"}, {"a LOGO with a snake   and the words scikit-image"}}, false, "pil")
+	c.check(t, c.model, "vit-b-16", false)
 }

@@ -27,6 +27,7 @@ Subcommands:
 import argparse
 import html
 import json
+import math
 import os
 import sys
 import unicodedata
@@ -76,30 +77,43 @@ def clip_processor(tokenizer_dir, size):
     return CLIPProcessor(image_processor=ip, tokenizer=tok)
 
 
-def randomise(model, seed):
-    """Draws the parameters that CLIPModel's initialisation leaves constant (biases 0,
-    LayerNorm weights 1, logit_scale ln(1/0.07)), so that a mistake in any of them shows."""
+def random_clip(cfg, seed):
+    """CLIPModel(cfg) with every parameter drawn from a generator seeded with seed:
+    matrices (linear, convolution, embedding tables) N(0, 1/fan_in), so that every
+    layer moves the output and the image reaches the class token, other vectors
+    (biases, class_embedding) N(0, 0.02²), LayerNorm weights N(1, 0.1²), logit_scale
+    3.1. (CLIPModel's own initialisation leaves biases 0, LayerNorm weights 1 and
+    logit_scale ln(1/0.07), where a mistake would not show; it is also slow at
+    ViT-B/16's size, so it is skipped.)"""
     import torch
+    from transformers import CLIPModel
 
-    g = torch.Generator().manual_seed(seed + 1)
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4.x
+        from transformers.modeling_utils import no_init_weights
+    with no_init_weights():
+        model = CLIPModel(cfg)
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith(".bias"):
-                p.copy_(0.02 * torch.randn(p.shape, generator=g))
-            elif "norm" in name and name.endswith(".weight"):
+            if "norm" in name and name.endswith(".weight"):
                 p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+            elif p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p[0].numel()))
+            else:
+                p.copy_(0.02 * torch.randn(p.shape, generator=g))
         model.logit_scale.fill_(3.1)
+    return model.eval()
 
 
 def cmd_make_model(a):
     import torch
-    from transformers import CLIPConfig, CLIPModel
+    from transformers import CLIPConfig
 
     quiet()
     cfg = CLIPConfig.from_json_file(a.config)
-    torch.manual_seed(a.seed)
-    model = CLIPModel(cfg).eval()
-    randomise(model, a.seed)
+    model = random_clip(cfg, a.seed)
     model.save_pretrained(a.out)
     proc = clip_processor(a.tokenizer, cfg.vision_config.image_size)
     proc.save_pretrained(a.out)
@@ -227,9 +241,12 @@ def cmd_reference(a):
             out = model(input_ids=first["input_ids"], attention_mask=first["attention_mask"], pixel_values=pv,
                         return_loss=True)
             save_npy(os.path.join(a.out, f"logits_per_image_{b}.npy"), out.logits_per_image.numpy())
-            img = features(model.get_image_features(pixel_values=pv)).numpy()
-            txt = features(model.get_text_features(input_ids=allcaps["input_ids"],
-                                                   attention_mask=allcaps["attention_mask"])).numpy()
+            img = out.image_embeds.numpy()  # normalised, which recall's cosine does not mind
+            if len(caps) == len(items):
+                txt = out.text_embeds.numpy()
+            else:
+                txt = features(model.get_text_features(input_ids=allcaps["input_ids"],
+                                                       attention_mask=allcaps["attention_mask"])).numpy()
             i2t, t2i = recall(img, txt, owner)
             ev[b] = {"loss": float(out.loss), "image_to_text": i2t, "text_to_image": t2i,
                      "images": len(items), "captions": len(caps)}
