@@ -58,6 +58,34 @@ var buildGoclip = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
+// shared is something the package's tests make once, in a folder under tmpRoot.
+type shared[T any] struct {
+	sync.Mutex
+	v            T
+	done, failed bool
+}
+
+// get returns the value, making it with build(dir) on the first call (what is the
+// message of later calls when that failed).
+func (s *shared[T]) get(t *testing.T, what string, build func(dir string) T) T {
+	t.Helper()
+	s.Lock()
+	defer s.Unlock()
+	if s.done {
+		return s.v
+	}
+	if s.failed {
+		t.Fatalf("making %s failed in an earlier test", what)
+	}
+	s.failed = true // until build returns
+	dir, err := os.MkdirTemp(tmpRoot, "shared-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.v, s.done, s.failed = build(dir), true, false
+	return s.v
+}
+
 // goclipBin builds bin/goclip (once per test binary) and returns its path.
 func goclipBin(t *testing.T) string {
 	t.Helper()

@@ -43,7 +43,12 @@ type transformersCase struct {
 // transformers' reference outputs with the image processor backends named.
 func newTransformersCase(t *testing.T, config string, images []string, captions [][]string, binDir bool, backends ...string) *transformersCase {
 	t.Helper()
-	dir := t.TempDir()
+	return newTransformersCaseIn(t, t.TempDir(), config, images, captions, binDir, backends...)
+}
+
+// newTransformersCaseIn is newTransformersCase in dir.
+func newTransformersCaseIn(t *testing.T, dir, config string, images []string, captions [][]string, binDir bool, backends ...string) *transformersCase {
+	t.Helper()
 	c := &transformersCase{model: filepath.Join(dir, "model"), ref: filepath.Join(dir, "ref")}
 	bin := ""
 	if binDir {
@@ -158,6 +163,29 @@ func goclipLibrary(t *testing.T, model string, images, texts []string, items []e
 	return out
 }
 
+var small shared[*transformersCase]
+
+// smallCase is the small model's case (the fixture images and smallCaptions, PIL and
+// torchvision references, a pytorch_model.bin copy), made once for the package's tests.
+func smallCase(t *testing.T) *transformersCase {
+	t.Helper()
+	return small.get(t, "the small transformers model", func(dir string) *transformersCase {
+		return newTransformersCaseIn(t, dir, "small_config.json", fixtureImages, smallCaptions, true, "pil", "torchvision")
+	})
+}
+
+var smallRun shared[string]
+
+// smallFinetune is a goclip fine-tune of smallCase's model (see finetune), run once for
+// the package's tests.
+func smallFinetune(t *testing.T) string {
+	t.Helper()
+	c := smallCase(t)
+	return smallRun.get(t, "the fine-tune of the small model", func(dir string) string {
+		return finetune(t, c.model, filepath.Join(dir, "run"))
+	})
+}
+
 // TestTransformersSmallModel: a small randomly initialised CLIPModel (every size
 // distinct, exact gelu, pooling at the first eos_token_id, a 40-token context; biases,
 // LayerNorms and logit_scale drawn too) written by transformers' save_pretrained with
@@ -168,7 +196,7 @@ func goclipLibrary(t *testing.T, model string, images, texts []string, items []e
 // pytorch_model.bin (torch.save of the state dict: transformers 5.17 ignores
 // safe_serialization=False and writes model.safetensors) give the same.
 func TestTransformersSmallModel(t *testing.T) {
-	c := newTransformersCase(t, "small_config.json", fixtureImages, smallCaptions, true, "pil", "torchvision")
+	c := smallCase(t)
 	img := c.check(t, c.model, "small", true)
 
 	// A preprocessing one uint8 level off on a few pixels (5.x's default torchvision
