@@ -35,9 +35,11 @@ const (
 )
 
 // tokenizerFiles are copied by SaveHF from a tokenizer folder when present; the first
-// two are required.
+// two are required unless the folder has tokenizer.json (as transformers 5 writes it).
 var tokenizerFiles = []string{"vocab.json", "merges.txt", "tokenizer_config.json",
-	"special_tokens_map.json", "tokenizer.json", PreprocessorFile}
+	"special_tokens_map.json", tokenizerJSON, PreprocessorFile}
+
+const tokenizerJSON = "tokenizer.json"
 
 // Source is a checkpoint found on disk by FindCheckpoint.
 type Source struct {
@@ -57,7 +59,8 @@ type Source struct {
 	Weights []string
 	// Index is the sharded checkpoint's model.safetensors.index.json, or "".
 	Index string
-	// Tokenizer is a folder holding vocab.json and merges.txt next to the weights, or "".
+	// Tokenizer is a folder holding vocab.json and merges.txt, or tokenizer.json, next to
+	// the weights, or "".
 	Tokenizer string
 }
 
@@ -156,15 +159,21 @@ func (s *Source) readIndex(index string) error {
 	return nil
 }
 
-// tokenizerIn returns dir when it holds vocab.json and merges.txt, else dir/tokenizer
-// when that does, else "".
+// tokenizerIn returns dir when it holds vocab.json and merges.txt or tokenizer.json,
+// else dir/tokenizer when that does, else "".
 func tokenizerIn(dir string) string {
 	for _, d := range []string{dir, filepath.Join(dir, "tokenizer")} {
-		if isFile(filepath.Join(d, tokenizerFiles[0])) && isFile(filepath.Join(d, tokenizerFiles[1])) {
+		if hasTokenizer(d) {
 			return d
 		}
 	}
 	return ""
+}
+
+// hasTokenizer reports whether dir holds vocab.json and merges.txt, or tokenizer.json.
+func hasTokenizer(dir string) bool {
+	return (isFile(filepath.Join(dir, tokenizerFiles[0])) && isFile(filepath.Join(dir, tokenizerFiles[1]))) ||
+		isFile(filepath.Join(dir, tokenizerJSON))
 }
 
 // LoadConfig reads the source's config.json; a source without one is an error naming
@@ -380,9 +389,10 @@ func SaveHF(dir string, m *Model, cfg Config, tokenizerDir string) error {
 // SaveHFAs writes an HF CLIP model folder that transformers' CLIPModel.from_pretrained
 // and CLIPProcessor.from_pretrained open: config.json (torch_dtype set to dtype),
 // model.safetensors (floating-point weights in dtype), the tokenizer files of
-// tokenizerDir (vocab.json and merges.txt, required, and tokenizer_config.json,
-// special_tokens_map.json, tokenizer.json, preprocessor_config.json when present; the
-// last three of those HF files are written for CLIP's defaults when absent). With
+// tokenizerDir (vocab.json and merges.txt, required unless there is tokenizer.json, and
+// tokenizer_config.json, special_tokens_map.json, tokenizer.json,
+// preprocessor_config.json when present; tokenizer_config.json, special_tokens_map.json
+// and preprocessor_config.json are written for CLIP's defaults when absent). With
 // tokenizerDir "" no tokenizer files are written.
 //
 // The folder is built in a temporary sibling and then renamed into place when dir does
@@ -456,11 +466,12 @@ func writeConfig(path string, cfg Config, dtype torch.DType) error {
 // writeTokenizerFiles copies the tokenizer files of src into dst and writes HF's
 // defaults for the small JSON files src lacks.
 func writeTokenizerFiles(dst, src string, cfg Config) error {
+	hasJSON := isFile(filepath.Join(src, tokenizerJSON))
 	for i, name := range tokenizerFiles {
 		from := filepath.Join(src, name)
 		if !isFile(from) {
-			if i < 2 {
-				return fmt.Errorf("tokenizer folder %s has no %s", src, name)
+			if i < 2 && !hasJSON {
+				return fmt.Errorf("tokenizer folder %s has no %s (nor %s)", src, name, tokenizerJSON)
 			}
 			continue
 		}

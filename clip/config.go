@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 
 	"goclip/internal/atomicfile"
@@ -403,6 +404,7 @@ func encodeWithExtra(known any, extra map[string]json.RawMessage, fixed map[stri
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, err
 	}
+	pythonFloats(known, m)
 	for k, v := range fixed {
 		raw, err := json.Marshal(v)
 		if err != nil {
@@ -416,4 +418,22 @@ func encodeWithExtra(known any, extra map[string]json.RawMessage, fixed map[stri
 		}
 	}
 	return json.Marshal(m)
+}
+
+// pythonFloats rewrites, in m, the float64 fields of the struct known points to so that
+// a whole number keeps its decimal point (1.0, not Go's 1), as Python writes floats:
+// transformers 5 checks config fields by type and rejects an int where a float is
+// declared (CLIPConfig.from_pretrained fails on "initializer_factor": 1).
+func pythonFloats(known any, m map[string]json.RawMessage) {
+	v := reflect.ValueOf(known).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Type().Field(i)
+		if !f.IsExported() || f.Type.Kind() != reflect.Float64 {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if raw, ok := m[name]; ok && !strings.ContainsAny(string(raw), ".eE") {
+			m[name] = json.RawMessage(string(raw) + ".0")
+		}
+	}
 }

@@ -13,10 +13,11 @@ import (
 	"goclip/internal/atomicfile"
 )
 
-// File names of the two vocabulary formats.
+// File names of the vocabulary formats.
 const (
 	VocabFile  = "vocab.json"                   // Hugging Face: token -> id
 	MergesFile = "merges.txt"                   // Hugging Face: merge rules in rank order
+	JSONFile   = "tokenizer.json"               // Hugging Face tokenizers: both in one file (all transformers 5 writes)
 	OpenAIFile = "bpe_simple_vocab_16e6.txt.gz" // OpenAI: merge rules, ids implied
 )
 
@@ -80,9 +81,10 @@ type mergeLine struct {
 	line        int
 }
 
-// Load reads a vocabulary. path is a folder holding vocab.json and merges.txt
-// (a Hugging Face model folder; or its tokenizer/ subfolder holding them) or
-// bpe_simple_vocab_16e6.txt.gz, one of those files itself, or any
+// Load reads a vocabulary. path is a folder holding vocab.json and merges.txt, or
+// else tokenizer.json (a Hugging Face model folder, as transformers 5's
+// save_pretrained writes it with tokenizer.json only; or its tokenizer/ subfolder
+// holding them), or bpe_simple_vocab_16e6.txt.gz; one of those files itself; or any
 // OpenAI-format merges file (gzipped or not). Errors name the file at fault.
 func Load(path string) (*Tokenizer, error) {
 	info, err := os.Stat(path)
@@ -93,6 +95,8 @@ func Load(path string) (*Tokenizer, error) {
 		switch filepath.Base(path) {
 		case VocabFile, MergesFile:
 			return loadHF(filepath.Dir(path))
+		case JSONFile:
+			return loadJSON(path)
 		}
 		return loadOpenAI(path)
 	}
@@ -101,16 +105,18 @@ func Load(path string) (*Tokenizer, error) {
 	switch {
 	case hasVocab && hasMerges:
 		return loadHF(path)
+	case exists(filepath.Join(path, JSONFile)):
+		return loadJSON(filepath.Join(path, JSONFile))
 	case exists(filepath.Join(path, OpenAIFile)):
 		return loadOpenAI(filepath.Join(path, OpenAIFile))
 	case hasVocab:
 		return nil, fmt.Errorf("tokenizer: %s has %s but no %s", path, VocabFile, MergesFile)
 	case hasMerges:
 		return nil, fmt.Errorf("tokenizer: %s has %s but no %s", path, MergesFile, VocabFile)
-	case exists(filepath.Join(path, "tokenizer", VocabFile)):
+	case exists(filepath.Join(path, "tokenizer", VocabFile)) || exists(filepath.Join(path, "tokenizer", JSONFile)):
 		return Load(filepath.Join(path, "tokenizer")) // a model folder with the tokenizer beside it
 	}
-	return nil, fmt.Errorf("tokenizer: %s holds neither %s and %s nor %s", path, VocabFile, MergesFile, OpenAIFile)
+	return nil, fmt.Errorf("tokenizer: %s holds neither %s and %s, nor %s, nor %s", path, VocabFile, MergesFile, JSONFile, OpenAIFile)
 }
 
 func exists(path string) bool {
@@ -129,13 +135,9 @@ func loadHF(dir string) (*Tokenizer, error) {
 	if err := json.Unmarshal(raw, &vocab); err != nil {
 		return nil, fmt.Errorf("tokenizer: %s: not a JSON object of token ids: %w", vocabPath, err)
 	}
-	tokens := make([]string, len(vocab))
-	set := make([]bool, len(vocab))
-	for tok, id := range vocab {
-		if id < 0 || id >= len(vocab) || set[id] {
-			return nil, fmt.Errorf("tokenizer: %s: ids must be 0..%d, each once; got %d for %q", vocabPath, len(vocab)-1, id, tok)
-		}
-		tokens[id], set[id] = tok, true
+	tokens, err := vocabTokens(vocab)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %s: %w", vocabPath, err)
 	}
 	raw, err = os.ReadFile(mergesPath)
 	if err != nil {
@@ -156,6 +158,76 @@ func loadHF(dir string) (*Tokenizer, error) {
 	t, err := build(tokens, merges)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %s, %s: %w", vocabPath, MergesFile, err)
+	}
+	return t, nil
+}
+
+// vocabTokens lists a token -> id map by id; the ids must be 0..len-1, each once.
+func vocabTokens(vocab map[string]int) ([]string, error) {
+	tokens := make([]string, len(vocab))
+	set := make([]bool, len(vocab))
+	for tok, id := range vocab {
+		if id < 0 || id >= len(vocab) || set[id] {
+			return nil, fmt.Errorf("ids must be 0..%d, each once; got %d for %q", len(vocab)-1, id, tok)
+		}
+		tokens[id], set[id] = tok, true
+	}
+	return tokens, nil
+}
+
+// loadJSON reads the vocabulary and merges of a tokenizers tokenizer.json, which must
+// describe CLIP's BPE: model type "BPE" with end-of-word suffix "</w>" and no
+// continuing-subword prefix. Its merges are "left right" strings (tokenizers before
+// 0.20) or [left, right] pairs. The normaliser and pre-tokeniser it names are not read:
+// the text is cleaned and split as OpenAI's tokenizer does (see Tokenizer).
+func loadJSON(path string) (*Tokenizer, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %w", err)
+	}
+	var file struct {
+		Model struct {
+			Type           string            `json:"type"`
+			Vocab          map[string]int    `json:"vocab"`
+			Merges         []json.RawMessage `json:"merges"`
+			EndOfWord      *string           `json:"end_of_word_suffix"`
+			ContinuingWord *string           `json:"continuing_subword_prefix"`
+		} `json:"model"`
+	}
+	if err := json.Unmarshal(raw, &file); err != nil {
+		return nil, fmt.Errorf("tokenizer: %s: %w", path, err)
+	}
+	m := file.Model
+	switch {
+	case m.Type != "BPE":
+		return nil, fmt.Errorf("tokenizer: %s: model type %q, want CLIP's byte-level \"BPE\"", path, m.Type)
+	case m.EndOfWord == nil || *m.EndOfWord != "</w>":
+		return nil, fmt.Errorf("tokenizer: %s: model.end_of_word_suffix is not \"</w>\": not CLIP's BPE", path)
+	case m.ContinuingWord != nil && *m.ContinuingWord != "":
+		return nil, fmt.Errorf("tokenizer: %s: model.continuing_subword_prefix %q: not CLIP's BPE", path, *m.ContinuingWord)
+	}
+	tokens, err := vocabTokens(m.Vocab)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %s: model.vocab: %w", path, err)
+	}
+	merges := make([]mergeLine, len(m.Merges))
+	for i, r := range m.Merges {
+		var line string
+		var pair []string
+		switch {
+		case json.Unmarshal(r, &line) == nil:
+			if merges[i], err = parseMerge(line, i+1); err != nil {
+				return nil, fmt.Errorf("tokenizer: %s: model.merges: %w", path, err)
+			}
+		case json.Unmarshal(r, &pair) == nil && len(pair) == 2:
+			merges[i] = mergeLine{left: pair[0], right: pair[1], line: i + 1}
+		default:
+			return nil, fmt.Errorf("tokenizer: %s: model.merges entry %d is %s, want \"left right\" or [left, right]", path, i+1, r)
+		}
+	}
+	t, err := build(tokens, merges)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %s: %w", path, err)
 	}
 	return t, nil
 }

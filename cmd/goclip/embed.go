@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"goclip/internal/atomicfile"
+	"goclip/lora"
 )
 
 var embedCommand = &cli.Command{
@@ -31,6 +32,9 @@ row per input, in input order:
              included; "-" reads stdin), tokenized with the model's vocab.json and
              merges.txt and cut to its context length.
 
+--adapter applies a peft LoRA adapter (peft's save_pretrained or goclip's RUN/adapter)
+to --model first, as eval --adapter does.
+
 Embeddings are not normalised unless --normalize is given. An unreadable image is an
 error naming the file; with --skip-bad it is left out instead, the skipped files are
 counted on stderr, and --list FILE records which input each row came from.
@@ -41,6 +45,8 @@ Examples:
    goclip embed --model runs/demo-finetune --texts captions.txt --out t.npy --normalize`,
 	Flags: append([]cli.Flag{
 		modelFlag, revisionFlag,
+		adapterFlag,
+		forceAdapterFlag,
 		&cli.StringSliceFlag{Name: "images", EnvVars: []string{"GOCLIP_EMBED_IMAGES"}, Usage: "image files or folders (repeatable, or comma-separated)", Category: catModel},
 		&cli.PathFlag{Name: "texts", EnvVars: []string{"GOCLIP_EMBED_TEXTS"}, Usage: `a file of texts, one per line ("-": stdin)`, Category: catModel},
 		&cli.PathFlag{Name: "out", EnvVars: []string{"GOCLIP_EMBED_OUT"}, Usage: "the .npy file to write", Required: true, Category: catOutput},
@@ -97,6 +103,14 @@ func runEmbed(c *cli.Context) error {
 		return err
 	}
 	defer lm.free()
+	if dir := c.String(adapterFlag.Name); dir != "" {
+		if dir, err = adapterPath(dir); err != nil {
+			return err
+		}
+		if _, err := lora.LoadWith(dir, lm.model, adapterChecks(c, lm.dir)); err != nil {
+			return err
+		}
+	}
 
 	var rows [][]float32
 	var inputs []string

@@ -29,7 +29,7 @@ Examples:
    goclip eval --model openai/clip-vit-base-patch16 --adapter runs/lora/adapter --data flickr30k`,
 	Flags: append([]cli.Flag{
 		modelFlag, revisionFlag,
-		&cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder, or a LoRA run folder (its adapter/), to apply to --model (its base model: a merged model already holds its adapter)", Category: catLoRA},
+		adapterFlag,
 		forceAdapterFlag,
 		dataFlag,
 		&cli.StringFlag{Name: "split", Usage: "train, val, test or all", Value: "test", EnvVars: []string{"GOCLIP_SPLIT"}},
@@ -77,7 +77,7 @@ func runEval(c *cli.Context) error {
 	}
 	defer lm.free()
 	prec := lm.prec
-	if dir := c.String("adapter"); dir != "" {
+	if dir := c.String(adapterFlag.Name); dir != "" {
 		if dir, err = adapterPath(dir); err != nil {
 			return err
 		}
@@ -105,6 +105,9 @@ func runEval(c *cli.Context) error {
 	_, err = fmt.Fprintln(c.App.Writer, res)
 	return err
 }
+
+// adapterFlag is eval's and embed's --adapter.
+var adapterFlag = &cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder, or a LoRA run folder (its adapter/), to apply to --model (its base model: a merged model already holds its adapter)", Category: catLoRA}
 
 // forceAdapterFlag overrides the checks that an adapter belongs on the model.
 var forceAdapterFlag = &cli.BoolFlag{Name: "force", Usage: "apply --adapter even when its base fingerprint differs from the model's, or the model records it as merged already", Category: catLoRA}

@@ -9,8 +9,8 @@ import (
 )
 
 // ReadNpy reads a .npy file: its shape, and its values as []float32 (dtype <f4),
-// []float64 (<f8) or []int64 (<i8). Any other dtype, or an unreadable file, fails the
-// test.
+// []float64 (<f8) or []int64 (<i8). Any other dtype, Fortran order, or an unreadable
+// file fails the test.
 func ReadNpy(t testing.TB, path string) (shape []int, data any) {
 	t.Helper()
 	f, err := os.Open(path)
@@ -21,6 +21,9 @@ func ReadNpy(t testing.TB, path string) (shape []int, data any) {
 	r, err := npyio.NewReader(f)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
+	}
+	if r.Header.Descr.Fortran {
+		t.Fatalf("%s: Fortran order (values are read in C order: save np.ascontiguousarray)", path)
 	}
 	read := func(v any) {
 		if err := r.Read(v); err != nil {
