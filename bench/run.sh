@@ -21,6 +21,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-build/venv/bin/python}
+# libgomp's threads spin while they wait for work. On a loaded machine (other jobs on the
+# same 2 cores) a Python torch process then runs 5-20x slower with 2 threads than with 1,
+# measured here (clip_eager.py, fixture shape: 1.85 s vs 0.21 s per step; 0.17 s with
+# PASSIVE); goclip on the same libtorch is not hurt that way. Both sides run PASSIVE, so
+# the comparison measures the libraries, not the spinning.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-2}
 FIXTURE=../shared/fixtures/clip-tiny-openai/config.json

@@ -45,6 +45,7 @@ def header(title, names, torch_version):
           f"library); {go}")
     print(f"- threads: {threads} on both sides (`torch.set_num_threads`, `--threads`); "
           f"{rounds} runs per side, goclip and the peers alternating; medians")
+    print(f"- OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')} on both sides (bench/run.sh says why)")
     print("- ratio: goclip time / peer time (lower is better)\n")
 
 
