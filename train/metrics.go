@@ -1,7 +1,7 @@
 package train
 
-// metrics.jsonl (one JSON object per logged step and per evaluation) and the learning
-// curve drawn from it.
+// metrics.jsonl (one JSON object per logged step and per evaluation), the learning
+// curve drawn from it, and RUN/tb/ (tensorboard.go), which gets the same rows.
 //
 // JSON has no NaN or infinity: every float this package writes (metrics.jsonl rows,
 // eval.json, EvalResult as `goclip eval --json` prints it) is null where its value is
@@ -71,8 +71,9 @@ type metrics struct {
 	path        string
 	train, val  plotter.XYs // (epoch, loss)
 	recalls     []recallPoint
-	trainLosses []float64 // per logged row, for tests and the report
-	readOnly    bool      // keep rows in memory only (ranks other than 0)
+	trainLosses []float64    // per logged row, for tests and the report
+	readOnly    bool         // keep rows in memory only (ranks other than 0)
+	tb          *tensorBoard // RUN/tb/, the rows' observer (nil when readOnly)
 	// lastEvalStep is the step of the last evaluation row (-1: none), so that a
 	// resumed run does not evaluate, and append, the same step again.
 	lastEvalStep int
@@ -87,13 +88,19 @@ func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error
 		if m.readOnly {
 			return m, nil
 		}
-		return m, os.WriteFile(m.path, nil, 0o644)
+		if err := os.WriteFile(m.path, nil, 0o644); err != nil {
+			return nil, err
+		}
+		var err error
+		m.tb, err = openTensorBoard(dir, nil)
+		return m, err
 	}
 	data, err := os.ReadFile(m.path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
 	var kept bytes.Buffer
+	var keptRows [][]byte
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
 	for sc.Scan() {
@@ -110,6 +117,7 @@ func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error
 		}
 		kept.Write(sc.Bytes())
 		kept.WriteByte('\n')
+		keptRows = append(keptRows, bytes.Clone(sc.Bytes()))
 		if row.TrainLoss != nil {
 			m.train = append(m.train, plotter.XY{X: row.Epoch, Y: *row.TrainLoss})
 			m.trainLosses = append(m.trainLosses, *row.TrainLoss)
@@ -123,7 +131,11 @@ func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error
 	if m.readOnly {
 		return m, nil
 	}
-	return m, atomicfile.WriteBytes(m.path, kept.Bytes())
+	if err := atomicfile.WriteBytes(m.path, kept.Bytes()); err != nil {
+		return nil, err
+	}
+	m.tb, err = openTensorBoard(dir, keptRows)
+	return m, err
 }
 
 // add appends a row.
@@ -151,7 +163,10 @@ func (m *metrics) add(row any) error {
 		f.Close()
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return m.tb.add(data)
 }
 
 // recallPoint is one evaluation's retrieval recall.

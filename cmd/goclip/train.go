@@ -29,7 +29,7 @@ var (
 	// finetune --dry-run needs neither).
 	dataFlag = &cli.PathFlag{Name: "data", Usage: "the data: a data set folder (Kaggle Flickr30k, Karpathy JSON, captions.csv or captions.jsonl), a CSV, TSV or JSONL file, or webdataset shards (data/{00000..00127}.tar, a folder of .tar files, a file listing them, or goclip shard's output); required, except with --resume",
 		EnvVars: []string{"GOCLIP_DATA"}, Category: catModel}
-	runOutFlag = &cli.PathFlag{Name: "out", Usage: "the run folder (required; created when the run starts: config.json, args.json, metrics.jsonl, learning_curve.png, checkpoints/, model/)",
+	runOutFlag = &cli.PathFlag{Name: "out", Usage: "the run folder (required; created when the run starts: config.json, args.json, metrics.jsonl, learning_curve.png, tb/, checkpoints/, model/)",
 		EnvVars: []string{"GOCLIP_OUT"}, Category: catOutput}
 	distTimeoutFlag = &cli.DurationFlag{Name: "dist-timeout", Usage: "distributed runs (goclip launch, torchrun): how long ranks wait for each other, at the rendezvous and in every collective, before failing",
 		Value: 5 * time.Minute, EnvVars: []string{"GOCLIP_DIST_TIMEOUT"}, Category: catCompute}
@@ -98,8 +98,9 @@ var trainCommand = &cli.Command{
 linear warmup and cosine decay, gradient clipping and, on CUDA, bf16 autocast (fp16
 with dynamic loss scaling on request). It evaluates on the validation split at the end
 of each epoch (--eval-every N: every N steps) and writes RUN/: config.json, args.json,
-metrics.jsonl, learning_curve.png, checkpoints/last.pt and best.pt, and at the end
-model/ (an HF folder), model.pt and eval.json (the test split).
+metrics.jsonl, learning_curve.png, tb/ (TensorBoard event files of the same rows:
+tensorboard --logdir RUN/tb), checkpoints/last.pt and best.pt, and at the end model/
+(an HF folder), model.pt and eval.json (the test split).
 
 From scratch (--config NAME), the tokenizer is --tokenizer PATH, or a BPE vocabulary
 of --vocab-size tokens trained on the training captions and saved in RUN/tokenizer/.
@@ -307,7 +308,7 @@ func (s *trainSetup) run(c *cli.Context, job train.Job) (*train.Result, error) {
 	if job.Adapter {
 		adapter = train.AdapterDir + "/, "
 	}
-	fmt.Fprintf(w, "run folder %s: %smodel/, model.pt, metrics.jsonl, %s, checkpoints/\n", s.out, adapter, train.CurveFile)
+	fmt.Fprintf(w, "run folder %s: %smodel/, model.pt, metrics.jsonl, %s, %s/, checkpoints/\n", s.out, adapter, train.CurveFile, train.TensorBoardDir)
 	return res, nil
 }
 
