@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"goclip/clip"
@@ -24,7 +25,11 @@ import (
 // train flag.
 type Options struct {
 	Out    string // the run folder
-	Resume bool   // continue from Out/checkpoints/last.pt
+	Resume bool   // continue from Out/checkpoints/last.pt (or ResumeFrom)
+	// ResumeFrom is, with Resume, the checkpoint file to continue from ("": last.pt;
+	// ResolveCheckpoint turns latest, best and step-N into paths). Step checkpoints
+	// after its step are removed, as metrics.jsonl drops its rows after that step.
+	ResumeFrom string
 
 	Epochs    int // passes over the training split (0: as many as MaxSteps needs, 1 without MaxSteps)
 	MaxSteps  int // stop after this many optimizer steps (0: no limit)
@@ -48,7 +53,8 @@ type Options struct {
 	LogEvery      int // steps between metrics.jsonl training rows (default 10)
 	EvalEvery     int // steps between evaluations (0: at the end of each epoch)
 	EvalBatchSize int // evaluation batch (default 256)
-	SaveEvery     int // steps between extra writes of last.pt (0: only at evaluations)
+	SaveEvery     int // steps between extra writes of last.pt, each also kept as checkpoints/step-N.pt (0: only at evaluations, none kept)
+	Keep          int // the step checkpoints kept: the newest Keep (0: all)
 
 	Workers  int                    // image decoders (default runtime.NumCPU())
 	Seed     uint64                 // data order, caption draws and augmentation
@@ -335,9 +341,25 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	}
 
 	st := checkpointState{seed: opts.Seed, best: math.Inf(1), bestStep: -1}
+	from := last
+	if opts.Resume && opts.ResumeFrom != "" {
+		from = opts.ResumeFrom
+	}
 	if opts.Resume {
-		if st, err = t.loadCheckpoint(last); err != nil {
+		if st, err = t.loadCheckpoint(from); err != nil {
 			return nil, err
+		}
+		if from != last {
+			fmt.Fprintf(logw(opts), "resume: from %s (step %d)\n", from, st.step)
+		}
+		if isMain {
+			gone, err := dropStepCheckpointsAfter(ckptDir, st.step)
+			if err != nil {
+				return nil, err
+			}
+			if len(gone) > 0 {
+				fmt.Fprintf(logw(opts), "resume: removed the step checkpoints after step %d: %s\n", st.step, strings.Join(gone, ", "))
+			}
 		}
 		if st.seed != opts.Seed {
 			fmt.Fprintf(logw(opts), "resume: using the checkpoint's data seed %d (not %d)\n", st.seed, opts.Seed)
@@ -393,7 +415,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		if job.TrainShards != nil {
 			samples = math.MaxInt // a stream's position counts the samples read, bad ones included
 		}
-		if err := st.checkPosition(last, perEpoch, samples); err != nil {
+		if err := st.checkPosition(from, perEpoch, samples); err != nil {
 			return nil, err
 		}
 	}
@@ -493,6 +515,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		}
 		return nil
 	}
+	savedStep := -1 // the step last.pt was last written at by this process
 	save := func() error {
 		if badStreak > 0 || !isMain {
 			return nil // keep the last good checkpoint
@@ -500,7 +523,11 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		if t.scaler != nil {
 			st.skipped = max(st.skipped, t.scaler.Skipped)
 		}
-		return t.saveCheckpoint(last, st)
+		if err := t.saveCheckpoint(last, st); err != nil {
+			return err
+		}
+		savedStep = st.step
+		return nil
 	}
 	plot := func() error {
 		if !isMain {
@@ -620,6 +647,11 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 					return nil, err
 				}
 				wroteCheckpoint = true
+			}
+			if opts.SaveEvery > 0 && st.step%opts.SaveEvery == 0 && savedStep == st.step {
+				if err := keepStepCheckpoint(ckptDir, last, st.step, opts.Keep); err != nil {
+					return nil, err
+				}
 			}
 		}
 		prog.finishEpoch()

@@ -78,9 +78,11 @@ func trainingFlags(epochs int, lr float64, batch int) []cli.Flag {
 		&cli.IntFlag{Name: "max-bad-steps", Usage: "non-finite steps in a row tolerated before the run stops", Value: 10, EnvVars: []string{"GOCLIP_MAX_BAD_STEPS"}, Category: catTrain},
 		&cli.BoolFlag{Name: "augment", Usage: "random resized crops and flips on training images", EnvVars: []string{"GOCLIP_AUGMENT"}, Category: catTrain},
 		&cli.BoolFlag{Name: "resume", Usage: "continue the run in --out from checkpoints/last.pt, with the settings of its args.json", EnvVars: []string{"GOCLIP_RESUME"}, Category: catTrain},
+		&cli.StringFlag{Name: "resume-from", Usage: "resume (implies --resume) from `CKPT`: latest (last.pt), best (best.pt), step-N (a --save-every checkpoint) or a checkpoint file; later step checkpoints are removed", EnvVars: []string{"GOCLIP_RESUME_FROM"}, Category: catTrain},
 		&cli.IntFlag{Name: "log-every", Usage: "steps between metrics.jsonl rows and progress lines", Value: 10, EnvVars: []string{"GOCLIP_LOG_EVERY"}, Category: catOutput},
 		&cli.IntFlag{Name: "eval-every", Usage: "steps between validation evaluations (0: each epoch)", EnvVars: []string{"GOCLIP_EVAL_EVERY"}, Category: catOutput},
-		&cli.IntFlag{Name: "save-every", Usage: "steps between extra checkpoint writes (0: at evaluations only)", EnvVars: []string{"GOCLIP_SAVE_EVERY"}, Category: catOutput},
+		&cli.IntFlag{Name: "save-every", Usage: "steps between extra checkpoint writes, each also kept as checkpoints/step-N.pt (0: at evaluations only)", EnvVars: []string{"GOCLIP_SAVE_EVERY"}, Category: catOutput},
+		&cli.IntFlag{Name: "keep", Usage: "keep the newest `K` checkpoints/step-N.pt of --save-every (0: all)", EnvVars: []string{"GOCLIP_KEEP"}, Category: catOutput},
 		&cli.IntFlag{Name: "eval-batch-size", Usage: "evaluation batch (pairs per loss batch)", Value: train.DefaultEvalBatch, EnvVars: []string{"GOCLIP_EVAL_BATCH_SIZE"}, Category: catCompute},
 		&cli.PathFlag{Name: "cache", Usage: "a goclip cache folder of preprocessed images (default: the data set's, when built)", EnvVars: []string{"GOCLIP_CACHE"}, Category: catCompute},
 		batchSizeFlag(batch, "the global batch: image/caption pairs per optimizer step"),
@@ -105,11 +107,13 @@ tensorboard --logdir RUN/tb), checkpoints/last.pt and best.pt, and at the end mo
 From scratch (--config NAME), the tokenizer is --tokenizer PATH, or a BPE vocabulary
 of --vocab-size tokens trained on the training captions and saved in RUN/tokenizer/.
 
-Ctrl-C finishes the current step, writes the checkpoint and stops; goclip train --out
-RUN --resume continues exactly where it stopped, with the settings of RUN/args.json
-(flags that would change the model, the data or the optimizer state cannot be given
-new values; --epochs, --max-steps, --workers, --threads, --device, --log-every,
---eval-every, --save-every, --eval-batch-size, --max-bad-steps, --cache and
+--save-every N also keeps each of its checkpoints as checkpoints/step-N.pt (the newest
+--keep K of them). Ctrl-C finishes the current step, writes the checkpoint and stops;
+goclip train --out RUN --resume continues exactly where it stopped (--resume-from best,
+step-N or a checkpoint file continues from that one instead), with the settings of
+RUN/args.json (flags that would change the model, the data or the optimizer state
+cannot be given new values; --epochs, --max-steps, --workers, --threads, --device, --log-every,
+--eval-every, --save-every, --keep, --eval-batch-size, --max-bad-steps, --cache and
 --dist-timeout can, and are recorded). Every flag and file is checked before the data
 is read, and a run that fails before it has written a checkpoint or a metrics row
 leaves no folder behind.
@@ -159,7 +163,7 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 	if c.NArg() > 0 {
 		return nil, fmt.Errorf("%s takes no arguments (got %q)", c.Command.Name, c.Args().Slice())
 	}
-	resume := c.Bool("resume")
+	resume := c.Bool("resume") || c.IsSet("resume-from")
 	if resume && c.String("out") == "" {
 		return nil, missingFlag(c.Command.Name, "out")
 	}
@@ -203,12 +207,17 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 		LR: c.Float64("lr"), MinLR: c.Float64("min-lr"), Warmup: c.Int("warmup"), Schedule: c.String("schedule"),
 		WeightDecay: c.Float64("weight-decay"), Beta2: c.Float64("beta2"), ClipGrad: c.Float64("clip-grad"),
 		Precision: prec, MaxBadSteps: c.Int("max-bad-steps"),
-		LogEvery: c.Int("log-every"), EvalEvery: c.Int("eval-every"), EvalBatchSize: c.Int("eval-batch-size"), SaveEvery: c.Int("save-every"),
+		LogEvery: c.Int("log-every"), EvalEvery: c.Int("eval-every"), EvalBatchSize: c.Int("eval-batch-size"), SaveEvery: c.Int("save-every"), Keep: c.Int("keep"),
 		Workers: c.Int(workersFlag.Name), Seed: c.Uint64(seedFlag.Name), Augment: augment,
 		Args: args, Log: c.App.ErrWriter,
 	}
 	if err := opts.Validate(); err != nil {
 		return nil, err
+	}
+	if resume && c.IsSet("resume-from") {
+		if opts.ResumeFrom, err = train.ResolveCheckpoint(out, c.String("resume-from")); err != nil {
+			return nil, err
+		}
 	}
 	for name, v := range changed {
 		fmt.Fprintf(c.App.ErrWriter, "resume: --%s %s (the run had %s)\n", name, v[1], v[0])
