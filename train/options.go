@@ -62,5 +62,5 @@ func (o Options) Validate() error {
 	case o.Workers < 1:
 		return bad("workers", o.Workers, "want at least 1")
 	}
-	return nil
+	return o.Lock.Validate()
 }

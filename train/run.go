@@ -56,6 +56,8 @@ type Options struct {
 	SaveEvery     int // steps between extra writes of last.pt, each also kept as checkpoints/step-N.pt (0: only at evaluations, none kept)
 	Keep          int // the step checkpoints kept: the newest Keep (0: all)
 
+	Lock Lock // frozen towers (LiT; see lock.go)
+
 	Workers  int                    // image decoders (default runtime.NumCPU())
 	Seed     uint64                 // data order, caption draws and augmentation
 	Augment  dataset.AugmentOptions // training augmentation
@@ -229,6 +231,12 @@ func newTrainer(job Job, opts Options) (*trainer, error) {
 	params := job.Params
 	if params == nil {
 		params = job.Model.NamedParameters()
+	}
+	if err := opts.Lock.Check(job.Model.Config); err != nil {
+		return nil, err
+	}
+	if err := opts.Lock.apply(job.Model.Config, params); err != nil {
+		return nil, err
 	}
 	decay, noDecay := ParamGroups(params)
 	if len(decay)+len(noDecay) == 0 {
@@ -443,6 +451,18 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	totalParams, trainable := nn.Count(m.NamedParameters())
 	prog.printf("training %d images (%s of %d per epoch, %s, %s in all), %s, %s of %s parameters trained\n",
 		trainImages, Plural(perEpoch, "step"), opts.BatchSize, Plural(prog.epochs, "epoch"), Plural(total, "step"), opts.Precision, fmtCount(trainable), fmtCount(totalParams))
+	if l := opts.Lock; l.Any() {
+		var parts []string
+		if l.Image && l.ImageUnlockedLayers > 0 {
+			parts = append(parts, fmt.Sprintf("image tower but its last %s", Plural(l.ImageUnlockedLayers, "layer")))
+		} else if l.Image {
+			parts = append(parts, "image tower")
+		}
+		if l.Text {
+			parts = append(parts, "text tower")
+		}
+		prog.printf("locked (frozen, in evaluation mode): %s\n", strings.Join(parts, ", "))
+	}
 	if opts.Warmup > total {
 		prog.printf("warning: --warmup %d is longer than the run's %s: the learning rate never reaches its peak %g\n", opts.Warmup, Plural(total, "step"), opts.LR)
 	}
@@ -482,6 +502,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		ev, err := Evaluate(context.WithoutCancel(ctx), m, tok, items, EvalOptions{BatchSize: opts.EvalBatchSize, Workers: opts.Workers,
 			Precision: opts.Precision, CacheDir: opts.CacheDir, Report: evRep, ProcessGroup: opts.ProcessGroup})
 		m.SetTrain(true)
+		t.opts.Lock.setModes(m)
 		if err != nil {
 			return err
 		}
@@ -543,6 +564,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		lastEvalStep           = met.lastEvalStep // a resumed run does not evaluate the same step twice
 	)
 	m.SetTrain(true)
+	opts.Lock.setModes(m)
 	for st.step < total {
 		epoch := st.pos.Epoch
 		if err := loader.StartAt(st.pos); err != nil {

@@ -76,6 +76,7 @@ func trainingFlags(epochs int, lr float64, batch int) []cli.Flag {
 		&cli.Float64Flag{Name: "beta2", Usage: "AdamW's beta2", Value: 0.98, EnvVars: []string{"GOCLIP_BETA2"}, Category: catTrain},
 		&cli.Float64Flag{Name: "clip-grad", Usage: "clip the gradients' total 2-norm to this (0: no clipping)", Value: 1.0, EnvVars: []string{"GOCLIP_CLIP_GRAD"}, Category: catTrain},
 		&cli.IntFlag{Name: "max-bad-steps", Usage: "non-finite steps in a row tolerated before the run stops", Value: 10, EnvVars: []string{"GOCLIP_MAX_BAD_STEPS"}, Category: catTrain},
+		lockImageFlag, lockTextFlag,
 		&cli.BoolFlag{Name: "augment", Usage: "random resized crops and flips on training images", EnvVars: []string{"GOCLIP_AUGMENT"}, Category: catTrain},
 		&cli.BoolFlag{Name: "resume", Usage: "continue the run in --out from checkpoints/last.pt, with the settings of its args.json", EnvVars: []string{"GOCLIP_RESUME"}, Category: catTrain},
 		&cli.StringFlag{Name: "resume-from", Usage: "resume (implies --resume) from `CKPT`: latest (last.pt), best (best.pt), step-N (a --save-every checkpoint) or a checkpoint file; later step checkpoints are removed", EnvVars: []string{"GOCLIP_RESUME_FROM"}, Category: catTrain},
@@ -126,6 +127,7 @@ Examples:
 		&cli.PathFlag{Name: "tokenizer", Usage: "from scratch: a vocabulary (HF folder, vocab.json's folder or bpe_simple_vocab_16e6.txt.gz) instead of training one", EnvVars: []string{"GOCLIP_TOKENIZER"}, Category: catModel},
 		&cli.IntFlag{Name: "vocab-size", Usage: "from scratch: tokens of the trained BPE vocabulary (0: sized to the data, 4,096 for small sets)", EnvVars: []string{"GOCLIP_VOCAB_SIZE"}, Category: catModel},
 		&cli.IntFlag{Name: "context-length", Usage: "from scratch: text positions (0: the architecture's)", EnvVars: []string{"GOCLIP_CONTEXT_LENGTH"}, Category: catModel},
+		lockUnlockedFlag,
 	}, trainingFlags(10, 5e-4, 64)...),
 	Action: torchAction(runTrain),
 }
@@ -207,7 +209,7 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 		LR: c.Float64("lr"), MinLR: c.Float64("min-lr"), Warmup: c.Int("warmup"), Schedule: c.String("schedule"),
 		WeightDecay: c.Float64("weight-decay"), Beta2: c.Float64("beta2"), ClipGrad: c.Float64("clip-grad"),
 		Precision: prec, MaxBadSteps: c.Int("max-bad-steps"),
-		LogEvery: c.Int("log-every"), EvalEvery: c.Int("eval-every"), EvalBatchSize: c.Int("eval-batch-size"), SaveEvery: c.Int("save-every"), Keep: c.Int("keep"),
+		LogEvery: c.Int("log-every"), EvalEvery: c.Int("eval-every"), EvalBatchSize: c.Int("eval-batch-size"), SaveEvery: c.Int("save-every"), Keep: c.Int("keep"), Lock: lockOf(c),
 		Workers: c.Int(workersFlag.Name), Seed: c.Uint64(seedFlag.Name), Augment: augment,
 		Args: args, Log: c.App.ErrWriter,
 	}
