@@ -44,16 +44,17 @@ const (
 // logits' temperature), images_per_s the steps' throughput, skipped the steps skipped
 // over the run so far (non-finite or fp16 overflow).
 type TrainRow struct {
-	Time       string  `json:"time"`
-	Step       int     `json:"step"`
-	Epoch      float64 `json:"epoch"`
-	LR         float64 `json:"lr"`
-	TrainLoss  float64 `json:"train_loss"`
-	GradNorm   float64 `json:"grad_norm"`
-	LogitScale float64 `json:"logit_scale"`
-	ImagesPerS float64 `json:"images_per_s"`
-	Skipped    int     `json:"skipped"`
-	LossScale  float64 `json:"loss_scale,omitempty"`
+	Time       string   `json:"time"`
+	Step       int      `json:"step"`
+	Epoch      float64  `json:"epoch"`
+	LR         float64  `json:"lr"`
+	TrainLoss  float64  `json:"train_loss"`
+	GradNorm   float64  `json:"grad_norm"`
+	LogitScale float64  `json:"logit_scale"`
+	LogitBias  *float64 `json:"logit_bias,omitempty"` // SigLIP's bias (--loss siglip)
+	ImagesPerS float64  `json:"images_per_s"`
+	Skipped    int      `json:"skipped"`
+	LossScale  float64  `json:"loss_scale,omitempty"`
 }
 
 // EvalRow is a metrics.jsonl row for an evaluation on the validation split.
@@ -307,18 +308,19 @@ func (x jsonNumber) MarshalJSON() ([]byte, error) {
 // MarshalJSON writes the row with null for non-finite numbers.
 func (r TrainRow) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
-		Time       string     `json:"time"`
-		Step       int        `json:"step"`
-		Epoch      jsonNumber `json:"epoch"`
-		LR         jsonNumber `json:"lr"`
-		TrainLoss  jsonNumber `json:"train_loss"`
-		GradNorm   jsonNumber `json:"grad_norm"`
-		LogitScale jsonNumber `json:"logit_scale"`
-		ImagesPerS jsonNumber `json:"images_per_s"`
-		Skipped    int        `json:"skipped"`
-		LossScale  jsonNumber `json:"loss_scale,omitempty"`
+		Time       string      `json:"time"`
+		Step       int         `json:"step"`
+		Epoch      jsonNumber  `json:"epoch"`
+		LR         jsonNumber  `json:"lr"`
+		TrainLoss  jsonNumber  `json:"train_loss"`
+		GradNorm   jsonNumber  `json:"grad_norm"`
+		LogitScale jsonNumber  `json:"logit_scale"`
+		LogitBias  *jsonNumber `json:"logit_bias,omitempty"`
+		ImagesPerS jsonNumber  `json:"images_per_s"`
+		Skipped    int         `json:"skipped"`
+		LossScale  jsonNumber  `json:"loss_scale,omitempty"`
 	}{r.Time, r.Step, jsonNumber(r.Epoch), jsonNumber(r.LR), jsonNumber(r.TrainLoss), jsonNumber(r.GradNorm), jsonNumber(r.LogitScale),
-		jsonNumber(r.ImagesPerS), r.Skipped, jsonNumber(r.LossScale)})
+		(*jsonNumber)(r.LogitBias), jsonNumber(r.ImagesPerS), r.Skipped, jsonNumber(r.LossScale)})
 }
 
 // MarshalJSON writes the row with null for non-finite numbers.

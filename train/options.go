@@ -59,6 +59,8 @@ func (o Options) Validate() error {
 		return bad("keep", o.Keep, "want 0 (keep every step checkpoint) or more")
 	case o.Keep > 0 && o.SaveEvery == 0:
 		return bad("keep", o.Keep, "keeps the step checkpoints of --save-every N: give --save-every too")
+	case o.Loss != "" && o.Loss != LossCLIP && o.Loss != LossSigLIP:
+		return bad("loss", o.Loss, "want "+LossCLIP+" or "+LossSigLIP)
 	case o.Workers < 1:
 		return bad("workers", o.Workers, "want at least 1")
 	}

@@ -57,6 +57,11 @@ type Options struct {
 	Keep          int // the step checkpoints kept: the newest Keep (0: all)
 
 	Lock Lock // frozen towers (LiT; see lock.go)
+	// Loss is LossCLIP (default: the symmetric contrastive loss) or LossSigLIP (the
+	// pairwise sigmoid loss, siglip.go, with a learnable bias logit_bias that the
+	// trainer owns and the checkpoints carry; a new SigLIP run starts logit_scale at
+	// SigLIPInitLogitScale). Validation losses are CLIP's contrastive loss either way.
+	Loss string
 
 	Workers  int                    // image decoders (default runtime.NumCPU())
 	Seed     uint64                 // data order, caption draws and augmentation
@@ -216,6 +221,7 @@ type trainer struct {
 	params []nn.Named   // trained parameters, in optimizer group order
 	groups [][]nn.Named // the optimizer's groups: decay, then no decay
 	opt    *torch.AdamW
+	bias   *torch.Tensor // SigLIP's logit_bias (nil for CLIP's loss)
 	sched  Schedule
 	scaler *LossScaler
 	dp     *DataParallel // nil: one process
@@ -237,6 +243,14 @@ func newTrainer(job Job, opts Options) (*trainer, error) {
 	}
 	if err := opts.Lock.apply(job.Model.Config, params); err != nil {
 		return nil, err
+	}
+	if opts.Loss == LossSigLIP {
+		if err := torch.Try(func() {
+			t.bias = torch.FromFloat32([]float32{float32(SigLIPInitLogitBias)}).ToDevice(job.Model.Device(), false).SetRequiresGrad(true).Owned()
+		}); err != nil {
+			return nil, err
+		}
+		params = append(append([]nn.Named(nil), params...), nn.Named{Name: LogitBiasKey, T: t.bias})
 	}
 	decay, noDecay := ParamGroups(params)
 	if len(decay)+len(noDecay) == 0 {
@@ -268,6 +282,18 @@ func (t *trainer) free() {
 	if t.opt != nil {
 		t.opt.Free()
 	}
+	if t.bias != nil {
+		t.bias.Free()
+	}
+}
+
+// allParams are the model's parameters and the trainer's own (SigLIP's bias).
+func (t *trainer) allParams() []nn.Named {
+	ps := t.model.NamedParameters()
+	if t.bias != nil {
+		ps = append(ps, nn.Named{Name: LogitBiasKey, T: t.bias})
+	}
+	return ps
 }
 
 // Run trains job.Model on job.Train as opts says, evaluating on job.Val, and writes the
@@ -299,7 +325,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 			return nil, fmt.Errorf("train: a global batch of %d over %d ranks gives shares of %d samples, fewer than the %d micro-batches of --grad-accum",
 				opts.BatchSize, pg.World(), opts.BatchSize/pg.World(), opts.GradAccum)
 		}
-		t.dp = NewDataParallel(pg, m.NamedParameters())
+		t.dp = NewDataParallel(pg, t.allParams())
 	}
 	isMain := t.main()
 	if !isMain {
@@ -372,9 +398,16 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		if st.seed != opts.Seed {
 			fmt.Fprintf(logw(opts), "resume: using the checkpoint's data seed %d (not %d)\n", st.seed, opts.Seed)
 		}
-	} else if isMain {
-		if err := m.Config.Save(filepath.Join(out, clip.ConfigFile)); err != nil {
-			return nil, err
+	} else {
+		if opts.Loss == LossSigLIP {
+			if err := torch.Try(func() { torch.NoGrad(func() { m.LogitScale.Fill(SigLIPInitLogitScale) }) }); err != nil {
+				return nil, err
+			}
+		}
+		if isMain {
+			if err := m.Config.Save(filepath.Join(out, clip.ConfigFile)); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if isMain && (!opts.Resume || opts.Args != nil) {
@@ -634,7 +667,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 			fracEpoch := float64(epoch) + float64(st.pos.Batch)/float64(perEpoch)
 			if st.step%opts.LogEvery == 0 || st.step == total {
 				row := TrainRow{Time: nowText(), Step: st.step, Epoch: fracEpoch, LR: lr, TrainLoss: math.NaN(), ImagesPerS: ips, Skipped: st.skipped,
-					LogitScale: logitScale(m)}
+					LogitScale: logitScale(m), LogitBias: t.logitBias()}
 				if windowN > 0 {
 					row.TrainLoss = windowLoss / float64(windowN)
 					row.GradNorm = windowNorm / float64(windowN)

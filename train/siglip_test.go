@@ -2,11 +2,16 @@ package train
 
 import (
 	"bytes"
+	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"goclip/dataset"
+	"goclip/torch/serialize"
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -152,3 +157,89 @@ func TestSigLIPDataParallelEquivalence(t *testing.T) {
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// TestSigLIPTraining trains with the sigmoid loss: logit_scale starts at exp(log 10),
+// the bias at -10 moves and is logged in every training row, the checkpoint carries it
+// as logit_bias, and a run interrupted and resumed (bias restored from the
+// checkpoint) ends at the uninterrupted run's validation loss.
+func TestSigLIPTraining(t *testing.T) {
+	f := synthData(t, 48, "base")
+	cfg := tinyConfig(t, f.tok)
+	opts := Options{MaxSteps: 8, BatchSize: 8, LR: 1e-3, Warmup: 1, LogEvery: 1, Workers: 2, Loss: LossSigLIP}
+	full := opts
+	full.Out = t.TempDir()
+	ref, err := runJob(t, f, newModel(t, cfg, 42), full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first, last map[string]any
+	for _, r := range readRows(t, full.Out) {
+		if _, ok := r["train_loss"]; !ok {
+			continue
+		}
+		if first == nil {
+			first = r
+		}
+		last = r
+	}
+	if s, _ := first["logit_scale"].(float64); math.Abs(s-10) > 0.1 {
+		t.Errorf("the first row's logit_scale is %v, want about 10 (SigLIP's t' = log 10)", first["logit_scale"])
+	}
+	b0, ok0 := first["logit_bias"].(float64)
+	b1, ok1 := last["logit_bias"].(float64)
+	if !ok0 || !ok1 || math.Abs(b0+10) > 0.05 || b1 == b0 {
+		t.Errorf("logit_bias in the rows: first %v, last %v; want about -10, then moved", first["logit_bias"], last["logit_bias"])
+	}
+	obj, err := serialize.ReadPTObject(filepath.Join(full.Out, "checkpoints", LastCheckpoint))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, ok := obj.(map[string]any)["model"].(map[string]any)[LogitBiasKey].(serialize.RawTensor)
+	if !ok || len(raw.Data) != 4 || math.Abs(float64(math.Float32frombits(binary.LittleEndian.Uint32(raw.Data)))-b1) > 1e-4 {
+		t.Errorf("the checkpoint's %s: %v, want the last row's %v", LogitBiasKey, raw, b1)
+	}
+
+	cut := opts
+	cut.Out = t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cut.AfterStep = func(step int, _ float64) {
+		if step == 3 {
+			cancel()
+		}
+	}
+	job := Job{Model: newModel(t, cfg, 42), Tokenizer: f.tok, Train: f.ds.Split(dataset.Train), Val: f.ds.Split(dataset.Val),
+		Finish: func(string) error { return nil }}
+	if _, err := Run(ctx, job, cut); err == nil {
+		t.Fatal("the interrupted run did not stop")
+	}
+	cut.AfterStep, cut.Resume = nil, true
+	job.Model = newModel(t, cfg, 5)
+	got, err := Run(context.Background(), job, cut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := math.Abs(got.Val.Loss - ref.Val.Loss)
+	t.Logf("siglip: val loss %.7f uninterrupted, %.7f interrupted at step 3 and resumed (difference %.2g); bias %.4f -> %.4f", ref.Val.Loss, got.Val.Loss, d, b0, b1)
+	if got.Steps != ref.Steps || d > 1e-5 {
+		t.Errorf("resumed: %d steps, val loss %.7f; uninterrupted %d, %.7f", got.Steps, got.Val.Loss, ref.Steps, ref.Val.Loss)
+	}
+}
+
+// readRows are the rows of RUN/metrics.jsonl.
+func readRows(t *testing.T, run string) []map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(run, MetricsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []map[string]any
+	for _, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
+		var r map[string]any
+		if err := json.Unmarshal(line, &r); err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}

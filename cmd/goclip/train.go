@@ -77,6 +77,8 @@ func trainingFlags(epochs int, lr float64, batch int) []cli.Flag {
 		&cli.Float64Flag{Name: "clip-grad", Usage: "clip the gradients' total 2-norm to this (0: no clipping)", Value: 1.0, EnvVars: []string{"GOCLIP_CLIP_GRAD"}, Category: catTrain},
 		&cli.IntFlag{Name: "max-bad-steps", Usage: "non-finite steps in a row tolerated before the run stops", Value: 10, EnvVars: []string{"GOCLIP_MAX_BAD_STEPS"}, Category: catTrain},
 		lockImageFlag, lockTextFlag,
+		&cli.StringFlag{Name: "loss", Usage: "clip (the symmetric contrastive loss) or siglip (the pairwise sigmoid loss with a learnable bias, logit_bias, at -10, and logit_scale started at log 10; ranks exchange text features)",
+			Value: train.LossCLIP, EnvVars: []string{"GOCLIP_LOSS"}, Category: catTrain},
 		&cli.BoolFlag{Name: "augment", Usage: "random resized crops and flips on training images", EnvVars: []string{"GOCLIP_AUGMENT"}, Category: catTrain},
 		&cli.BoolFlag{Name: "resume", Usage: "continue the run in --out from checkpoints/last.pt, with the settings of its args.json", EnvVars: []string{"GOCLIP_RESUME"}, Category: catTrain},
 		&cli.StringFlag{Name: "resume-from", Usage: "resume (implies --resume) from `CKPT`: latest (last.pt), best (best.pt), step-N (a --save-every checkpoint) or a checkpoint file; later step checkpoints are removed", EnvVars: []string{"GOCLIP_RESUME_FROM"}, Category: catTrain},
@@ -97,9 +99,10 @@ var trainCommand = &cli.Command{
 	Name:      "train",
 	Usage:     "train CLIP from scratch (--config) or fine-tune every weight of a model (--model)",
 	UsageText: "goclip train (--config NAME | --model DIR) --data DIR --out RUN [flags]",
-	Description: `Trains with the contrastive loss, AdamW (weight decay on weight matrices only),
-linear warmup and cosine decay, gradient clipping and, on CUDA, bf16 autocast (fp16
-with dynamic loss scaling on request). It evaluates on the validation split at the end
+	Description: `Trains with the contrastive loss (--loss siglip: SigLIP's sigmoid loss),
+AdamW (weight decay on weight matrices only), linear warmup and cosine decay,
+gradient clipping and, on CUDA, bf16 autocast (fp16 with dynamic loss scaling on
+request). It evaluates on the validation split at the end
 of each epoch (--eval-every N: every N steps) and writes RUN/: config.json, args.json,
 metrics.jsonl, learning_curve.png, tb/ (TensorBoard event files of the same rows:
 tensorboard --logdir RUN/tb), checkpoints/last.pt and best.pt, and at the end model/
@@ -209,7 +212,7 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 		LR: c.Float64("lr"), MinLR: c.Float64("min-lr"), Warmup: c.Int("warmup"), Schedule: c.String("schedule"),
 		WeightDecay: c.Float64("weight-decay"), Beta2: c.Float64("beta2"), ClipGrad: c.Float64("clip-grad"),
 		Precision: prec, MaxBadSteps: c.Int("max-bad-steps"),
-		LogEvery: c.Int("log-every"), EvalEvery: c.Int("eval-every"), EvalBatchSize: c.Int("eval-batch-size"), SaveEvery: c.Int("save-every"), Keep: c.Int("keep"), Lock: lockOf(c),
+		LogEvery: c.Int("log-every"), EvalEvery: c.Int("eval-every"), EvalBatchSize: c.Int("eval-batch-size"), SaveEvery: c.Int("save-every"), Keep: c.Int("keep"), Lock: lockOf(c), Loss: c.String("loss"),
 		Workers: c.Int(workersFlag.Name), Seed: c.Uint64(seedFlag.Name), Augment: augment,
 		Args: args, Log: c.App.ErrWriter,
 	}
