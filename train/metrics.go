@@ -1,7 +1,7 @@
 package train
 
-// metrics.jsonl (one JSON object per logged step and per evaluation) and the learning
-// curve drawn from it.
+// metrics.jsonl (one JSON object per logged step and per evaluation), the learning
+// curve drawn from it, and RUN/tb/ (tensorboard.go), which gets the same rows.
 //
 // JSON has no NaN or infinity: every float this package writes (metrics.jsonl rows,
 // eval.json, EvalResult as `goclip eval --json` prints it) is null where its value is
@@ -44,16 +44,17 @@ const (
 // logits' temperature), images_per_s the steps' throughput, skipped the steps skipped
 // over the run so far (non-finite or fp16 overflow).
 type TrainRow struct {
-	Time       string  `json:"time"`
-	Step       int     `json:"step"`
-	Epoch      float64 `json:"epoch"`
-	LR         float64 `json:"lr"`
-	TrainLoss  float64 `json:"train_loss"`
-	GradNorm   float64 `json:"grad_norm"`
-	LogitScale float64 `json:"logit_scale"`
-	ImagesPerS float64 `json:"images_per_s"`
-	Skipped    int     `json:"skipped"`
-	LossScale  float64 `json:"loss_scale,omitempty"`
+	Time       string   `json:"time"`
+	Step       int      `json:"step"`
+	Epoch      float64  `json:"epoch"`
+	LR         float64  `json:"lr"`
+	TrainLoss  float64  `json:"train_loss"`
+	GradNorm   float64  `json:"grad_norm"`
+	LogitScale float64  `json:"logit_scale"`
+	LogitBias  *float64 `json:"logit_bias,omitempty"` // SigLIP's bias (--loss siglip)
+	ImagesPerS float64  `json:"images_per_s"`
+	Skipped    int      `json:"skipped"`
+	LossScale  float64  `json:"loss_scale,omitempty"`
 }
 
 // EvalRow is a metrics.jsonl row for an evaluation on the validation split.
@@ -71,8 +72,9 @@ type metrics struct {
 	path        string
 	train, val  plotter.XYs // (epoch, loss)
 	recalls     []recallPoint
-	trainLosses []float64 // per logged row, for tests and the report
-	readOnly    bool      // keep rows in memory only (ranks other than 0)
+	trainLosses []float64    // per logged row, for tests and the report
+	readOnly    bool         // keep rows in memory only (ranks other than 0)
+	tb          *tensorBoard // RUN/tb/, the rows' observer (nil when readOnly)
 	// lastEvalStep is the step of the last evaluation row (-1: none), so that a
 	// resumed run does not evaluate, and append, the same step again.
 	lastEvalStep int
@@ -87,13 +89,19 @@ func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error
 		if m.readOnly {
 			return m, nil
 		}
-		return m, os.WriteFile(m.path, nil, 0o644)
+		if err := os.WriteFile(m.path, nil, 0o644); err != nil {
+			return nil, err
+		}
+		var err error
+		m.tb, err = openTensorBoard(dir, nil)
+		return m, err
 	}
 	data, err := os.ReadFile(m.path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
 	var kept bytes.Buffer
+	var keptRows [][]byte
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
 	for sc.Scan() {
@@ -110,6 +118,7 @@ func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error
 		}
 		kept.Write(sc.Bytes())
 		kept.WriteByte('\n')
+		keptRows = append(keptRows, bytes.Clone(sc.Bytes()))
 		if row.TrainLoss != nil {
 			m.train = append(m.train, plotter.XY{X: row.Epoch, Y: *row.TrainLoss})
 			m.trainLosses = append(m.trainLosses, *row.TrainLoss)
@@ -123,7 +132,11 @@ func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error
 	if m.readOnly {
 		return m, nil
 	}
-	return m, atomicfile.WriteBytes(m.path, kept.Bytes())
+	if err := atomicfile.WriteBytes(m.path, kept.Bytes()); err != nil {
+		return nil, err
+	}
+	m.tb, err = openTensorBoard(dir, keptRows)
+	return m, err
 }
 
 // add appends a row.
@@ -151,7 +164,10 @@ func (m *metrics) add(row any) error {
 		f.Close()
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return m.tb.add(data)
 }
 
 // recallPoint is one evaluation's retrieval recall.
@@ -292,18 +308,19 @@ func (x jsonNumber) MarshalJSON() ([]byte, error) {
 // MarshalJSON writes the row with null for non-finite numbers.
 func (r TrainRow) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
-		Time       string     `json:"time"`
-		Step       int        `json:"step"`
-		Epoch      jsonNumber `json:"epoch"`
-		LR         jsonNumber `json:"lr"`
-		TrainLoss  jsonNumber `json:"train_loss"`
-		GradNorm   jsonNumber `json:"grad_norm"`
-		LogitScale jsonNumber `json:"logit_scale"`
-		ImagesPerS jsonNumber `json:"images_per_s"`
-		Skipped    int        `json:"skipped"`
-		LossScale  jsonNumber `json:"loss_scale,omitempty"`
+		Time       string      `json:"time"`
+		Step       int         `json:"step"`
+		Epoch      jsonNumber  `json:"epoch"`
+		LR         jsonNumber  `json:"lr"`
+		TrainLoss  jsonNumber  `json:"train_loss"`
+		GradNorm   jsonNumber  `json:"grad_norm"`
+		LogitScale jsonNumber  `json:"logit_scale"`
+		LogitBias  *jsonNumber `json:"logit_bias,omitempty"`
+		ImagesPerS jsonNumber  `json:"images_per_s"`
+		Skipped    int         `json:"skipped"`
+		LossScale  jsonNumber  `json:"loss_scale,omitempty"`
 	}{r.Time, r.Step, jsonNumber(r.Epoch), jsonNumber(r.LR), jsonNumber(r.TrainLoss), jsonNumber(r.GradNorm), jsonNumber(r.LogitScale),
-		jsonNumber(r.ImagesPerS), r.Skipped, jsonNumber(r.LossScale)})
+		(*jsonNumber)(r.LogitBias), jsonNumber(r.ImagesPerS), r.Skipped, jsonNumber(r.LossScale)})
 }
 
 // MarshalJSON writes the row with null for non-finite numbers.

@@ -55,8 +55,14 @@ func (o Options) Validate() error {
 		return bad("eval-batch-size", o.EvalBatchSize, "want at least 1")
 	case o.SaveEvery < 0:
 		return bad("save-every", o.SaveEvery, "want 0 (at evaluations only) or more steps")
+	case o.Keep < 0:
+		return bad("keep", o.Keep, "want 0 (keep every step checkpoint) or more")
+	case o.Keep > 0 && o.SaveEvery == 0:
+		return bad("keep", o.Keep, "keeps the step checkpoints of --save-every N: give --save-every too")
+	case o.Loss != "" && o.Loss != LossCLIP && o.Loss != LossSigLIP:
+		return bad("loss", o.Loss, "want "+LossCLIP+" or "+LossSigLIP)
 	case o.Workers < 1:
 		return bad("workers", o.Workers, "want at least 1")
 	}
-	return nil
+	return o.Lock.Validate()
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"goclip/clip"
@@ -24,7 +25,11 @@ import (
 // train flag.
 type Options struct {
 	Out    string // the run folder
-	Resume bool   // continue from Out/checkpoints/last.pt
+	Resume bool   // continue from Out/checkpoints/last.pt (or ResumeFrom)
+	// ResumeFrom is, with Resume, the checkpoint file to continue from ("": last.pt;
+	// ResolveCheckpoint turns latest, best and step-N into paths). Step checkpoints
+	// after its step are removed, as metrics.jsonl drops its rows after that step.
+	ResumeFrom string
 
 	Epochs    int // passes over the training split (0: as many as MaxSteps needs, 1 without MaxSteps)
 	MaxSteps  int // stop after this many optimizer steps (0: no limit)
@@ -48,7 +53,15 @@ type Options struct {
 	LogEvery      int // steps between metrics.jsonl training rows (default 10)
 	EvalEvery     int // steps between evaluations (0: at the end of each epoch)
 	EvalBatchSize int // evaluation batch (default 256)
-	SaveEvery     int // steps between extra writes of last.pt (0: only at evaluations)
+	SaveEvery     int // steps between extra writes of last.pt, each also kept as checkpoints/step-N.pt (0: only at evaluations, none kept)
+	Keep          int // the step checkpoints kept: the newest Keep (0: all)
+
+	Lock Lock // frozen towers (LiT; see lock.go)
+	// Loss is LossCLIP (default: the symmetric contrastive loss) or LossSigLIP (the
+	// pairwise sigmoid loss, siglip.go, with a learnable bias logit_bias that the
+	// trainer owns and the checkpoints carry; a new SigLIP run starts logit_scale at
+	// SigLIPInitLogitScale). Validation losses are CLIP's contrastive loss either way.
+	Loss string
 
 	Workers  int                    // image decoders (default runtime.NumCPU())
 	Seed     uint64                 // data order, caption draws and augmentation
@@ -208,6 +221,7 @@ type trainer struct {
 	params []nn.Named   // trained parameters, in optimizer group order
 	groups [][]nn.Named // the optimizer's groups: decay, then no decay
 	opt    *torch.AdamW
+	bias   *torch.Tensor // SigLIP's logit_bias (nil for CLIP's loss)
 	sched  Schedule
 	scaler *LossScaler
 	dp     *DataParallel // nil: one process
@@ -223,6 +237,20 @@ func newTrainer(job Job, opts Options) (*trainer, error) {
 	params := job.Params
 	if params == nil {
 		params = job.Model.NamedParameters()
+	}
+	if err := opts.Lock.Check(job.Model.Config); err != nil {
+		return nil, err
+	}
+	if err := opts.Lock.apply(job.Model.Config, params); err != nil {
+		return nil, err
+	}
+	if opts.Loss == LossSigLIP {
+		if err := torch.Try(func() {
+			t.bias = torch.FromFloat32([]float32{float32(SigLIPInitLogitBias)}).ToDevice(job.Model.Device(), false).SetRequiresGrad(true).Owned()
+		}); err != nil {
+			return nil, err
+		}
+		params = append(append([]nn.Named(nil), params...), nn.Named{Name: LogitBiasKey, T: t.bias})
 	}
 	decay, noDecay := ParamGroups(params)
 	if len(decay)+len(noDecay) == 0 {
@@ -254,6 +282,18 @@ func (t *trainer) free() {
 	if t.opt != nil {
 		t.opt.Free()
 	}
+	if t.bias != nil {
+		t.bias.Free()
+	}
+}
+
+// allParams are the model's parameters and the trainer's own (SigLIP's bias).
+func (t *trainer) allParams() []nn.Named {
+	ps := t.model.NamedParameters()
+	if t.bias != nil {
+		ps = append(ps, nn.Named{Name: LogitBiasKey, T: t.bias})
+	}
+	return ps
 }
 
 // Run trains job.Model on job.Train as opts says, evaluating on job.Val, and writes the
@@ -285,7 +325,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 			return nil, fmt.Errorf("train: a global batch of %d over %d ranks gives shares of %d samples, fewer than the %d micro-batches of --grad-accum",
 				opts.BatchSize, pg.World(), opts.BatchSize/pg.World(), opts.GradAccum)
 		}
-		t.dp = NewDataParallel(pg, m.NamedParameters())
+		t.dp = NewDataParallel(pg, t.allParams())
 	}
 	isMain := t.main()
 	if !isMain {
@@ -335,16 +375,39 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	}
 
 	st := checkpointState{seed: opts.Seed, best: math.Inf(1), bestStep: -1}
+	from := last
+	if opts.Resume && opts.ResumeFrom != "" {
+		from = opts.ResumeFrom
+	}
 	if opts.Resume {
-		if st, err = t.loadCheckpoint(last); err != nil {
+		if st, err = t.loadCheckpoint(from); err != nil {
 			return nil, err
+		}
+		if from != last {
+			fmt.Fprintf(logw(opts), "resume: from %s (step %d)\n", from, st.step)
+		}
+		if isMain {
+			gone, err := dropStepCheckpointsAfter(ckptDir, st.step)
+			if err != nil {
+				return nil, err
+			}
+			if len(gone) > 0 {
+				fmt.Fprintf(logw(opts), "resume: removed the step checkpoints after step %d: %s\n", st.step, strings.Join(gone, ", "))
+			}
 		}
 		if st.seed != opts.Seed {
 			fmt.Fprintf(logw(opts), "resume: using the checkpoint's data seed %d (not %d)\n", st.seed, opts.Seed)
 		}
-	} else if isMain {
-		if err := m.Config.Save(filepath.Join(out, clip.ConfigFile)); err != nil {
-			return nil, err
+	} else {
+		if opts.Loss == LossSigLIP {
+			if err := torch.Try(func() { torch.NoGrad(func() { m.LogitScale.Fill(SigLIPInitLogitScale) }) }); err != nil {
+				return nil, err
+			}
+		}
+		if isMain {
+			if err := m.Config.Save(filepath.Join(out, clip.ConfigFile)); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if isMain && (!opts.Resume || opts.Args != nil) {
@@ -393,7 +456,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		if job.TrainShards != nil {
 			samples = math.MaxInt // a stream's position counts the samples read, bad ones included
 		}
-		if err := st.checkPosition(last, perEpoch, samples); err != nil {
+		if err := st.checkPosition(from, perEpoch, samples); err != nil {
 			return nil, err
 		}
 	}
@@ -421,6 +484,18 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	totalParams, trainable := nn.Count(m.NamedParameters())
 	prog.printf("training %d images (%s of %d per epoch, %s, %s in all), %s, %s of %s parameters trained\n",
 		trainImages, Plural(perEpoch, "step"), opts.BatchSize, Plural(prog.epochs, "epoch"), Plural(total, "step"), opts.Precision, fmtCount(trainable), fmtCount(totalParams))
+	if l := opts.Lock; l.Any() {
+		var parts []string
+		if l.Image && l.ImageUnlockedLayers > 0 {
+			parts = append(parts, fmt.Sprintf("image tower but its last %s", Plural(l.ImageUnlockedLayers, "layer")))
+		} else if l.Image {
+			parts = append(parts, "image tower")
+		}
+		if l.Text {
+			parts = append(parts, "text tower")
+		}
+		prog.printf("locked (frozen, in evaluation mode): %s\n", strings.Join(parts, ", "))
+	}
 	if opts.Warmup > total {
 		prog.printf("warning: --warmup %d is longer than the run's %s: the learning rate never reaches its peak %g\n", opts.Warmup, Plural(total, "step"), opts.LR)
 	}
@@ -460,6 +535,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		ev, err := Evaluate(context.WithoutCancel(ctx), m, tok, items, EvalOptions{BatchSize: opts.EvalBatchSize, Workers: opts.Workers,
 			Precision: opts.Precision, CacheDir: opts.CacheDir, Report: evRep, ProcessGroup: opts.ProcessGroup})
 		m.SetTrain(true)
+		t.opts.Lock.setModes(m)
 		if err != nil {
 			return err
 		}
@@ -493,6 +569,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		}
 		return nil
 	}
+	savedStep := -1 // the step last.pt was last written at by this process
 	save := func() error {
 		if badStreak > 0 || !isMain {
 			return nil // keep the last good checkpoint
@@ -500,7 +577,11 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		if t.scaler != nil {
 			st.skipped = max(st.skipped, t.scaler.Skipped)
 		}
-		return t.saveCheckpoint(last, st)
+		if err := t.saveCheckpoint(last, st); err != nil {
+			return err
+		}
+		savedStep = st.step
+		return nil
 	}
 	plot := func() error {
 		if !isMain {
@@ -516,6 +597,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		lastEvalStep           = met.lastEvalStep // a resumed run does not evaluate the same step twice
 	)
 	m.SetTrain(true)
+	opts.Lock.setModes(m)
 	for st.step < total {
 		epoch := st.pos.Epoch
 		if err := loader.StartAt(st.pos); err != nil {
@@ -585,7 +667,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 			fracEpoch := float64(epoch) + float64(st.pos.Batch)/float64(perEpoch)
 			if st.step%opts.LogEvery == 0 || st.step == total {
 				row := TrainRow{Time: nowText(), Step: st.step, Epoch: fracEpoch, LR: lr, TrainLoss: math.NaN(), ImagesPerS: ips, Skipped: st.skipped,
-					LogitScale: logitScale(m)}
+					LogitScale: logitScale(m), LogitBias: t.logitBias()}
 				if windowN > 0 {
 					row.TrainLoss = windowLoss / float64(windowN)
 					row.GradNorm = windowNorm / float64(windowN)
@@ -620,6 +702,11 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 					return nil, err
 				}
 				wroteCheckpoint = true
+			}
+			if opts.SaveEvery > 0 && st.step%opts.SaveEvery == 0 && savedStep == st.step {
+				if err := keepStepCheckpoint(ckptDir, last, st.step, opts.Keep); err != nil {
+					return nil, err
+				}
 			}
 		}
 		prog.finishEpoch()

@@ -112,7 +112,7 @@ func OpenRun(dir string, resume bool) (*RunFolder, error) {
 		_, err = f.WriteAt(append(data, '\n'), 0)
 	}
 	// Holding the lock, no other goclip writes here: every temporary is debris.
-	for _, sub := range []string{"", "checkpoints", clip.RunModelDir, AdapterDir, "tokenizer"} {
+	for _, sub := range []string{"", "checkpoints", clip.RunModelDir, AdapterDir, "tokenizer", TensorBoardDir} {
 		gone, err := atomicfile.RemoveStale(filepath.Join(dir, sub), true)
 		rf.Swept = append(rf.Swept, gone...)
 		if err != nil {

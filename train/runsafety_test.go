@@ -316,6 +316,8 @@ func TestOptionsValidate(t *testing.T) {
 		{"--eval-every -1", func(o *Options) { o.EvalEvery = -1 }},
 		{"--eval-batch-size 0", func(o *Options) { o.EvalBatchSize = 0 }},
 		{"--save-every -1", func(o *Options) { o.SaveEvery = -1 }},
+		{"--keep -1", func(o *Options) { o.Keep, o.SaveEvery = -1, 5 }},
+		{"--keep 2", func(o *Options) { o.Keep, o.SaveEvery = 2, 0 }},
 		{"--workers 0", func(o *Options) { o.Workers = 0 }},
 	}
 	for _, c := range bad {

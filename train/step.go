@@ -137,8 +137,12 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 	if t.dp != nil {
 		pg = t.dp.PG
 	}
-	// lossOf is the contrastive loss of (this rank's share of) the batch.
-	lossOf := func(img, txt, scale *torch.Tensor) *torch.Tensor {
+	// lossOf is the contrastive loss of (this rank's share of) the batch; bias is
+	// SigLIP's (nil: CLIP's loss).
+	lossOf := func(img, txt, scale, bias *torch.Tensor) *torch.Tensor {
+		if bias != nil {
+			return SigLIPLossGathered(img, txt, scale, bias, pg)
+		}
 		if pg == nil {
 			return clip.ContrastiveLoss(logits(img, txt, scale))
 		}
@@ -167,7 +171,7 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 		t.opts.Precision.Run(dev, func() {
 			img := m.EncodeImage(in.pixels) // [B, P]
 			txt := m.EncodeText(in.ids)     // [B, P]
-			loss = lossOf(img, txt, m.LogitScale)
+			loss = lossOf(img, txt, m.LogitScale, t.bias)
 		})
 		var ok bool
 		if res.loss, ok = backward(loss); !ok {
@@ -202,11 +206,14 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 					txt := append([]*torch.Tensor(nil), txts...)
 					img[j] = m.EncodeImage(micro(in.pixels, j)) // [b, P], with gradients
 					txt[j] = m.EncodeText(micro(in.ids, j))     // [b, P]
-					scale := m.LogitScale
+					scale, bias := m.LogitScale, t.bias
 					if j > 0 {
 						scale = scale.Detach() // autograd-detached: its gradient comes from the first pass only
+						if bias != nil {
+							bias = bias.Detach()
+						}
 					}
-					loss = lossOf(torch.Cat(img, 0), torch.Cat(txt, 0), scale)
+					loss = lossOf(torch.Cat(img, 0), torch.Cat(txt, 0), scale, bias)
 				})
 				if microBatchHook != nil {
 					microBatchHook(j)

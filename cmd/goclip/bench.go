@@ -152,7 +152,11 @@ func runBench(c *cli.Context) error {
 	trainable := m.NamedParameters()
 	loraOn := c.Int(loraRFlag.Name) != 0 || c.IsSet(loraTargetsFlag.Name)
 	if loraOn {
-		a, err := lora.Inject(m, loraConfig(c, c.Int(loraRFlag.Name)))
+		lc, err := loraConfig(c, c.Int(loraRFlag.Name))
+		if err != nil {
+			return err
+		}
+		a, err := lora.Inject(m, lc)
 		if err != nil {
 			return err
 		}

@@ -23,8 +23,10 @@ var finetuneCommand = &cli.Command{
 	Usage:     "LoRA fine-tuning of a pre-trained CLIP, its base weights frozen",
 	UsageText: "goclip finetune --model DIR --data DIR --out RUN [--lora-r 64 --lora-alpha 128 --lora-dropout P --lora-targets q_proj,k_proj,v_proj | --init-adapter DIR] [flags]",
 	Description: `Injects LoRA adapters (peft's LoraConfig: rank --lora-r, scaling alpha/r, dropout
-on the adapter's input) into the named linear layers of both towers, freezes every
-base weight and trains the adapters with the loop of goclip train. Before training it
+on the adapter's input) into the named linear layers of both towers (--lora-towers
+vision or text: of one; --lock-image or --lock-text: not of the locked one, whose
+modules stay frozen and in evaluation mode), freezes every base weight and trains the
+adapters with the loop of goclip train. Before training it
 evaluates the model on the test split (RUN/eval_base.json); at the end it writes
 RUN/adapter/ (peft's adapter_config.json and adapter_model.safetensors), the merged
 model as RUN/model/ and RUN/model.pt, and RUN/eval.json.
@@ -53,7 +55,7 @@ Examples:
 		&cli.IntFlag{Name: "lora-r", Usage: "LoRA rank", Value: 64, EnvVars: []string{"GOCLIP_LORA_R"}, Category: catLoRA},
 		loraAlphaFlag,
 		&cli.Float64Flag{Name: "lora-dropout", Usage: "dropout on the adapters' input, in training", EnvVars: []string{"GOCLIP_LORA_DROPOUT"}, Category: catLoRA},
-		loraTargetsFlag,
+		loraTargetsFlag, loraTowersFlag,
 		&cli.PathFlag{Name: initAdapterFlag, Usage: "start from this adapter instead of a fresh one: a peft adapter folder (goclip's or save_pretrained's) or a LoRA run folder; " +
 			"r, alpha and targets come from its adapter_config.json", EnvVars: []string{"GOCLIP_INIT_ADAPTER"}, Category: catLoRA},
 		&cli.BoolFlag{Name: "dry-run", Usage: "build the model and adapters, print the parameter counts and exit", Category: catOutput},
@@ -189,8 +191,15 @@ func finetuneAdapter(c *cli.Context, m *clip.Model) (*lora.Adapter, error) {
 		if c.IsSet(loraTargetsFlag.Name) {
 			given.Targets = splitList(c.String(loraTargetsFlag.Name))
 		}
+		if c.IsSet(loraTowersFlag.Name) {
+			return nil, fmt.Errorf("--lora-towers with --%s: the adapter's own targets decide (leave --lora-towers out; --lock-image or --lock-text freeze its adapters in a tower)", initAdapterFlag)
+		}
 		return train.InitAdapter(m, dir, given)
 	}
+	lc, err := loraConfig(c, c.Int("lora-r"))
+	if err != nil {
+		return nil, err
+	}
 	torch.ManualSeed(c.Uint64(seedFlag.Name)) // lora_A's draw: the same run from the same --seed
-	return lora.Inject(m, loraConfig(c, c.Int("lora-r")))
+	return lora.Inject(m, lc)
 }

@@ -6,6 +6,7 @@ package main
 // GOCLIP_* environment variables, everywhere.
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -183,9 +184,59 @@ func loraTargets(s string) (targets []string, regex string) {
 	return splitList(s), ""
 }
 
-// loraConfig is the LoRA config of the command's --lora-* flags with rank r.
-func loraConfig(c *cli.Context, r int) lora.Config {
+// loraConfig is the LoRA config of the command's --lora-* flags with rank r, its towers
+// those of --lora-towers less the ones --lock-image and --lock-text lock.
+func loraConfig(c *cli.Context, r int) (lora.Config, error) {
 	targets, regex := loraTargets(c.String(loraTargetsFlag.Name))
+	towers, err := loraTowers(c)
 	return lora.Config{R: r, Alpha: c.Float64(loraAlphaFlag.Name), Dropout: c.Float64("lora-dropout"),
-		Targets: targets, TargetRegex: regex}
+		Targets: targets, TargetRegex: regex, Towers: towers}, err
+}
+
+// Tower locks and LoRA's towers (train.Lock; lora.Config.Towers).
+var (
+	lockImageFlag = &cli.BoolFlag{Name: "lock-image", Usage: "freeze the image tower (vision_model, visual_projection) as LiT does: no gradients, no optimizer state, evaluation mode; with LoRA, no adapters in it",
+		EnvVars: []string{"GOCLIP_LOCK_IMAGE"}, Category: catTrain}
+	lockTextFlag = &cli.BoolFlag{Name: "lock-text", Usage: "freeze the text tower (text_model, text_projection), as --lock-image does the image tower",
+		EnvVars: []string{"GOCLIP_LOCK_TEXT"}, Category: catTrain}
+	lockUnlockedFlag = &cli.IntFlag{Name: "lock-image-unlocked-layers", Usage: "with --lock-image, the image tower's last `N` encoder layers (and post_layernorm, visual_projection) still train (open_clip's --lock-image-unlocked-groups)",
+		EnvVars: []string{"GOCLIP_LOCK_IMAGE_UNLOCKED_LAYERS"}, Category: catTrain}
+	loraTowersFlag = &cli.StringFlag{Name: "lora-towers", Usage: "the towers that get LoRA adapters: vision, text, or vision,text (both)", Value: "vision,text",
+		EnvVars: []string{"GOCLIP_LORA_TOWERS"}, Category: catLoRA}
+)
+
+// lockOf is the command's tower lock.
+func lockOf(c *cli.Context) train.Lock {
+	return train.Lock{Image: c.Bool(lockImageFlag.Name), Text: c.Bool(lockTextFlag.Name), ImageUnlockedLayers: c.Int(lockUnlockedFlag.Name)}
+}
+
+// loraTowers are the towers LoRA goes into: --lora-towers, less the locked ones.
+func loraTowers(c *cli.Context) ([]string, error) {
+	given := splitList(c.String(loraTowersFlag.Name))
+	if len(given) == 0 {
+		given = []string{lora.TowerVision, lora.TowerText}
+	}
+	for _, t := range given {
+		if t != lora.TowerVision && t != lora.TowerText {
+			return nil, fmt.Errorf("--lora-towers %s: unknown tower %q (want vision, text or vision,text)", c.String(loraTowersFlag.Name), t)
+		}
+	}
+	l := lockOf(c)
+	if l.ImageUnlockedLayers > 0 {
+		return nil, fmt.Errorf("--lock-image-unlocked-layers %d applies to full training; with LoRA choose the adapted layers with --lora-targets", l.ImageUnlockedLayers)
+	}
+	var towers []string
+	for _, t := range given {
+		if (t == lora.TowerVision && l.Image) || (t == lora.TowerText && l.Text) {
+			if c.IsSet(loraTowersFlag.Name) {
+				return nil, fmt.Errorf("--lora-towers %s includes the %s tower that --lock-%s locks", c.String(loraTowersFlag.Name), t, map[string]string{lora.TowerVision: "image", lora.TowerText: "text"}[t])
+			}
+			continue
+		}
+		towers = append(towers, t)
+	}
+	if len(towers) == 0 {
+		return nil, errors.New("--lock-image and --lock-text leave no tower for LoRA adapters")
+	}
+	return towers, nil
 }

@@ -61,7 +61,8 @@ Examples:
    goclip info --config vit-b-16 --lora-r 64 --lora-alpha 128 --lora-targets q_proj,k_proj,v_proj
    goclip info --model openai/clip-vit-base-patch16 --json`,
 	Flags: []cli.Flag{
-		modelFlag, revisionFlag, configFlag, loraRFlag, loraAlphaFlag, loraTargetsFlag,
+		modelFlag, revisionFlag, configFlag, loraRFlag, loraAlphaFlag, loraTargetsFlag, loraTowersFlag,
+		lockImageFlag, lockTextFlag, lockUnlockedFlag,
 		&cli.BoolFlag{Name: "json", EnvVars: []string{"GOCLIP_INFO_JSON"}, Usage: `print {"total":..,"trainable":..,"trainable_percent":..}`, Category: catOutput},
 	},
 	Action: torchAction(runInfo),
@@ -107,14 +108,25 @@ func runInfo(c *cli.Context) error {
 		return err
 	}
 	counts.Trainable = counts.Total
-	if r := c.Int(loraRFlag.Name); r != 0 || c.IsSet(loraTargetsFlag.Name) {
+	if r := c.Int(loraRFlag.Name); r != 0 || c.IsSet(loraTargetsFlag.Name) || c.IsSet(loraTowersFlag.Name) {
 		if r <= 0 {
 			return fmt.Errorf("--lora-r must be positive with LoRA flags, got %d", r)
 		}
-		lc := loraConfig(c, r)
+		lc, err := loraConfig(c, r)
+		if err != nil {
+			return err
+		}
 		if counts.Total, counts.Trainable, err = lora.CountConfig(cfg, lc); err != nil {
 			return err
 		}
+	} else if l := lockOf(c); l.Any() || l.ImageUnlockedLayers != 0 {
+		if err := l.Validate(); err != nil {
+			return err
+		}
+		if err := l.Check(cfg); err != nil {
+			return err
+		}
+		counts.Trainable -= l.FrozenCount(cfg)
 	}
 	if counts.Total > 0 {
 		counts.TrainablePercent = 100 * float64(counts.Trainable) / float64(counts.Total)

@@ -34,12 +34,12 @@ const ArgsFile = "args.json"
 // the model, the data or the optimizer state and must stay as the run had it.
 var resumeMayChange = map[string]bool{
 	"epochs": true, "max-steps": true, "workers": true, "threads": true, "log-every": true,
-	"eval-every": true, "save-every": true, "eval-batch-size": true, "max-bad-steps": true,
+	"eval-every": true, "save-every": true, "keep": true, "eval-batch-size": true, "max-bad-steps": true,
 	"cache": true, "device": true, "dist-timeout": true,
 }
 
 // notRecorded are flags that are not settings of the run.
-var notRecorded = map[string]bool{"help": true, "resume": true, "dry-run": true}
+var notRecorded = map[string]bool{"help": true, "resume": true, "resume-from": true, "dry-run": true}
 
 // runArgsFile is the layout of args.json.
 type runArgsFile struct {

@@ -29,7 +29,7 @@ var (
 	// finetune --dry-run needs neither).
 	dataFlag = &cli.PathFlag{Name: "data", Usage: "the data: a data set folder (Kaggle Flickr30k, Karpathy JSON, captions.csv or captions.jsonl), a CSV, TSV or JSONL file, or webdataset shards (data/{00000..00127}.tar, a folder of .tar files, a file listing them, or goclip shard's output); required, except with --resume",
 		EnvVars: []string{"GOCLIP_DATA"}, Category: catModel}
-	runOutFlag = &cli.PathFlag{Name: "out", Usage: "the run folder (required; created when the run starts: config.json, args.json, metrics.jsonl, learning_curve.png, checkpoints/, model/)",
+	runOutFlag = &cli.PathFlag{Name: "out", Usage: "the run folder (required; created when the run starts: config.json, args.json, metrics.jsonl, learning_curve.png, tb/, checkpoints/, model/)",
 		EnvVars: []string{"GOCLIP_OUT"}, Category: catOutput}
 	distTimeoutFlag = &cli.DurationFlag{Name: "dist-timeout", Usage: "distributed runs (goclip launch, torchrun): how long ranks wait for each other, at the rendezvous and in every collective, before failing",
 		Value: 5 * time.Minute, EnvVars: []string{"GOCLIP_DIST_TIMEOUT"}, Category: catCompute}
@@ -76,11 +76,16 @@ func trainingFlags(epochs int, lr float64, batch int) []cli.Flag {
 		&cli.Float64Flag{Name: "beta2", Usage: "AdamW's beta2", Value: 0.98, EnvVars: []string{"GOCLIP_BETA2"}, Category: catTrain},
 		&cli.Float64Flag{Name: "clip-grad", Usage: "clip the gradients' total 2-norm to this (0: no clipping)", Value: 1.0, EnvVars: []string{"GOCLIP_CLIP_GRAD"}, Category: catTrain},
 		&cli.IntFlag{Name: "max-bad-steps", Usage: "non-finite steps in a row tolerated before the run stops", Value: 10, EnvVars: []string{"GOCLIP_MAX_BAD_STEPS"}, Category: catTrain},
+		lockImageFlag, lockTextFlag,
+		&cli.StringFlag{Name: "loss", Usage: "clip (the symmetric contrastive loss) or siglip (the pairwise sigmoid loss with a learnable bias, logit_bias, at -10, and logit_scale started at log 10; ranks exchange text features)",
+			Value: train.LossCLIP, EnvVars: []string{"GOCLIP_LOSS"}, Category: catTrain},
 		&cli.BoolFlag{Name: "augment", Usage: "random resized crops and flips on training images", EnvVars: []string{"GOCLIP_AUGMENT"}, Category: catTrain},
 		&cli.BoolFlag{Name: "resume", Usage: "continue the run in --out from checkpoints/last.pt, with the settings of its args.json", EnvVars: []string{"GOCLIP_RESUME"}, Category: catTrain},
+		&cli.StringFlag{Name: "resume-from", Usage: "resume (implies --resume) from `CKPT`: latest (last.pt), best (best.pt), step-N (a --save-every checkpoint) or a checkpoint file; later step checkpoints are removed", EnvVars: []string{"GOCLIP_RESUME_FROM"}, Category: catTrain},
 		&cli.IntFlag{Name: "log-every", Usage: "steps between metrics.jsonl rows and progress lines", Value: 10, EnvVars: []string{"GOCLIP_LOG_EVERY"}, Category: catOutput},
 		&cli.IntFlag{Name: "eval-every", Usage: "steps between validation evaluations (0: each epoch)", EnvVars: []string{"GOCLIP_EVAL_EVERY"}, Category: catOutput},
-		&cli.IntFlag{Name: "save-every", Usage: "steps between extra checkpoint writes (0: at evaluations only)", EnvVars: []string{"GOCLIP_SAVE_EVERY"}, Category: catOutput},
+		&cli.IntFlag{Name: "save-every", Usage: "steps between extra checkpoint writes, each also kept as checkpoints/step-N.pt (0: at evaluations only)", EnvVars: []string{"GOCLIP_SAVE_EVERY"}, Category: catOutput},
+		&cli.IntFlag{Name: "keep", Usage: "keep the newest `K` checkpoints/step-N.pt of --save-every (0: all)", EnvVars: []string{"GOCLIP_KEEP"}, Category: catOutput},
 		&cli.IntFlag{Name: "eval-batch-size", Usage: "evaluation batch (pairs per loss batch)", Value: train.DefaultEvalBatch, EnvVars: []string{"GOCLIP_EVAL_BATCH_SIZE"}, Category: catCompute},
 		&cli.PathFlag{Name: "cache", Usage: "a goclip cache folder of preprocessed images (default: the data set's, when built)", EnvVars: []string{"GOCLIP_CACHE"}, Category: catCompute},
 		batchSizeFlag(batch, "the global batch: image/caption pairs per optimizer step"),
@@ -94,21 +99,25 @@ var trainCommand = &cli.Command{
 	Name:      "train",
 	Usage:     "train CLIP from scratch (--config) or fine-tune every weight of a model (--model)",
 	UsageText: "goclip train (--config NAME | --model DIR) --data DIR --out RUN [flags]",
-	Description: `Trains with the contrastive loss, AdamW (weight decay on weight matrices only),
-linear warmup and cosine decay, gradient clipping and, on CUDA, bf16 autocast (fp16
-with dynamic loss scaling on request). It evaluates on the validation split at the end
+	Description: `Trains with the contrastive loss (--loss siglip: SigLIP's sigmoid loss),
+AdamW (weight decay on weight matrices only), linear warmup and cosine decay,
+gradient clipping and, on CUDA, bf16 autocast (fp16 with dynamic loss scaling on
+request). It evaluates on the validation split at the end
 of each epoch (--eval-every N: every N steps) and writes RUN/: config.json, args.json,
-metrics.jsonl, learning_curve.png, checkpoints/last.pt and best.pt, and at the end
-model/ (an HF folder), model.pt and eval.json (the test split).
+metrics.jsonl, learning_curve.png, tb/ (TensorBoard event files of the same rows:
+tensorboard --logdir RUN/tb), checkpoints/last.pt and best.pt, and at the end model/
+(an HF folder), model.pt and eval.json (the test split).
 
 From scratch (--config NAME), the tokenizer is --tokenizer PATH, or a BPE vocabulary
 of --vocab-size tokens trained on the training captions and saved in RUN/tokenizer/.
 
-Ctrl-C finishes the current step, writes the checkpoint and stops; goclip train --out
-RUN --resume continues exactly where it stopped, with the settings of RUN/args.json
-(flags that would change the model, the data or the optimizer state cannot be given
-new values; --epochs, --max-steps, --workers, --threads, --device, --log-every,
---eval-every, --save-every, --eval-batch-size, --max-bad-steps, --cache and
+--save-every N also keeps each of its checkpoints as checkpoints/step-N.pt (the newest
+--keep K of them). Ctrl-C finishes the current step, writes the checkpoint and stops;
+goclip train --out RUN --resume continues exactly where it stopped (--resume-from best,
+step-N or a checkpoint file continues from that one instead), with the settings of
+RUN/args.json (flags that would change the model, the data or the optimizer state
+cannot be given new values; --epochs, --max-steps, --workers, --threads, --device, --log-every,
+--eval-every, --save-every, --keep, --eval-batch-size, --max-bad-steps, --cache and
 --dist-timeout can, and are recorded). Every flag and file is checked before the data
 is read, and a run that fails before it has written a checkpoint or a metrics row
 leaves no folder behind.
@@ -121,6 +130,7 @@ Examples:
 		&cli.PathFlag{Name: "tokenizer", Usage: "from scratch: a vocabulary (HF folder, vocab.json's folder or bpe_simple_vocab_16e6.txt.gz) instead of training one", EnvVars: []string{"GOCLIP_TOKENIZER"}, Category: catModel},
 		&cli.IntFlag{Name: "vocab-size", Usage: "from scratch: tokens of the trained BPE vocabulary (0: sized to the data, 4,096 for small sets)", EnvVars: []string{"GOCLIP_VOCAB_SIZE"}, Category: catModel},
 		&cli.IntFlag{Name: "context-length", Usage: "from scratch: text positions (0: the architecture's)", EnvVars: []string{"GOCLIP_CONTEXT_LENGTH"}, Category: catModel},
+		lockUnlockedFlag,
 	}, trainingFlags(10, 5e-4, 64)...),
 	Action: torchAction(runTrain),
 }
@@ -158,7 +168,7 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 	if c.NArg() > 0 {
 		return nil, fmt.Errorf("%s takes no arguments (got %q)", c.Command.Name, c.Args().Slice())
 	}
-	resume := c.Bool("resume")
+	resume := c.Bool("resume") || c.IsSet("resume-from")
 	if resume && c.String("out") == "" {
 		return nil, missingFlag(c.Command.Name, "out")
 	}
@@ -202,12 +212,17 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 		LR: c.Float64("lr"), MinLR: c.Float64("min-lr"), Warmup: c.Int("warmup"), Schedule: c.String("schedule"),
 		WeightDecay: c.Float64("weight-decay"), Beta2: c.Float64("beta2"), ClipGrad: c.Float64("clip-grad"),
 		Precision: prec, MaxBadSteps: c.Int("max-bad-steps"),
-		LogEvery: c.Int("log-every"), EvalEvery: c.Int("eval-every"), EvalBatchSize: c.Int("eval-batch-size"), SaveEvery: c.Int("save-every"),
+		LogEvery: c.Int("log-every"), EvalEvery: c.Int("eval-every"), EvalBatchSize: c.Int("eval-batch-size"), SaveEvery: c.Int("save-every"), Keep: c.Int("keep"), Lock: lockOf(c), Loss: c.String("loss"),
 		Workers: c.Int(workersFlag.Name), Seed: c.Uint64(seedFlag.Name), Augment: augment,
 		Args: args, Log: c.App.ErrWriter,
 	}
 	if err := opts.Validate(); err != nil {
 		return nil, err
+	}
+	if resume && c.IsSet("resume-from") {
+		if opts.ResumeFrom, err = train.ResolveCheckpoint(out, c.String("resume-from")); err != nil {
+			return nil, err
+		}
 	}
 	for name, v := range changed {
 		fmt.Fprintf(c.App.ErrWriter, "resume: --%s %s (the run had %s)\n", name, v[1], v[0])
@@ -307,7 +322,7 @@ func (s *trainSetup) run(c *cli.Context, job train.Job) (*train.Result, error) {
 	if job.Adapter {
 		adapter = train.AdapterDir + "/, "
 	}
-	fmt.Fprintf(w, "run folder %s: %smodel/, model.pt, metrics.jsonl, %s, checkpoints/\n", s.out, adapter, train.CurveFile)
+	fmt.Fprintf(w, "run folder %s: %smodel/, model.pt, metrics.jsonl, %s, %s/, checkpoints/\n", s.out, adapter, train.CurveFile, train.TensorBoardDir)
 	return res, nil
 }
 

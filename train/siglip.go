@@ -1,0 +1,88 @@
+package train
+
+// SigLIP's pairwise sigmoid loss (Zhai et al., "Sigmoid Loss for Language Image
+// Pre-Training", 2023): every image-caption pair of the batch is a binary problem,
+// positive on the diagonal, negative elsewhere, with logits t·cos(x_i, y_j) + b of a
+// learnable temperature t = exp(t') and bias b, initialised t' = log 10, b = -10.
+
+import (
+	"fmt"
+	"math"
+
+	"goclip/torch"
+)
+
+// The losses of Options.Loss.
+const (
+	LossCLIP   = "clip"
+	LossSigLIP = "siglip"
+)
+
+// LogitBiasKey is the name of SigLIP's bias in checkpoints, as HF's SiglipModel and
+// open_clip name it.
+const LogitBiasKey = "logit_bias"
+
+// logitBias is the trainer's SigLIP bias (nil: none, as CLIP's loss has).
+func (t *trainer) logitBias() *float64 {
+	if t.bias == nil {
+		return nil
+	}
+	v := math.NaN()
+	torch.Try(func() { v = t.bias.Item() })
+	return &v
+}
+
+// SigLIP's initial log-temperature t' and bias b.
+var (
+	SigLIPInitLogitScale = math.Log(10)
+	SigLIPInitLogitBias  = -10.0
+)
+
+// SigLIPLossGathered is this rank's share of the sigmoid loss over the global batch of
+// N pairs, in float32: -(1/N)·Σ_i Σ_j log σ(z_ij·(exp(logitScale)·cos(img_i, txt_j) +
+// logitBias)) with z_ij = 1 for i = j and -1 otherwise (open_clip's SigLipLoss: the sum
+// over pairs divided by the images). img and txt [b, P] are this rank's unnormalised
+// embeddings, rows of the global batch following those of the lower ranks; logitScale
+// and logitBias are scalars. Only the text features are exchanged (gathered with
+// gradients): this rank's images meet every caption of the global batch, so the ranks'
+// rows together cover every pair once. The share is scaled by W/N so that the mean
+// over ranks is the global-batch loss; after backward on every rank and
+// AverageGradients, the gradients equal the global-batch loss's. With a nil pg it is
+// the loss of the local batch. It panics like tensor operations, also when a
+// collective fails.
+func SigLIPLossGathered(img, txt, logitScale, logitBias *torch.Tensor, pg *torch.ProcessGroup) *torch.Tensor {
+	in := img.To(torch.Float32).Normalize(2, -1, 1e-12) // [b, P]
+	tn := txt.To(torch.Float32).Normalize(2, -1, 1e-12) // [b, P]
+	allTxt := tn                                        // [N, P]
+	world, start := 1, int64(0)
+	b := in.Size(0)
+	if pg != nil {
+		world = pg.World()
+		counts, err := pg.AllGather(torch.FromInt64([]int64{b}, 1).ToDevice(in.Device(), false)) // [W]
+		mustDist(err)
+		for r, c := range counts.Int64s() {
+			if c == 0 {
+				panic(&torch.Error{Op: "siglip_loss_gathered", Msg: fmt.Sprintf(
+					"rank %d has no sample in its share of the global batch (all its images unreadable?)", r)})
+			}
+			if r < pg.Rank() {
+				start += c
+			}
+		}
+		allTxt = pg.GatherWithGrad(tn) // [N, P]
+	}
+	n := allTxt.Size(0)
+	labels := make([]float32, b*n) // [b, N]: 1 on this rank's diagonal, -1 elsewhere
+	for i := range labels {
+		labels[i] = -1
+	}
+	for i := int64(0); i < b; i++ {
+		labels[i*n+start+i] = 1
+	}
+	z := torch.FromFloat32(labels, b, n).ToDevice(in.Device(), false)                                   // [b, N]
+	x := in.Matmul(allTxt.T()).Mul(logitScale.To(torch.Float32).Exp()).Add(logitBias.To(torch.Float32)) // [b, N]
+	x = x.Mul(z)                                                                                        // [b, N]
+	// -log σ(x) = relu(-x) + log(1 + exp(-|x|)), finite for every x.
+	nll := x.Neg().Relu().Add(x.Abs().Neg().Exp().AddScalar(1).Log()) // [b, N]
+	return nll.Sum(false).MulScalar(float64(world) / float64(n))      // []
+}
