@@ -67,7 +67,7 @@ type CacheOptions struct {
 	Workers   int                   // decoders (default runtime.NumCPU())
 	MaxPixels int                   // see ReadImage
 	Force     bool                  // rebuild even when up to date
-	Progress  func(done, total int) // called after each image, from one goroutine
+	Progress  func(done, total int) // (0, total) when a build starts, then after each image (up to total), from one goroutine; not called when up to date
 	Report    *Report               // unreadable images are recorded here when set
 }
 
@@ -175,6 +175,9 @@ func BuildCache(items []Item, dir string, size int, opts CacheOptions) (*CacheSt
 	idx := &CacheIndex{Version: cacheVersion, Size: size}
 	seen := make(map[string]bool, len(items))
 	done := 0
+	if opts.Progress != nil {
+		opts.Progress(0, len(items))
+	}
 	for start := 0; start < len(items); start += cacheShardSize {
 		end := min(start+cacheShardSize, len(items))
 		bufs := make([][]uint8, end-start)
@@ -208,6 +211,9 @@ func BuildCache(items []Item, dir string, size int, opts CacheOptions) (*CacheSt
 		var rows [][]uint8
 		for i := start; i < end; i++ {
 			done++
+			if opts.Progress != nil {
+				opts.Progress(done, len(items))
+			}
 			if seen[srcs[i].abs] {
 				continue
 			}
@@ -225,9 +231,6 @@ func BuildCache(items []Item, dir string, size int, opts CacheOptions) (*CacheSt
 				stats.Images++
 			}
 			idx.Entries = append(idx.Entries, e)
-			if opts.Progress != nil {
-				opts.Progress(done, len(items))
-			}
 		}
 		if len(rows) == 0 {
 			continue

@@ -130,3 +130,28 @@ func TestCacheAugmentFromCache(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheProgress: a build reports (0, n) first, then every item (duplicates too) up
+// to (n, n); an up-to-date cache reports nothing.
+func TestCacheProgress(t *testing.T) {
+	dir := t.TempDir()
+	items, _ := loaderTestItems(t, dir, 5)
+	items = append(items, items[0]) // a duplicate last
+	var calls [][2]int
+	progress := func(d, n int) { calls = append(calls, [2]int{d, n}) }
+	if _, err := BuildCache(items, DefaultCacheDir(dir), 16, CacheOptions{Workers: 2, Progress: progress}); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 7 {
+		t.Fatalf("progress calls %v, want (0, 6) to (6, 6)", calls)
+	}
+	for i, c := range calls {
+		if c != [2]int{i, 6} {
+			t.Fatalf("progress calls %v, want (0, 6) to (6, 6)", calls)
+		}
+	}
+	calls = nil
+	if _, err := BuildCache(items, DefaultCacheDir(dir), 16, CacheOptions{Progress: progress}); err != nil || len(calls) != 0 {
+		t.Fatalf("up-to-date build: %v, progress %v", err, calls)
+	}
+}

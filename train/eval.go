@@ -55,6 +55,12 @@ type EvalOptions struct {
 	CacheDir  string    // a dataset cache to read images from ("" for none)
 	Report    *dataset.Report
 
+	// Progress, when set, is told the pass's work: (0, total) at the start, then after
+	// each image batch and each caption batch embedded, where total is this rank's
+	// images and captions; a last call (total, total) when the embeddings are done (an
+	// unreadable image's captions are not embedded).
+	Progress func(done, total int)
+
 	// ProcessGroup, when set, splits the work over its ranks: each embeds a contiguous
 	// share of the images (RankSlice) and of the captions, the embeddings are gathered
 	// in rank order, and every rank computes the same metrics, those of one process
@@ -88,6 +94,19 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 	// share is this rank's part [lo, hi) of n rows.
 	share := func(n int) (int, int) { return RankSlice(n, rank, world) }
 	lo, hi := share(len(items))
+	nCaps := 0
+	for _, it := range items {
+		nCaps += len(it.Captions)
+	}
+	caps0, caps1 := share(nCaps)
+	total, done := hi-lo+caps1-caps0, 0
+	report := func(n int) {
+		if opts.Progress != nil {
+			done = min(done+n, total)
+			opts.Progress(done, total)
+		}
+	}
+	report(0)
 
 	loader := dataset.NewLoader(items[lo:hi], dataset.LoaderOptions{
 		Size: size, BatchSize: opts.BatchSize, Workers: opts.Workers, FirstCaption: true,
@@ -127,6 +146,7 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 				for _, i := range b.Items {
 					kept = append(kept, lo+i)
 				}
+				report(b.Len())
 				b.Release()
 			}
 		})
@@ -195,7 +215,10 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 					})
 					return e
 				}))
+				report(len(batch))
 			}
+			// Every embedding is done (an unreadable image's captions are not embedded).
+			report(total)
 			txt := torch.Cat(txtChunks, 0) // [M, P] (this rank's share)
 			if pg != nil {
 				all, err := pg.AllGather(txt)

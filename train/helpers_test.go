@@ -69,7 +69,7 @@ func openFixture(t testing.TB, dir string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := TrainTokenizer(ds.Split(dataset.Train), 600)
+	tok, err := TrainTokenizer(ds.Split(dataset.Train), 600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

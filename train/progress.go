@@ -132,3 +132,84 @@ func (p *progress) printf(format string, args ...any) {
 	}
 	fmt.Fprintf(p.w, format, args...)
 }
+
+// Task reports a long piece of work other than training steps (a cache build, BPE
+// training, an evaluation pass) on w: on a terminal a bar of done of total units;
+// otherwise, piped, one line when the work starts and one when it ends, nothing in
+// between. Its Update is the callback library code takes (func(done, total int)).
+type Task struct {
+	w       io.Writer
+	desc    string // what is done, "cache 224px"
+	unit    string // what is counted, "image"
+	tty     bool
+	bar     *progressbar.ProgressBar
+	start   time.Time
+	done    int
+	total   int
+	started bool
+	ended   bool
+}
+
+// NewTask reports the work desc counted in units of unit (a singular noun) on w (nil:
+// nowhere).
+func NewTask(w io.Writer, desc, unit string) *Task {
+	if w == nil {
+		w = io.Discard
+	}
+	return &Task{w: w, desc: desc, unit: unit, tty: isTerminal(w)}
+}
+
+// Update records that done of total units are done (total may change as the work
+// learns its size); it starts the report at its first call. Call it from one goroutine
+// at a time, and Done when the work ends.
+func (t *Task) Update(done, total int) {
+	if t == nil || t.ended {
+		return
+	}
+	if !t.started {
+		t.started, t.start, t.total = true, time.Now(), total
+		if t.tty {
+			t.bar = progressbar.NewOptions(total,
+				progressbar.OptionSetWriter(t.w),
+				progressbar.OptionSetDescription(t.desc),
+				progressbar.OptionShowCount(),
+				progressbar.OptionShowIts(),
+				progressbar.OptionSetItsString(t.unit),
+				progressbar.OptionSetPredictTime(true),
+				progressbar.OptionThrottle(100*time.Millisecond),
+				progressbar.OptionClearOnFinish(),
+			)
+		} else {
+			fmt.Fprintf(t.w, "%s: %s\n", t.desc, Plural(total, t.unit))
+		}
+	}
+	if total != t.total {
+		t.total = total
+		if t.bar != nil {
+			t.bar.ChangeMax(total)
+		}
+	}
+	t.done = done
+	if t.bar != nil {
+		_ = t.bar.Set(done)
+	}
+}
+
+// Done ends the report (once; a Task never updated reports nothing): the bar is cleared
+// and one line says what was done ("done", or "stopped" short of the total) and how
+// long it took.
+func (t *Task) Done() {
+	if t == nil || !t.started || t.ended {
+		return
+	}
+	t.ended = true
+	if t.bar != nil {
+		_ = t.bar.Finish()
+	}
+	state := "done"
+	if t.done < t.total {
+		state = "stopped"
+	}
+	fmt.Fprintf(t.w, "%s: %s, %d/%s in %s\n", t.desc, state, t.done, Plural(t.total, t.unit),
+		time.Since(t.start).Round(time.Millisecond))
+}

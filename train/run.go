@@ -741,8 +741,18 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	}
 
 	if len(job.Test) > 0 {
+		// The run's bar (left open by a run cut short) ends before the pass's; the main
+		// process reports the pass.
+		prog.close()
+		var w io.Writer
+		if isMain {
+			w = opts.Log
+		}
+		task := NewTask(w, "test evaluation", "item")
 		ev, err := Evaluate(dataCtx, m, tok, job.Test, EvalOptions{BatchSize: opts.EvalBatchSize, Workers: opts.Workers,
-			Precision: opts.Precision, CacheDir: opts.CacheDir, Report: opts.Report, ProcessGroup: opts.ProcessGroup})
+			Precision: opts.Precision, CacheDir: opts.CacheDir, Report: opts.Report, ProcessGroup: opts.ProcessGroup,
+			Progress: task.Update})
+		task.Done()
 		if err != nil {
 			return nil, fmt.Errorf("test evaluation: %w", err)
 		}

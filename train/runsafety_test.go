@@ -352,7 +352,7 @@ func TestValidationSetFixed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := TrainTokenizer(ds.Split(dataset.Train), 600)
+	tok, err := TrainTokenizer(ds.Split(dataset.Train), 600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

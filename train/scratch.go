@@ -21,13 +21,14 @@ func DefaultVocabSize(captions int) int {
 	return 49408
 }
 
-// TrainTokenizer learns a BPE vocabulary of vocabSize tokens from the captions of items.
-func TrainTokenizer(items []dataset.Item, vocabSize int) (*tokenizer.Tokenizer, error) {
+// TrainTokenizer learns a BPE vocabulary of vocabSize tokens from the captions of items,
+// reporting its merges to progress (nil: nowhere; see tokenizer.TrainProgress).
+func TrainTokenizer(items []dataset.Item, vocabSize int, progress func(done, total int)) (*tokenizer.Tokenizer, error) {
 	var caps []string
 	for _, it := range items {
 		caps = append(caps, it.Captions...)
 	}
-	return tokenizer.Train(caps, vocabSize)
+	return tokenizer.TrainProgress(caps, vocabSize, progress)
 }
 
 // WithTokenizer fits a from-scratch architecture to a tokenizer: the text vocabulary is

@@ -29,6 +29,13 @@ const MinVocabSize = 512 + 2
 // vocabulary is smaller: size a model's embedding by VocabSize, not by
 // vocabSize.
 func Train(captions []string, vocabSize int) (*Tokenizer, error) {
+	return TrainProgress(captions, vocabSize, nil)
+}
+
+// TrainProgress is Train reporting its merges to progress (when not nil): (0, total)
+// before the first, then after each merge, where total is the merges vocabSize asks
+// for; when the captions run out of pairs first, a last call (done, done) ends it.
+func TrainProgress(captions []string, vocabSize int, progress func(done, total int)) (*Tokenizer, error) {
 	if vocabSize < MinVocabSize {
 		return nil, fmt.Errorf("tokenizer: vocabulary size %d is below the minimum %d (256 bytes, their </w> forms, 2 special tokens)", vocabSize, MinVocabSize)
 	}
@@ -82,6 +89,13 @@ func Train(captions []string, vocabSize int) (*Tokenizer, error) {
 	heap.Init(&c.queue)
 
 	var merges []mergeLine
+	want := vocabSize - len(tokens) - 2 // merges asked for (a reused id makes no token: more may be made)
+	report := func(done, total int) {
+		if progress != nil {
+			progress(done, total)
+		}
+	}
+	report(0, want)
 	for len(tokens)+2 < vocabSize {
 		p, ok := c.best()
 		if !ok {
@@ -96,6 +110,10 @@ func Train(captions []string, vocabSize int) (*Tokenizer, error) {
 		}
 		merges = append(merges, mergeLine{left: tokens[p.left], right: tokens[p.right], line: len(merges) + 2})
 		c.merge(p, id, len(merges))
+		report(len(merges), max(want, len(merges)))
+	}
+	if len(merges) < want {
+		report(len(merges), len(merges))
 	}
 	tokens = append(tokens, startText, endText)
 	t, err := build(tokens, merges)

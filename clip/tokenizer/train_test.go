@@ -268,3 +268,38 @@ func TestTrainMatchesNaiveRandom(t *testing.T) {
 		}
 	}
 }
+
+// TestTrainProgress: TrainProgress learns what Train does and reports every merge, from
+// (0, merges) to (merges, merges); captions that run out of pairs end at the merges made.
+func TestTrainProgress(t *testing.T) {
+	caps := captions(300, 1)
+	const size = 620
+	var calls [][2]int
+	tok, err := TrainProgress(caps, size, func(d, n int) { calls = append(calls, [2]int{d, n}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _ := Train(caps, size)
+	if !slices.Equal(tok.merges, plain.merges) {
+		t.Fatal("TrainProgress learnt other merges than Train")
+	}
+	want := size - MinVocabSize
+	if len(calls) != want+1 || calls[0] != [2]int{0, want} || calls[want] != [2]int{want, want} {
+		t.Fatalf("%d calls, first %v, last %v; want %d from (0, %d)", len(calls), calls[0], calls[len(calls)-1], want+1, want)
+	}
+	for i, c := range calls {
+		if c[0] != i {
+			t.Fatalf("call %d: %v", i, c)
+		}
+	}
+
+	calls = nil
+	tok, err = TrainProgress([]string{"ab ab"}, 1000, func(d, n int) { calls = append(calls, [2]int{d, n}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := len(tok.merges)
+	if last := calls[len(calls)-1]; calls[0] != [2]int{0, 1000 - MinVocabSize} || last != [2]int{made, made} {
+		t.Fatalf("exhausted captions: first %v, last %v, %d merges", calls[0], last, made)
+	}
+}

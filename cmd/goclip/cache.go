@@ -58,11 +58,11 @@ func runCache(c *cli.Context) error {
 		Force:     c.Bool("force"),
 		Report:    &ds.Report,
 	}
-	progress, closeBar := imageProgress(len(ds.Items), fmt.Sprintf("cache %dpx", size))
-	defer closeBar()
+	progress, closeBar := imageProgress(c.App.ErrWriter, fmt.Sprintf("cache %dpx", size))
 	opts.Progress = progress
 	start := time.Now()
 	st, err := dataset.BuildCache(ds.Items, out, size, opts)
+	closeBar()
 	if err != nil {
 		return err
 	}

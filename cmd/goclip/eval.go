@@ -89,10 +89,12 @@ func runEval(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	task := train.NewTask(c.App.ErrWriter, "evaluation", "item")
 	res, err := train.Evaluate(context.Background(), lm.model, tok, items, train.EvalOptions{
 		BatchSize: c.Int("batch-size"), Workers: c.Int(workersFlag.Name), Precision: prec,
-		CacheDir: evalCacheDir(ds), Report: &ds.Report,
+		CacheDir: evalCacheDir(ds), Report: &ds.Report, Progress: task.Update,
 	})
+	task.Done()
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,9 +142,15 @@ func runFinetune(c *cli.Context) (err error) {
 		if s.main() {
 			fmt.Fprintf(c.App.ErrWriter, "evaluating the base model on the test split (%d images)\n", len(job.Test))
 		}
+		var w io.Writer // the main process reports the pass
+		if s.main() {
+			w = c.App.ErrWriter
+		}
+		task := train.NewTask(w, "base evaluation", "item")
 		ev, err := train.Evaluate(context.Background(), m, tok, job.Test, train.EvalOptions{
 			BatchSize: s.opts.EvalBatchSize, Workers: s.opts.Workers, Precision: s.prec, CacheDir: s.opts.CacheDir, Report: &s.ds.Report,
-			ProcessGroup: s.pg})
+			ProcessGroup: s.pg, Progress: task.Update})
+		task.Done()
 		if err != nil {
 			return fmt.Errorf("base evaluation: %w", err)
 		}

@@ -146,7 +146,7 @@ func shardTrainingData(t *testing.T, dir string, images int) (string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := train.TrainTokenizer(ds.Split(dataset.Train), 600)
+	tok, err := train.TrainTokenizer(ds.Split(dataset.Train), 600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func TestEvalAndTrainOnShardSplits(t *testing.T) {
 	}
 	tok := filepath.Join(dir, "tok")
 	ds, _ := dataset.Open(data, dataset.Options{})
-	tk, err := train.TrainTokenizer(ds.Split(dataset.Train), 600)
+	tk, err := train.TrainTokenizer(ds.Split(dataset.Train), 600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

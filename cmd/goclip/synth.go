@@ -68,11 +68,11 @@ func runSynth(c *cli.Context) error {
 	if opts.Images < 1 {
 		return fmt.Errorf("synth: --images %d: want at least 1", opts.Images)
 	}
-	progress, closeBar := imageProgress(opts.Images, "synth "+opts.Domain)
-	defer closeBar()
+	progress, closeBar := imageProgress(c.App.ErrWriter, "synth "+opts.Domain)
 	opts.Progress = progress
 	start := time.Now()
 	res, err := dataset.Synthesize(c.String("out"), opts)
+	closeBar()
 	if errors.Is(err, dataset.ErrExists) {
 		return fmt.Errorf("%w; pass --force to overwrite it", err)
 	}

@@ -420,7 +420,9 @@ func scratchTokenizer(c *cli.Context, s *trainSetup, dir string) (*tokenizer.Tok
 			size = train.DefaultVocabSize(s.ds.Captions(dataset.Train))
 		}
 		fmt.Fprintf(c.App.ErrWriter, "tokenizer: training a %d-token BPE vocabulary on %d captions\n", size, s.ds.Captions(dataset.Train))
-		tok, err = train.TrainTokenizer(items, size)
+		task := train.NewTask(c.App.ErrWriter, "tokenizer", "merge")
+		tok, err = train.TrainTokenizer(items, size, task.Update)
+		task.Done()
 	}
 	if err != nil || !s.main() {
 		return tok, err
