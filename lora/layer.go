@@ -59,15 +59,25 @@ func (l *Linear) Rank() int { return int(l.A.Size(0)) }
 // weight already holds the update.
 func (l *Linear) Forward(x *torch.Tensor) *torch.Tensor {
 	y := l.Layer.Forward(x) // [..., out]
+	if u := l.LowRankTerm(x); u != nil {
+		return y.Add(u) // [..., out]
+	}
+	return y
+}
+
+// LowRankTerm is the update's share of Forward, Scaling * B(A(dropout(x))) [..., out] for
+// x [..., in], or nil on a merged layer (nn.LowRank: attention adds it to its slice of
+// the fused q/k/v product).
+func (l *Linear) LowRankTerm(x *torch.Tensor) *torch.Tensor {
 	if l.merged {
-		return y
+		return nil
 	}
 	h := x
 	if l.train && l.Dropout > 0 {
 		h = x.Dropout(l.Dropout, true) // [..., in]
 	}
 	u := torch.Linear(torch.Linear(h, l.A, nil), l.B, nil) // [..., r] -> [..., out]
-	return y.Add(u.MulScalar(l.Scaling))                   // [..., out]
+	return u.MulScalar(l.Scaling)                          // [..., out]
 }
 
 // NamedParameters lists the base layer's prefix.weight and prefix.bias, then

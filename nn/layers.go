@@ -182,12 +182,27 @@ func (m *MLP) Free() {
 
 // Attention is multi-head self-attention with separate query, key, value and output
 // projections (Hugging Face's q_proj, k_proj, v_proj, out_proj).
+//
+// By default q, k and v come from one [3D, D] product: the three base weights (and
+// biases) are concatenated at each forward, so the fused weight is always in step with
+// the three parameters, which keep their own names and gradients. A LoRA projection's
+// low-rank term (see [LowRank]) is added to its slice. Projections of any other type,
+// or SeparateQKV, give three products instead.
 type Attention struct {
 	Q, K, V, Out Projection // D -> D each
 	Heads        int64
 	Causal       bool    // each position attends to itself and earlier positions only
 	Dropout      float64 // on the attention probabilities, in training mode only
+	SeparateQKV  bool    // three q, k, v products instead of one (the fused form's off switch)
 	train        bool
+}
+
+// LowRank is implemented by projections that are a base *Linear (Base) plus a term of
+// their own, such as a LoRA layer: Forward(x) = Base().Forward(x) + LowRankTerm(x).
+// LowRankTerm returns nil when there is no term (a merged adapter). Attention fuses the
+// base products of such projections and adds the terms per slice.
+type LowRank interface {
+	LowRankTerm(x *torch.Tensor) *torch.Tensor // [..., in] -> [..., out], or nil
 }
 
 // NewAttention is an Attention of width d with the given number of heads; q, k and v
@@ -211,9 +226,10 @@ func (a *Attention) Forward(x, mask *torch.Tensor) *torch.Tensor {
 	s := x.Shape()
 	b, t, d := s[0], s[1], s[2]
 	h := a.Heads
-	q := a.Q.Forward(x).Reshape(b, t, h, d/h).Transpose(1, 2) // [B, H, T, Dh]
-	k := a.K.Forward(x).Reshape(b, t, h, d/h).Transpose(1, 2) // [B, H, T, Dh]
-	v := a.V.Forward(x).Reshape(b, t, h, d/h).Transpose(1, 2) // [B, H, T, Dh]
+	q, k, v := a.qkv(x)                         // [B, T, D] each
+	q = q.Reshape(b, t, h, d/h).Transpose(1, 2) // [B, H, T, Dh]
+	k = k.Reshape(b, t, h, d/h).Transpose(1, 2) // [B, H, T, Dh]
+	v = v.Reshape(b, t, h, d/h).Transpose(1, 2) // [B, H, T, Dh]
 	p := 0.0
 	if a.train {
 		p = a.Dropout
@@ -221,6 +237,62 @@ func (a *Attention) Forward(x, mask *torch.Tensor) *torch.Tensor {
 	y := torch.Attention(q, k, v, mask, a.Causal, p, true) // [B, H, T, Dh]
 	y = y.Transpose(1, 2).Reshape(b, t, d)                 // [B, T, D]
 	return a.Out.Forward(y)                                // [B, T, D]
+}
+
+// qkv is the three projections of x [B, T, D]: one product with the concatenated base
+// weights when the projections allow it (see Attention), else three.
+func (a *Attention) qkv(x *torch.Tensor) (q, k, v *torch.Tensor) {
+	ps := []Projection{a.Q, a.K, a.V}
+	if a.SeparateQKV || !fusable(ps) {
+		return a.Q.Forward(x), a.K.Forward(x), a.V.Forward(x) // [B, T, D] each
+	}
+	ws := make([]*torch.Tensor, 3)
+	var bs []*torch.Tensor
+	for i, p := range ps {
+		l := p.Base()
+		ws[i] = l.Weight // [D, D]
+		if l.Bias != nil {
+			bs = append(bs, l.Bias) // [D]
+		}
+	}
+	w := torch.Cat(ws, 0) // [3D, D]
+	var bias *torch.Tensor
+	if len(bs) == 3 {
+		bias = torch.Cat(bs, 0) // [3D]
+	}
+	y := torch.Linear(x, w, bias) // [B, T, 3D]
+	d := a.Q.Base().Weight.Size(0)
+	out := make([]*torch.Tensor, 3)
+	for i, p := range ps {
+		out[i] = y.Narrow(-1, int64(i)*d, d) // [B, T, D]
+		if lr, ok := p.(LowRank); ok {
+			if u := lr.LowRankTerm(x); u != nil {
+				out[i] = out[i].Add(u) // [B, T, D]
+			}
+		}
+	}
+	return out[0], out[1], out[2]
+}
+
+// fusable reports whether q, k and v can share one product: each is a *Linear or a
+// LowRank projection over one, with equal output widths, and all or none have a bias.
+func fusable(ps []Projection) bool {
+	biases := 0
+	for _, p := range ps {
+		if _, plain := p.(*Linear); !plain {
+			if _, ok := p.(LowRank); !ok {
+				return false
+			}
+		}
+		l := p.Base()
+		if l == nil || l.Weight.Size(0) != ps[0].Base().Weight.Size(0) {
+			return false
+		}
+		if l.Bias != nil {
+			biases++
+		}
+	}
+	return biases == 0 || biases == len(ps)
 }
 
 // NamedParameters lists prefix.{q,k,v,out}_proj.*.

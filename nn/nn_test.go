@@ -498,3 +498,96 @@ func TestSlotsReplace(t *testing.T) {
 		t.Errorf("name after replacement %s", got)
 	}
 }
+
+// lowRankProj is a Projection with a term of its own (nn.LowRank), as a LoRA layer is.
+type lowRankProj struct {
+	*Linear
+	U *torch.Tensor // [out, in]
+}
+
+func (p *lowRankProj) LowRankTerm(x *torch.Tensor) *torch.Tensor { return torch.Linear(x, p.U, nil) }
+func (p *lowRankProj) Forward(x *torch.Tensor) *torch.Tensor {
+	return p.Linear.Forward(x).Add(p.LowRankTerm(x))
+}
+
+// TestAttentionFusedQKV checks that one [3D, D] product gives the three products'
+// output and gradients (x and every parameter) within fp32 rounding (1e-6 of each
+// tensor's largest value), causal or not, with plain projections and with a LowRank one
+// whose term is added to its slice; and that a projection of another type falls back to
+// three products (the result is still the separate form's). k_proj.bias's gradient is
+// zero in exact arithmetic (a constant added to every key leaves the softmax unchanged),
+// so its difference is measured against the largest gradient instead.
+func TestAttentionFusedQKV(t *testing.T) {
+	base := torch.Live()
+	s := torch.NewScope()
+	const b, tt, d, h = 3, 7, 16, 4
+	torch.ManualSeed(3)
+	for _, c := range []struct {
+		name   string
+		causal bool
+		wrap   func(a *Attention)
+	}{
+		{"plain", false, func(*Attention) {}},
+		{"plain causal", true, func(*Attention) {}},
+		{"low-rank k", true, func(a *Attention) {
+			a.K = &lowRankProj{Linear: a.K.Base(), U: Normal([]int64{d, d}, 0.2, torch.CPU)}
+		}},
+		{"other type v", false, func(a *Attention) { a.V = &modal{Linear: a.V.Base()} }},
+	} {
+		a := NewAttention(d, h, c.causal, 0, 0.3, 0.3, torch.CPU)
+		c.wrap(a)
+		params := a.NamedParameters("attn")
+		if lr, ok := a.K.(*lowRankProj); ok {
+			params = append(params, Named{"attn.k_proj.u", lr.U})
+		}
+		x := torch.Randn([]int64{b, tt, d}, torch.Float32, torch.CPU).SetRequiresGrad(true)
+		w := torch.Randn([]int64{b, tt, d}, torch.Float32, torch.CPU)
+		run := func(separate bool) [][]float64 {
+			a.SeparateQKV = separate
+			y := a.Forward(x, nil) // [B, T, D]
+			y.Mul(w).Sum(false).Backward()
+			out := [][]float64{y.Float64s(), x.Grad().Float64s()}
+			x.ZeroGrad()
+			for _, p := range params {
+				out = append(out, p.T.Grad().Float64s())
+				p.T.ZeroGrad()
+			}
+			return out
+		}
+		want, got := run(true), run(false)
+		largest := 0.0
+		for _, v := range want[1:] {
+			for _, g := range v {
+				largest = max(largest, math.Abs(g))
+			}
+		}
+		for i := range want {
+			e := maxRelErr(t, c.name, got[i], want[i])
+			if i >= 2 && params[i-2].Name == "attn.k_proj.bias" {
+				e = maxRelErr(t, c.name, got[i], want[i]) * maxAbs(want[i]) / largest
+			}
+			if e > 1e-6 {
+				t.Errorf("%s: tensor %d (output, x grad, then %d parameters' grads) rel err %.3g > 1e-6", c.name, i, len(params), e)
+			}
+		}
+		if fusable([]Projection{a.Q, a.K, a.V}) == (c.name == "other type v") {
+			t.Errorf("%s: fusable %v", c.name, !(c.name == "other type v"))
+		}
+		a.Free()
+		for _, p := range params {
+			p.T.Free()
+		}
+	}
+	s.Close()
+	if n := torch.Live() - base; n != 0 {
+		t.Errorf("%d tensors leaked", n)
+	}
+}
+
+func maxAbs(v []float64) float64 {
+	m := 0.0
+	for _, x := range v {
+		m = max(m, math.Abs(x))
+	}
+	return m
+}
