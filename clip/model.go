@@ -43,6 +43,22 @@ func (l *EncoderLayer) slots(prefix string) []nn.Slot {
 // Encoder is a stack of EncoderLayers (HF CLIPEncoder).
 type Encoder struct {
 	Layers []*EncoderLayer // layers.N
+	// Checkpoint turns on gradient checkpointing: while autograd records, Forward keeps
+	// only each layer's input and FinishBackward recomputes the layers (see
+	// Model.FinishBackward).
+	Checkpoint bool
+	tapes      []*tape
+}
+
+// tape is what a checkpointed Forward keeps for the recomputation.
+type tape struct {
+	in     *torch.Tensor   // the encoder's input, with its autograd history [B, T, D]
+	xs     []*torch.Tensor // each layer's input, outside autograd [B, T, D]
+	rng    []*torch.Tensor // the device generator's state before each layer (dropout draws)
+	out    *torch.Tensor   // the encoder's output, a leaf [B, T, D]: its gradient starts the replay
+	dev    torch.Device
+	castDT torch.DType // the forward's autocast, repeated in the replay
+	castOn bool
 }
 
 // towerSpec is what building an encoder needs from a tower's config.
@@ -79,10 +95,108 @@ func (e *Encoder) build(t towerSpec, dev torch.Device) error {
 
 // Forward maps x [B, T, D] to [B, T, D].
 func (e *Encoder) Forward(x *torch.Tensor) *torch.Tensor {
+	if e.Checkpoint && torch.GradEnabled() {
+		return e.forwardCheckpointed(x)
+	}
 	for _, l := range e.Layers {
 		x = l.Forward(x) // [B, T, D]
 	}
 	return x
+}
+
+// forwardCheckpointed runs the layers outside autograd, keeping their inputs and the
+// generator state before each, and returns the result as a new leaf that requires grad;
+// finishBackward replays the layers from its gradient. The tape's tensors belong to the
+// caller's scope, as a plain forward's graph does.
+func (e *Encoder) forwardCheckpointed(x *torch.Tensor) *torch.Tensor {
+	e.dropStale()
+	tp := &tape{in: x, dev: x.Device()}
+	tp.castDT, tp.castOn = torch.AutocastState(tp.dev)
+	h := x.Detach() // [B, T, D]
+	torch.NoGrad(func() {
+		for _, l := range e.Layers {
+			tp.xs = append(tp.xs, h)
+			tp.rng = append(tp.rng, torch.RNGState(tp.dev))
+			h = l.Forward(h) // [B, T, D]
+		}
+	})
+	tp.out = h.SetRequiresGrad(true) // [B, T, D]
+	e.tapes = append(e.tapes, tp)
+	return tp.out
+}
+
+// dropStale forgets tapes whose tensors were freed without a backward pass (a forward
+// whose loss was not back-propagated).
+func (e *Encoder) dropStale() {
+	kept := e.tapes[:0]
+	for _, tp := range e.tapes {
+		if !tp.out.Freed() {
+			kept = append(kept, tp)
+		}
+	}
+	e.tapes = kept
+}
+
+// finishBackward replays every pending tape, newest first, and forgets them.
+func (e *Encoder) finishBackward() {
+	e.dropStale()
+	tapes := e.tapes
+	e.tapes = nil
+	for i := len(tapes) - 1; i >= 0; i-- {
+		tapes[i].replay(e.Layers)
+	}
+}
+
+// replay back-propagates the output's gradient through the layers, recomputing each
+// one's forward with autograd (same input, same autocast, same generator state, so the
+// same dropout draws), last layer first, and then into the encoder's input's history.
+// The generator's state is restored afterwards, so later draws do not change either.
+func (tp *tape) replay(layers []*EncoderLayer) {
+	s := torch.NewScope()
+	defer s.Close()
+	g := tp.out.Grad() // [B, T, D]; nil when the loss did not reach this output
+	if g == nil {
+		return
+	}
+	saved := torch.RNGState(tp.dev)
+	defer func() { mustState(torch.SetRNGState(tp.dev, saved)) }()
+	needIn := tp.in.RequiresGrad()
+	torch.WithGrad(func() {
+		for i := len(layers) - 1; i >= 0; i-- {
+			inner := torch.NewScope()
+			wantGrad := i > 0 || needIn
+			x := tp.xs[i].Detach().SetRequiresGrad(wantGrad) // [B, T, D]
+			mustState(torch.SetRNGState(tp.dev, tp.rng[i]))
+			var y *torch.Tensor
+			if tp.castOn {
+				torch.Autocast(tp.dev, tp.castDT, func() { y = layers[i].Forward(x) }) // [B, T, D]
+			} else {
+				y = layers[i].Forward(x) // [B, T, D]
+			}
+			if y.RequiresGrad() {
+				y.BackwardWith(g, false)
+			}
+			if wantGrad {
+				prev := g
+				g = inner.Keep(x.Grad()) // [B, T, D]
+				prev.Free()
+			}
+			inner.Close()
+			if g == nil { // nothing upstream of this layer needs a gradient
+				return
+			}
+		}
+		if needIn {
+			tp.in.BackwardWith(g, false)
+		}
+	})
+}
+
+// mustState panics with a *torch.Error when restoring a generator state failed.
+func mustState(err error) {
+	if err != nil {
+		panic(&torch.Error{Op: "gradient checkpointing", Msg: err.Error()})
+	}
 }
 
 func (e *Encoder) namedParameters(prefix string) []nn.Named {
@@ -200,11 +314,43 @@ func (t *TextTransformer) Forward(ids *torch.Tensor) *torch.Tensor {
 	return t.FinalLayerNorm.Forward(pooled)                                              // [B, D]
 }
 
+// PoolPosition is the position whose hidden state Forward pools for one row of ids, by
+// the same rule: argmax (the first maximum) when EOSTokenID is 2, else the first position
+// equal to EOSTokenID (0 when there is none).
+func (t *TextTransformer) PoolPosition(row []int64) int {
+	at := 0
+	for i, id := range row {
+		if t.EOSTokenID == 2 {
+			if id > row[at] {
+				at = i
+			}
+		} else if id == t.EOSTokenID {
+			return i
+		}
+	}
+	return at
+}
+
 func (t *TextTransformer) namedParameters(prefix string) []nn.Named {
 	ps := t.Embeddings.TokenEmbedding.NamedParameters(nn.Join(prefix, "embeddings.token_embedding"))
 	ps = append(ps, t.Embeddings.PositionEmbedding.NamedParameters(nn.Join(prefix, "embeddings.position_embedding"))...)
 	ps = append(ps, t.Encoder.namedParameters(nn.Join(prefix, "encoder"))...)
 	return append(ps, t.FinalLayerNorm.NamedParameters(nn.Join(prefix, "final_layer_norm"))...)
+}
+
+// Speed holds the switches of the model's speed-ups. The zero value is the default:
+// trimmed captions and fused q/k/v on (both exact to float rounding), gradient
+// checkpointing off. The other values exist to compare against.
+type Speed struct {
+	// FullText makes TextIDs keep every context position (77) instead of cutting a batch
+	// to its longest caption.
+	FullText bool
+	// SeparateQKV computes q, k and v by three products instead of one [3D, D] product
+	// (nn.Attention).
+	SeparateQKV bool
+	// GradCheckpointing keeps only each encoder layer's input in a forward with autograd
+	// and recomputes the layers in FinishBackward: less memory, one more forward.
+	GradCheckpointing bool
 }
 
 // Model is CLIP (HF CLIPModel): both towers, their projections into the joint space and
@@ -217,6 +363,7 @@ type Model struct {
 	TextProjection   nn.Projection      // text_projection [P, Dt], no bias
 	LogitScale       *torch.Tensor      // logit_scale [], the log of the logits' scale
 	dev              torch.Device
+	speed            Speed
 }
 
 // New builds a CLIP model on dev with CLIP's from-scratch initialisation (transformers'
@@ -285,6 +432,57 @@ func (m *Model) build(dev torch.Device) error {
 	m.TextProjection = nn.NewLinear(tc.HiddenSize, cfg.ProjectionDim, false, math.Pow(float64(tc.HiddenSize), -0.5)*f, dev)
 	m.LogitScale = nn.Constant([]int64{}, cfg.LogitScaleInitValue, dev)
 	return nil
+}
+
+// SetSpeed selects the speed-ups (see Speed) for every later forward.
+func (m *Model) SetSpeed(s Speed) {
+	m.speed = s
+	for _, e := range []*Encoder{m.VisionModel.Encoder, m.TextModel.Encoder} {
+		e.Checkpoint = s.GradCheckpointing
+		for _, l := range e.Layers {
+			l.SelfAttn.SeparateQKV = s.SeparateQKV
+		}
+	}
+}
+
+// Speed is the model's speed-up selection (SetSpeed).
+func (m *Model) Speed() Speed { return m.speed }
+
+// FinishBackward completes a backward pass with gradient checkpointing: after
+// loss.Backward() has reached the encoders' outputs, it recomputes their layers and
+// back-propagates through them and into the embeddings. Without checkpointing, or when no
+// checkpointed forward is pending, it does nothing. Call it after every backward of a
+// training loss.
+func (m *Model) FinishBackward() {
+	m.VisionModel.Encoder.finishBackward()
+	m.TextModel.Encoder.finishBackward()
+}
+
+// TextIDs is the int64 CPU tensor [rows, L] of a batch of token ids [rows, T]
+// (row-major, len(ids) = rows·T), cut to L, one past the last position that the pooling
+// rule reads in any row: with the causal mask, the positions after a row's pooled one
+// cannot change its pooled output, so the text tower gives the same result (to float
+// rounding) in fewer positions. With Speed.FullText, L = T.
+func (m *Model) TextIDs(ids []int64, rows int) *torch.Tensor {
+	if rows <= 0 || len(ids)%rows != 0 {
+		panic(&torch.Error{Op: "text ids", Msg: fmt.Sprintf("%d ids do not make %d rows", len(ids), rows)})
+	}
+	t := len(ids) / rows
+	l := t
+	if !m.speed.FullText && t > 0 {
+		l = 1
+		for r := range rows {
+			l = max(l, m.TextModel.PoolPosition(ids[r*t:(r+1)*t])+1)
+		}
+	}
+	if l == t {
+		return torch.FromInt64(ids, int64(rows), int64(t)) // [rows, T]
+	}
+	cut := make([]int64, 0, rows*l)
+	for r := range rows {
+		cut = append(cut, ids[r*t:r*t+l]...)
+	}
+	return torch.FromInt64(cut, int64(rows), int64(l)) // [rows, L]
 }
 
 // VisionPooled is the image tower's pooled output [B, Dv] for pixels [B, C, S, S].

@@ -60,16 +60,33 @@ func loadTinyOpenAI(t *testing.T) *Model {
 }
 
 // TestModelParityOpenAI compares outputs, loss and gradients with OpenAI's reference
-// CLIP on the tiny fixture, in float32. Norm: max |ours - ref| / max |ref|.
+// CLIP on the tiny fixture, in float32, with the default speed-ups (trimmed captions,
+// fused q/k/v), without them, and with gradient checkpointing. Norm: max |ours - ref| /
+// max |ref|.
 func TestModelParityOpenAI(t *testing.T) {
+	for name, sp := range map[string]Speed{
+		"default":      {},
+		"plain":        {FullText: true, SeparateQKV: true},
+		"checkpointed": {GradCheckpointing: true},
+	} {
+		t.Run(name, func(t *testing.T) { testParityOpenAI(t, sp) })
+	}
+}
+
+func testParityOpenAI(t *testing.T, sp Speed) {
 	threads := torch.Threads()
 	torch.SetThreads(1)
 	defer torch.SetThreads(threads)
 	base := torch.Live()
 	m := loadTinyOpenAI(t)
+	m.SetSpeed(sp)
 	s := torch.NewScope()
 	pixels := tensortest.ReadNpy(t, fixture(t, "pixel_values.npy"))
-	ids := tensortest.ReadNpy(t, fixture(t, "input_ids.npy"))
+	full := tensortest.ReadNpy(t, fixture(t, "input_ids.npy"))
+	ids := m.TextIDs(full.Int64s(), int(full.Size(0))) // [B, L]
+	if trimmed := ids.Size(1) < full.Size(1); trimmed == sp.FullText {
+		t.Fatalf("TextIDs gave %v from %v with %+v", ids.Shape(), full.Shape(), sp)
+	}
 
 	outputs := map[string]*torch.Tensor{}
 	if err := torch.Try(func() {
@@ -82,6 +99,7 @@ func TestModelParityOpenAI(t *testing.T) {
 		loss := ContrastiveLoss(logits)
 		outputs["loss"] = loss
 		loss.Backward()
+		m.FinishBackward()
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -210,8 +210,8 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 				txtChunks = append(txtChunks, inBatchScope(func() *torch.Tensor {
 					var e *torch.Tensor
 					opts.Precision.Run(dev, func() {
-						x := torch.FromInt64(ids, int64(len(batch)), int64(ctxLen)).ToDevice(dev, false) // [B, T]
-						e = m.EncodeText(x).To(torch.Float32)                                            // [B, P]
+						x := m.TextIDs(ids, len(batch)).ToDevice(dev, false) // [B, L]
+						e = m.EncodeText(x).To(torch.Float32)                // [B, P]
 					})
 					return e
 				}))

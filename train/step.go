@@ -88,8 +88,8 @@ func (t *trainer) stepBatch(b *dataset.Batch, ctxLen int, lr float64) (stepResul
 	return t.stepWith(lr, func() batchTensors {
 		n, s, dev := int64(b.Len()), int64(b.Size), t.model.Device()
 		return batchTensors{
-			pixels: torch.FromFloat32(b.Pixels, n, 3, s, s).ToDevice(dev, false),       // [B, 3, S, S]
-			ids:    torch.FromInt64(b.InputIDs, n, int64(ctxLen)).ToDevice(dev, false), // [B, T]
+			pixels: torch.FromFloat32(b.Pixels, n, 3, s, s).ToDevice(dev, false), // [B, 3, S, S]
+			ids:    t.model.TextIDs(b.InputIDs, int(n)).ToDevice(dev, false),     // [B, L]
 		}
 	})
 }
@@ -163,6 +163,7 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 			return v, false
 		}
 		loss.MulScalar(lossScale).Backward()
+		m.FinishBackward() // the encoders' layers, when checkpointed
 		return v, true
 	}
 

@@ -51,7 +51,9 @@ matrices are trained, as in goclip finetune.
 batch of texts separately, without gradients, in evaluation mode.
 
 Inputs: pixels from N(0, 1) of shape [B, channels, image_size, image_size]; token ids
-uniform in [0, vocab_size) of shape [B, max_position_embeddings].
+uniform in [0, vocab_size) of shape [B, max_position_embeddings], or with
+--caption-length N captions of N tokens (start, N-2 random ids, end) padded to the
+context, which --trim-text (the default) cuts to N positions as training does.
 
 Output (--json prints it as one JSON object):
    step_ms          median milliseconds per step (train) or per image+text batch (embed)
@@ -83,7 +85,8 @@ Examples:
 		&cli.IntFlag{Name: "steps", Value: 10, EnvVars: []string{"GOCLIP_BENCH_STEPS"}, Usage: "timed steps", Category: catCompute},
 		&cli.IntFlag{Name: "warmup", Value: 2, EnvVars: []string{"GOCLIP_BENCH_WARMUP"}, Usage: "untimed steps first", Category: catCompute},
 		&cli.StringFlag{Name: "mode", Value: "train", EnvVars: []string{"GOCLIP_BENCH_MODE"}, Usage: "train (full training steps) or embed (no-grad image and text embeddings)", Category: catCompute},
-		seedFlag,
+		&cli.IntFlag{Name: "caption-length", EnvVars: []string{"GOCLIP_BENCH_CAPTION_LENGTH"}, Usage: "tokens per caption, start and end included (0: random ids at every context position)", Category: catCompute},
+		seedFlag, gradCheckpointingFlag,
 		&cli.BoolFlag{Name: "json", EnvVars: []string{"GOCLIP_BENCH_JSON"}, Usage: "print the result as one JSON object", Category: catOutput},
 	}, computeFlags()...),
 	Action: torchAction(runBench),
@@ -149,6 +152,7 @@ func runBench(c *cli.Context) error {
 		return err
 	}
 	defer m.Free()
+	m.SetSpeed(speedOf(c))
 	trainable := m.NamedParameters()
 	loraOn := c.Int(loraRFlag.Name) != 0 || c.IsSet(loraTargetsFlag.Name)
 	if loraOn {
@@ -181,8 +185,11 @@ func runBench(c *cli.Context) error {
 	scope := torch.NewScope()
 	defer scope.Close()
 	s := cfg.Vision.ImageSize
-	pixels := torch.Randn([]int64{int64(batch), cfg.Vision.NumChannels, s, s}, torch.Float32, dev)          // [B, C, S, S]
-	ids := torch.RandInt(0, cfg.Text.VocabSize, []int64{int64(batch), cfg.Text.MaxPositionEmbeddings}, dev) // [B, T]
+	pixels := torch.Randn([]int64{int64(batch), cfg.Vision.NumChannels, s, s}, torch.Float32, dev) // [B, C, S, S]
+	ids, err := benchIDs(m, batch, c.Int("caption-length"), dev)                                   // [B, L]
+	if err != nil {
+		return err
+	}
 	// A memory statistic that fails (an allocator without statistics, a driver quirk)
 	// costs only peak_memory_mb, never the timings.
 	var memErr error
@@ -406,4 +413,31 @@ func procField(path, key string) string {
 		}
 	}
 	return ""
+}
+
+// benchIDs are the token ids of a bench batch: random at every context position, or
+// captions of n tokens (start id, random ids below the end id, the end id, zero padding)
+// cut by Model.TextIDs.
+func benchIDs(m *clip.Model, batch, n int, dev torch.Device) (*torch.Tensor, error) {
+	tc := m.Config.Text
+	ctx := int(tc.MaxPositionEmbeddings)
+	if n == 0 {
+		return torch.RandInt(0, tc.VocabSize, []int64{int64(batch), int64(ctx)}, dev), nil // [B, T]
+	}
+	if n < 2 || n > ctx {
+		return nil, fmt.Errorf("--caption-length %d: want 2 to the context length %d", n, ctx)
+	}
+	end := tc.VocabSize - 1 // the largest id, for the argmax rule
+	if tc.EOSTokenID != 2 {
+		end = tc.EOSTokenID
+	}
+	body := torch.RandInt(0, end, []int64{int64(batch * (n - 2))}, torch.CPU).Int64s()
+	ids := make([]int64, batch*ctx)
+	for r := range batch {
+		row := ids[r*ctx : (r+1)*ctx]
+		row[0] = tc.BOSTokenID
+		copy(row[1:n-1], body[r*(n-2):(r+1)*(n-2)])
+		row[n-1] = end
+	}
+	return m.TextIDs(ids, batch).ToDevice(dev, false), nil // [B, L]
 }

@@ -58,6 +58,7 @@ func loadInferenceModel(c *cli.Context) (*loadedModel, error) {
 		return nil, err
 	}
 	m.SetTrain(false)
+	m.SetSpeed(speedOf(c))
 	return &loadedModel{dir: dir, model: m, cfg: cfg, src: src, dev: dev, prec: prec}, nil
 }
 
@@ -200,8 +201,8 @@ func (lm *loadedModel) encodeTexts(tok *tokenizer.Tokenizer, texts []string, bat
 		batch := texts[start:min(start+batchSize, len(texts))]
 		ids, _ := tok.Batch(batch, ctx)
 		out, err := lm.encode(normalize, func() *torch.Tensor {
-			x := torch.FromInt64(ids, int64(len(batch)), int64(ctx)).ToDevice(lm.dev, false) // [B, T]
-			return lm.model.EncodeText(x)                                                    // [B, P]
+			x := lm.model.TextIDs(ids, len(batch)).ToDevice(lm.dev, false) // [B, L]
+			return lm.model.EncodeText(x)                                  // [B, P]
 		})
 		if err != nil {
 			return nil, err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"goclip/clip"
 	"goclip/lora"
 	"goclip/torch"
 	"goclip/train"
@@ -82,9 +83,43 @@ func batchSizeFlag(def int, usage string) *cli.IntFlag {
 	}
 }
 
+// The speed-up switches (clip.Speed): on by default where exact, off to compare.
+var (
+	trimTextFlag = &cli.BoolFlag{
+		Name:     "trim-text",
+		Usage:    "run the text tower at each batch's longest caption instead of the full context (exact; =false to compare)",
+		Value:    true,
+		EnvVars:  []string{"GOCLIP_TRIM_TEXT"},
+		Category: catCompute,
+	}
+	fusedQKVFlag = &cli.BoolFlag{
+		Name:     "fused-qkv",
+		Usage:    "one [3D, D] product for attention's q, k and v instead of three (exact; =false to compare)",
+		Value:    true,
+		EnvVars:  []string{"GOCLIP_FUSED_QKV"},
+		Category: catCompute,
+	}
+	gradCheckpointingFlag = &cli.BoolFlag{
+		Name:     "grad-checkpointing",
+		Usage:    "recompute the encoder layers in backward instead of keeping their activations (less memory, more time)",
+		EnvVars:  []string{"GOCLIP_GRAD_CHECKPOINTING"},
+		Category: catCompute,
+	}
+)
+
 // computeFlags are the flags every command that runs a model takes.
 func computeFlags() []cli.Flag {
-	return []cli.Flag{deviceFlag, threadsFlag, precisionFlag}
+	return []cli.Flag{deviceFlag, threadsFlag, precisionFlag, trimTextFlag, fusedQKVFlag}
+}
+
+// speedOf reads the speed-up switches; --grad-checkpointing counts only for the
+// commands that take it (training and bench).
+func speedOf(c *cli.Context) clip.Speed {
+	return clip.Speed{
+		FullText:          !c.Bool(trimTextFlag.Name),
+		SeparateQKV:       !c.Bool(fusedQKVFlag.Name),
+		GradCheckpointing: c.Bool(gradCheckpointingFlag.Name),
+	}
 }
 
 // setupCompute applies --threads and returns the device of --device, checked to exist.

@@ -89,7 +89,7 @@ func trainingFlags(epochs int, lr float64, batch int) []cli.Flag {
 		&cli.IntFlag{Name: "eval-batch-size", Usage: "evaluation batch (pairs per loss batch)", Value: train.DefaultEvalBatch, EnvVars: []string{"GOCLIP_EVAL_BATCH_SIZE"}, Category: catCompute},
 		&cli.PathFlag{Name: "cache", Usage: "a goclip cache folder of preprocessed images (default: the data set's, when built)", EnvVars: []string{"GOCLIP_CACHE"}, Category: catCompute},
 		batchSizeFlag(batch, "the global batch: image/caption pairs per optimizer step"),
-		workersFlag, seedFlag, distTimeoutFlag,
+		workersFlag, seedFlag, distTimeoutFlag, gradCheckpointingFlag,
 	}
 	f = append(f, dataFlags()...)
 	return append(f, computeFlags()...)
@@ -149,6 +149,7 @@ type trainSetup struct {
 	created bool                // out did not exist before this command
 	pg      *torch.ProcessGroup // nil: one process
 	args    *runArgsFile        // what args.json will hold
+	speed   clip.Speed
 }
 
 // main reports whether this process writes files (rank 0, or the only process).
@@ -234,7 +235,7 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 		return nil, err
 	}
 	opts.ProcessGroup = pg
-	return &trainSetup{dev: dev, prec: prec, out: out, resume: resume, args: args, opts: opts, pg: pg}, nil
+	return &trainSetup{dev: dev, prec: prec, out: out, resume: resume, args: args, opts: opts, pg: pg, speed: speedOf(c)}, nil
 }
 
 // openData reads the data set, printing its report, into the training options.
@@ -294,6 +295,7 @@ func (s *trainSetup) cleanup(err error) {
 
 // job is a Job over the data set's splits.
 func (s *trainSetup) job(m *clip.Model, tok *tokenizer.Tokenizer, tokDir string) train.Job {
+	m.SetSpeed(s.speed)
 	return train.Job{Model: m, Tokenizer: tok, TokenizerDir: tokDir,
 		Train: s.ds.Split(dataset.Train), Val: s.ds.Split(dataset.Val), Test: s.ds.Split(dataset.Test), TrainShards: s.shards}
 }

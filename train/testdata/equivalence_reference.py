@@ -2,7 +2,8 @@
 loop, written with transformers' CLIPModel, peft and torch.optim.AdamW.
 
 Each step takes the batch that --orders names (a JSON list, one list of image file names
-per step), tokenises the captions with CLIPTokenizer (padded to the context length) and
+per step), tokenises the captions with CLIPTokenizer (padded to the batch's longest caption,
+as goclip's text tower runs: clip.Model.TextIDs) and
 preprocesses the images with CLIPImageProcessor, computes CLIPModel's own loss
 (return_loss=True: the mean of the image->text and text->image cross-entropies), runs
 backward, clips the total gradient 2-norm with torch.nn.utils.clip_grad_norm_, steps
@@ -89,7 +90,7 @@ def main():
              "no_decay": [n for n, p in named if not decays(n, p)]}
     for names in orders:
         images = [Image.open(os.path.join(a.data, "images", n)) for n in names]
-        text = tok([captions[n] for n in names], padding="max_length", max_length=context,
+        text = tok([captions[n] for n in names], padding="longest", max_length=context,
                    truncation=True, return_tensors="pt")
         pixels = proc(images=images, return_tensors="pt")["pixel_values"]
         out = model(input_ids=text["input_ids"], attention_mask=text["attention_mask"],
