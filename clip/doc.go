@@ -16,6 +16,20 @@
 // legacy checkpoints) pool at argmax(input_ids), which is the end token 49407 because it
 // is the largest id; other configs pool at the first position equal to eos_token_id.
 //
+// # Speed-ups
+//
+// [Speed] switches them (Model.SetSpeed). Model.TextIDs cuts a batch of ids to one past
+// the last position the pooling rule reads; every caller that embeds text (training,
+// evaluation, embed, bench) builds its ids tensor with it. nn.Attention fuses q, k and v
+// into one product. Gradient checkpointing (off by default) runs the encoder layers
+// without autograd in a forward that records, keeping each layer's input, the device
+// generator's state and the autocast setting; after loss.Backward() has reached the
+// encoder's output, Model.FinishBackward replays the layers one at a time with autograd,
+// last first, and back-propagates into the embeddings. It is written in Go, not as a
+// custom autograd function in the shim: libtorch has no C++ checkpoint API, and a
+// replay driven from the training step needs no callback from C++ into Go; the price is
+// that the step must call FinishBackward after each backward (train's step does).
+//
 // # Error Handling
 //
 // Config and state-dict functions return errors naming the offending field or key. The
