@@ -6,6 +6,7 @@
 #   make test       gofmt, go vet and every Go test (the README's test command)
 #   make check-torch-newest  the shim syntax-checked against the newest torch (CUDA, NCCL on)
 #   make bench      benchmarks against the Python peers; tables in bench/results/
+#   make bench-features  the training-step speed-ups alone and together (CPU)
 #   make finetune   the built-in demo (or MODEL=DIR DATA=DIR for a real fine-tune)
 #   make train      training from scratch (CONFIG=NAME DATA=DIR)
 SHELL := /bin/bash
@@ -31,7 +32,7 @@ endif
 # The newest torch PyPI serves, for check-torch-newest (bump when a new one appears).
 TORCH_NEWEST ?= 2.15.0
 
-.PHONY: FORCE all build shim venv apt test test-short bench clean check-torch-newest gpu-prepare finetune train vet fmt fuzz-smoke
+.PHONY: FORCE all build shim venv apt test test-short bench bench-features clean check-torch-newest gpu-prepare finetune train vet fmt fuzz-smoke
 
 all: build
 
@@ -106,6 +107,9 @@ check-torch-newest: $(VENV_STAMP)
 
 bench: build
 	bench/run.sh
+
+bench-features: build
+	python3 bench/train_step_features.py bench/results/train-step-features-cpu.md
 
 vet:
 	$(GO) vet ./...

@@ -70,6 +70,7 @@ Model FLOPs (2 per multiply-add, matrix products only), per image-text pair, for
          + Lv·(2·N·(4·Dv² + 2·Dv·Iv) + 4·N²·Dv) q/k/v/out, MLP, scores and values, N = Np+1
          + 2·Dv·P                              visual_projection
    text:   Lt·(2·T·(4·Dt² + 2·Dt·It) + 4·T²·Dt) + 2·Dt·P    T = max_position_embeddings
+                                               (--caption-length when trimmed)
 (ViT-B/16: 35.13 GFLOPs image + 5.96 GFLOPs text.) A training step counts 3x forward
 (backward = 2x forward); a LoRA step 2x (no weight gradients of the frozen base), the
 LoRA matrices' own FLOPs not counted. The peak is dense bf16 whatever --precision is.
@@ -172,7 +173,11 @@ func runBench(c *cli.Context) error {
 	res := benchResult{Mode: mode, Device: dev.String(), DeviceName: deviceName(dev), Precision: string(prec),
 		Threads: torch.Threads(), BatchSize: batch, Steps: steps, Params: total, Trainable: nTrain,
 		Torch: torch.Version()}
-	flops := forwardFLOPs(cfg) * float64(batch)
+	fc := cfg // the text tower runs at --caption-length positions when trimmed
+	if n := c.Int("caption-length"); n > 0 && !speedOf(c).FullText {
+		fc.Text.MaxPositionEmbeddings = int64(n)
+	}
+	flops := forwardFLOPs(fc) * float64(batch)
 	if mode == "train" {
 		if loraOn {
 			flops *= 2

@@ -1,0 +1,73 @@
+"""Step time and peak memory of goclip's training-step speed-ups on the CPU, each alone and
+together, against the step without them (bench/results/train-step-features-cpu.md).
+
+Runs `bin/goclip bench` (random inputs already in memory, captions of --caption-length
+tokens padded to the context as the data loader gives them), one process per run, the
+settings alternated in rounds (A B C ... A B C ...) so that a shared machine's load
+falls on all of them alike; a setting's step time is the median over its runs of each
+run's median step (and the fastest run's, the least disturbed by other work), its memory
+the largest peak RSS (VmHWM) of its runs.
+
+usage: python3 bench/train_step_features.py OUT.md [--rounds 2] [--quick]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+SETTINGS = [  # name, flags
+    ("today (no speed-up)", ["--trim-text=false", "--fused-qkv=false"]),
+    ("trimmed captions", ["--fused-qkv=false"]),
+    ("fused q/k/v", ["--trim-text=false"]),
+    ("gradient checkpointing", ["--trim-text=false", "--fused-qkv=false", "--grad-checkpointing"]),
+    ("trimmed + fused (the default)", []),
+    ("default + checkpointing", ["--grad-checkpointing"]),
+]
+
+CASES = [  # name, bench flags
+    ("tiny, batch 8", ["--config", "tiny", "--batch-size", "8", "--steps", "10", "--warmup", "2"]),
+    ("vit-b-16, batch 8", ["--config", "vit-b-16", "--batch-size", "8", "--steps", "3", "--warmup", "1"]),
+]
+
+
+def run(flags):
+    out = subprocess.run(["bin/goclip", "bench", "--json", "--threads", "2", "--caption-length", "30"] + flags,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--rounds", type=int, default=2)
+    a = ap.parse_args()
+    rows = []
+    for case, flags in CASES:
+        res = {name: [] for name, _ in SETTINGS}
+        for r in range(a.rounds):
+            for name, extra in SETTINGS:
+                res[name].append(run(flags + extra))
+                print(case, r, name, res[name][-1]["step_ms"], res[name][-1]["peak_memory_mb"], file=sys.stderr)
+        base = statistics.median(x["step_ms"] for x in res[SETTINGS[0][0]])
+        base_min = min(x["step_ms"] for x in res[SETTINGS[0][0]])
+        for name, _ in SETTINGS:
+            ms = statistics.median(x["step_ms"] for x in res[name])
+            fastest = min(x["step_ms"] for x in res[name])
+            mem = max(x["peak_memory_mb"] for x in res[name])
+            runs = ", ".join(f"{x['step_ms']:.0f}" for x in res[name])
+            rows.append(f"| {case} | {name} | {ms:.1f} | {base / ms:.2f}x | {fastest:.1f} | {base_min / fastest:.2f}x | {mem:.0f} | {runs} |")
+    load = os.getloadavg()
+    with open(a.out + ".tmp", "w") as f:
+        f.write(f"<!-- written by bench/train_step_features.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} -->\n")
+        f.write(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min) on {os.cpu_count()} cores\n\n")
+        f.write("| case | setting | step ms (median of runs) | vs today | fastest run ms | vs today | peak RSS MB | each run's median ms |\n")
+        f.write("| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+        f.write("\n".join(rows) + "\n")
+    os.replace(a.out + ".tmp", a.out)
+
+
+if __name__ == "__main__":
+    main()
