@@ -95,13 +95,26 @@ func (e *Encoder) build(t towerSpec, dev torch.Device) error {
 
 // Forward maps x [B, T, D] to [B, T, D].
 func (e *Encoder) Forward(x *torch.Tensor) *torch.Tensor {
-	if e.Checkpoint && torch.GradEnabled() {
+	if e.Checkpoint && torch.GradEnabled() && (x.RequiresGrad() || e.trainable()) {
 		return e.forwardCheckpointed(x)
 	}
 	for _, l := range e.Layers {
 		x = l.Forward(x) // [B, T, D]
 	}
 	return x
+}
+
+// trainable reports whether any parameter of the layers requires grad (a locked tower's
+// do not: it runs without a tape).
+func (e *Encoder) trainable() bool {
+	for _, l := range e.Layers {
+		for _, p := range l.namedParameters("") {
+			if p.T.RequiresGrad() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // forwardCheckpointed runs the layers outside autograd, keeping their inputs and the

@@ -264,3 +264,34 @@ func TestGradCheckpointingExact(t *testing.T) {
 		})
 	}
 }
+
+// TestGradCheckpointingLockedTower checks that a tower with no trainable parameter and
+// an input without gradient (a locked tower) runs without a tape, while the trainable
+// tower is checkpointed and still gets the plain gradients.
+func TestGradCheckpointingLockedTower(t *testing.T) {
+	m := speedModel(t, 49407, 0)
+	defer m.Free()
+	for _, p := range m.VisionModel.namedParameters("vision_model") {
+		p.T.SetRequiresGrad(false)
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	r := rand.New(rand.NewPCG(5, 6))
+	ids, _ := captions(r, 3, 77, 20, 0)
+	x := m.TextIDs(ids, 3)
+	cfg := m.Config.Vision
+	pixels := torch.Randn([]int64{3, 3, cfg.ImageSize, cfg.ImageSize}, torch.Float32, torch.CPU)
+	step := func(sp Speed) map[string][]float64 {
+		m.SetSpeed(sp)
+		_, grads := gradsOf(t, m, func() (*torch.Tensor, *torch.Tensor) {
+			loss := ContrastiveLoss(m.Forward(pixels, x))
+			if sp.GradCheckpointing && (len(m.VisionModel.Encoder.tapes) != 0 || len(m.TextModel.Encoder.tapes) != 1) {
+				t.Errorf("tapes: vision %d (want 0, locked), text %d (want 1)", len(m.VisionModel.Encoder.tapes), len(m.TextModel.Encoder.tapes))
+			}
+			return loss, loss
+		})
+		return grads
+	}
+	want := step(Speed{})
+	sameGrads(t, "locked vision tower", step(Speed{GradCheckpointing: true}), want, 1e-6)
+}
