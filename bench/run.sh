@@ -4,13 +4,14 @@
 # CLIPModel, transformers + peft (LoRA) and open_clip. Each comparison alternates goclip and
 # peer processes (A B C A B C ...) so that all share whatever else the machine is doing; the
 # tables give medians over the runs and the load average. Writes
-# bench/results/{ops,embed,train-step,preprocess}-cpu.md.
+# bench/results/{ops,embed,train-step,preprocess,data}-cpu.md.
 #
-#   bench/run.sh [ops] [embed] [train] [preprocess]      (default: all four)
+#   bench/run.sh [ops] [embed] [train] [preprocess] [data]      (default: all five)
 #
 # Environment: PYTHON (default build/venv/bin/python, the project's venv), THREADS
-# (default 2), ROUNDS (goclip/peer pairs per comparison, default 2), GOCLIP (a built
-# goclip binary; default: go build into a temporary folder).
+# (default 2), ROUNDS (goclip/peer pairs per comparison, default 2; DATA_ROUNDS for the
+# data part, default 3), GOCLIP (a built goclip binary; default: go build into a
+# temporary folder).
 #
 # Sizes (chosen so that the whole run stays under ~15 minutes on 2 cores):
 #   embed: clip-tiny-openai fixture shape (batch 32) and the vit-b-16 shape (batch 8).
@@ -18,6 +19,10 @@
 #          64-pixel images, width 128, full vocabulary), fp32, batch 32: the full step
 #          against the eager CLIP, transformers and open_clip; the LoRA step (r=64,
 #          alpha=128, q/k/v) against transformers + peft.
+#   data:  400 synthetic 500x375 JPEGs (bench/preprocess -gen) written by `goclip shard`
+#          as 4 train shards of 90 (and small val/test sets), streamed with 2 workers by
+#          bench/data (built twice: Go's image/jpeg and -tags jpegturbo) and by
+#          bench/peer/data_wds.py (webdataset + PIL, DataLoader num_workers=2); ~2 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-build/venv/bin/python}
@@ -29,10 +34,11 @@ PY=${PYTHON:-build/venv/bin/python}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-2}
+DATA_ROUNDS=${DATA_ROUNDS:-3}
 FIXTURE=../shared/fixtures/clip-tiny-openai/config.json
 [ -f "$FIXTURE" ] || FIXTURE=/work/shared/fixtures/clip-tiny-openai/config.json
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(ops embed train preprocess)
+[ ${#parts[@]} -gt 0 ] || parts=(ops embed train preprocess data)
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -100,8 +106,24 @@ for part in "${parts[@]}"; do
   preprocess)
     bench/preprocess.sh
     ;;
+  data)
+    go build -o "$tmp/data-go" ./bench/data
+    go build -tags jpegturbo -o "$tmp/data-turbo" ./bench/data
+    go build -o "$tmp/preprocess" ./bench/preprocess
+    "$tmp/preprocess" -gen "$tmp/img" -n 400
+    { echo image,caption; for f in "$tmp"/img/*.jpg; do echo "${f##*/},a synthetic picture"; done; } >"$tmp/img/captions.csv"
+    "$GOCLIP" shard --data "$tmp/img" --out "$tmp/shards" --shard-size 90 --workers 2 >&2
+    shards=$tmp/shards/train
+    # 3 rounds (DATA_ROUNDS): the streaming rates on this loaded machine vary by a
+    # third from run to run, more than the other parts' step times.
+    ROUNDS=$DATA_ROUNDS group data go "'$tmp/data-go' -data '$shards' -workers 2" \
+      turbo "'$tmp/data-turbo' -data '$shards' -workers 2" \
+      py "'$PY' bench/peer/data_wds.py --data '$shards' --workers 2"
+    ROUNDS=$DATA_ROUNDS table data >bench/results/data-cpu.md
+    cat bench/results/data-cpu.md
+    ;;
   *)
-    echo "bench/run.sh: unknown part $part (want ops, embed, train or preprocess)" >&2
+    echo "bench/run.sh: unknown part $part (want ops, embed, train, preprocess or data)" >&2
     exit 2
     ;;
   esac
