@@ -10,7 +10,7 @@
 #
 # Environment: PYTHON (default build/venv/bin/python, the project's venv), THREADS
 # (default 2), ROUNDS (goclip/peer pairs per comparison, default 2; DATA_ROUNDS for the
-# data part, default 3), GOCLIP (a built goclip binary; default: go build into a
+# data part, default 5), GOCLIP (a built goclip binary; default: go build into a
 # temporary folder).
 #
 # Sizes (chosen so that the whole run stays under ~15 minutes on 2 cores):
@@ -22,7 +22,7 @@
 #   data:  400 synthetic 500x375 JPEGs (bench/preprocess -gen) written by `goclip shard`
 #          as 4 train shards of 90 (and small val/test sets), streamed with 2 workers by
 #          bench/data (built twice: Go's image/jpeg and -tags jpegturbo) and by
-#          bench/peer/data_wds.py (webdataset + PIL, DataLoader num_workers=2); ~2 min.
+#          bench/peer/data_wds.py (webdataset + PIL, DataLoader num_workers=2); ~2.5 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-build/venv/bin/python}
@@ -34,7 +34,7 @@ PY=${PYTHON:-build/venv/bin/python}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-2}
-DATA_ROUNDS=${DATA_ROUNDS:-3}
+DATA_ROUNDS=${DATA_ROUNDS:-5}
 FIXTURE=../shared/fixtures/clip-tiny-openai/config.json
 [ -f "$FIXTURE" ] || FIXTURE=/work/shared/fixtures/clip-tiny-openai/config.json
 parts=("$@")
@@ -114,11 +114,11 @@ for part in "${parts[@]}"; do
     { echo image,caption; for f in "$tmp"/img/*.jpg; do echo "${f##*/},a synthetic picture"; done; } >"$tmp/img/captions.csv"
     "$GOCLIP" shard --data "$tmp/img" --out "$tmp/shards" --shard-size 90 --workers 2 >&2
     shards=$tmp/shards/train
-    # 3 rounds (DATA_ROUNDS): the streaming rates on this loaded machine vary by a
-    # third from run to run, more than the other parts' step times.
+    # 5 short rounds (DATA_ROUNDS): on this loaded machine one side's streaming rate
+    # varies by up to 2x from run to run, more than the other parts' step times.
     ROUNDS=$DATA_ROUNDS group data go "'$tmp/data-go' -data '$shards' -workers 2" \
-      turbo "'$tmp/data-turbo' -data '$shards' -workers 2" \
-      py "'$PY' bench/peer/data_wds.py --data '$shards' --workers 2"
+      turbo "'$tmp/data-turbo' -data '$shards' -workers 2 -time 3s -decode-time 1.5s" \
+      py "'$PY' bench/peer/data_wds.py --data '$shards' --workers 2 --time 3 --decode-time 1.5"
     ROUNDS=$DATA_ROUNDS table data >bench/results/data-cpu.md
     cat bench/results/data-cpu.md
     ;;

@@ -150,14 +150,14 @@ elif part == "data":
     print(f"Work: 400 synthetic 500x375 JPEGs (Go image/jpeg, quality 90, 4:2:0; `bench/preprocess -gen`) "
           f"written by `goclip shard --shard-size 90`; the 4 train shards (360 samples) are read, decoded and "
           f"preprocessed to 224 (bicubic shortest-side resize, centre crop, normalise to float32 CHW) into "
-          f"batches of 32 with {w} workers, whole epochs for at least 4 s, timed from the first batch. "
+          f"batches of 32 with {w} workers, whole epochs for at least 3 s, timed from the first batch. "
           f"goclip: `bench/data` (`dataset.StreamLoader`, {w} decoding goroutines), built as goclip builds by "
           f"default (Go's image/jpeg path) and with `-tags jpegturbo` (libjpeg-turbo, `internal/jpegturbo`). "
           f"Peer: `bench/peer/data_wds.py`, webdataset {p[0].get('webdataset', '?') if p else '?'} "
           f"`WebDataset(...).to_tuple('jpg', 'txt')` + PIL {p[0].get('pil', '?') if p else '?'} and "
           f"`bench/peer/preprocess_pil.py`'s CLIPImageProcessor arithmetic, torch `DataLoader(num_workers={w}, "
           f"batch_size=32)`. One core: the JPEG bytes of 100 samples held in memory, decoded to RGB one after "
-          f"another for at least 2 s (goclip: `dataset.DecodeImage`; PIL: `Image.open(BytesIO(b)).convert('RGB')`), "
+          f"another for at least 1.5 s (goclip: `dataset.DecodeImage`; PIL: `Image.open(BytesIO(b)).convert('RGB')`), "
           f"then decoded and preprocessed as above (`dataset.Preprocess`; `preprocess_pil.preprocess`).\n")
     pv = med(p, "stream_images_per_s")
     print(f"| pipeline ({w} workers) | images/s | vs webdataset + PIL | target | |")
@@ -175,8 +175,8 @@ elif part == "data":
         pd, gd, td = med(p, key), med(g, key), med(t, key)
         print(f"| {label} | {pd:,.0f} | {gd:,.0f} | {td:,.0f} | {td / pd:.2f}x | {td / gd:.2f}x |")
     print("\nThe machine is shared with other jobs (load average above), so the three sides alternate "
-          "run by run and the tables give medians; single runs of one side differ by up to a third, more "
-          "under the heaviest load. The one-core rows show where the pipelines spend their time: goclip's "
+          "run by run and the tables give medians; single runs of one side differ by up to 2x "
+          "(per-run figures below). The one-core rows show where the pipelines spend their time: goclip's "
           "decode + preprocess is several times its raw decode, i.e. the bicubic resize in Go "
           "(`dataset.resampleH` is about half of the CPU profile, libjpeg-turbo's decode a quarter), "
           "while Go's image/jpeg decodes at a fraction of libjpeg-turbo's rate.")
