@@ -208,12 +208,14 @@ func (r ZeroshotResult) String() string {
 	return fmt.Sprintf("zero-shot top-1 %.4f  top-5 %.4f  (%d images, %d classes, %d templates)", r.Top1, r.Top5, r.Images, r.Classes, r.Templates)
 }
 
-// WorstClasses returns up to n class names with the lowest top-1 accuracy, lowest
-// first (ties by name).
+// WorstClasses returns up to n names of classes with images, those of lowest top-1
+// accuracy, lowest first (ties by name).
 func (r ZeroshotResult) WorstClasses(n int) []string {
 	names := make([]string, 0, len(r.PerClass))
-	for c := range r.PerClass {
-		names = append(names, c)
+	for c, s := range r.PerClass {
+		if s.Images > 0 {
+			names = append(names, c)
+		}
 	}
 	sort.Slice(names, func(i, j int) bool {
 		a, b := r.PerClass[names[i]], r.PerClass[names[j]]
