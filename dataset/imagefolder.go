@@ -32,7 +32,8 @@ type ImageFolder struct {
 // ReadImageFolder reads dir laid out as DIR/<class folder>/<image>, the layout of
 // ImageNet and torchvision's ImageFolder: the class folders are dir's subfolders in
 // sorted name order, each class's images the files under its folder (recursively) with
-// an ImageFolderExts extension, in sorted path order. A class's name is its folder's
+// an ImageFolderExts extension, in sorted path order (files directly in dir and
+// hidden folders are ignored). A class's name is its folder's
 // name with "_" read as a space, unless dir holds classes.txt: then its i-th non-empty
 // line (trimmed) names the i-th class folder, and it must name each exactly once. A
 // class folder without images is an error naming it.
