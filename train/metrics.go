@@ -67,6 +67,15 @@ type EvalRow struct {
 	TextToImage Recalls `json:"val_text_to_image"`
 }
 
+// ZeroshotRow is a metrics.jsonl row for a zero-shot measurement (Options.Zeroshot).
+type ZeroshotRow struct {
+	Time  string  `json:"time"`
+	Step  int     `json:"step"`
+	Epoch float64 `json:"epoch"`
+	Top1  float64 `json:"zeroshot_top1"`
+	Top5  float64 `json:"zeroshot_top5"`
+}
+
 // metrics appends rows to RUN/metrics.jsonl and keeps the loss curves for the plot.
 type metrics struct {
 	path        string
@@ -78,13 +87,15 @@ type metrics struct {
 	// lastEvalStep is the step of the last evaluation row (-1: none), so that a
 	// resumed run does not evaluate, and append, the same step again.
 	lastEvalStep int
+	// lastZeroshotStep is the step of the last zero-shot row (-1: none), likewise.
+	lastZeroshotStep int
 }
 
 // openMetrics starts RUN/metrics.jsonl: a new file, or on resume the existing one cut
 // to the rows at or before step (rows a killed run wrote after its last checkpoint).
 // Without write (ranks other than 0) it only keeps the rows in memory.
 func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error) {
-	m := &metrics{path: filepath.Join(dir, MetricsFile), readOnly: !write, lastEvalStep: -1}
+	m := &metrics{path: filepath.Join(dir, MetricsFile), readOnly: !write, lastEvalStep: -1, lastZeroshotStep: -1}
 	if !resume {
 		if m.readOnly {
 			return m, nil
@@ -112,6 +123,7 @@ func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error
 			ValLoss   *float64 `json:"val_loss"`
 			I2T       Recalls  `json:"val_image_to_text"`
 			T2I       Recalls  `json:"val_text_to_image"`
+			Zeroshot  *float64 `json:"zeroshot_top1"`
 		}
 		if json.Unmarshal(sc.Bytes(), &row) != nil || row.Step > step {
 			continue
@@ -127,6 +139,9 @@ func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error
 			m.val = append(m.val, plotter.XY{X: row.Epoch, Y: *row.ValLoss})
 			m.recalls = append(m.recalls, recallPoint{row.Step, row.I2T, row.T2I})
 			m.lastEvalStep = row.Step
+		}
+		if row.Zeroshot != nil {
+			m.lastZeroshotStep = row.Step
 		}
 	}
 	if m.readOnly {

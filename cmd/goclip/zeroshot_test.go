@@ -246,3 +246,51 @@ func TestZeroshotDataErrors(t *testing.T) {
 		t.Errorf("empty class folder: %v", err)
 	}
 }
+
+// train --zeroshot-data on a synth --layout imagefolder set: zeroshot_top1/top5 rows at
+// every --zeroshot-every step and the last, equal at the last step to goclip zeroshot
+// on the saved model; a resumed finished run measures no step again.
+func TestTrainZeroshotRows(t *testing.T) {
+	data := tinyData(t)
+	tmp := t.TempDir()
+	zs := filepath.Join(tmp, "classes")
+	mustGoclip(t, "synth", "--out", zs, "--images", "24", "--size", "32", "--seed", "4", "--layout", "imagefolder")
+	tpl := filepath.Join(tmp, "templates.txt")
+	if err := os.WriteFile(tpl, []byte("a {}\na picture of a {}.\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := filepath.Join(tmp, "run")
+	if _, _, err := runGoclip(t, tinyTrainArgs(data, run, "--max-steps", "5", "--zeroshot-every", "2")...); err == nil || !strings.Contains(err.Error(), "--zeroshot-data") {
+		t.Fatalf("--zeroshot-every without --zeroshot-data: %v", err)
+	}
+	mustGoclip(t, tinyTrainArgs(data, run, "--max-steps", "5", "--log-every", "1", "--zeroshot-data", zs, "--zeroshot-every", "2", "--zeroshot-templates", tpl)...)
+	var steps []float64
+	var last map[string]any
+	for _, r := range metricRows(t, run) {
+		if _, ok := r["zeroshot_top1"]; ok {
+			steps = append(steps, r["step"].(float64))
+			last = r
+			for _, k := range []string{"zeroshot_top1", "zeroshot_top5"} {
+				if v, ok := r[k].(float64); !ok || v < 0 || v > 1 {
+					t.Errorf("step %v: %s = %v", r["step"], k, r[k])
+				}
+			}
+		}
+	}
+	if len(steps) != 3 || steps[0] != 2 || steps[1] != 4 || steps[2] != 5 {
+		t.Fatalf("zero-shot rows at steps %v, want 2, 4, 5", steps)
+	}
+	out := mustGoclip(t, "zeroshot", "--model", run, "--data", zs, "--templates", tpl, "--json")
+	var res train.ZeroshotResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Top1 != last["zeroshot_top1"] || res.Top5 != last["zeroshot_top5"] || res.Images != 24 {
+		t.Errorf("goclip zeroshot on the saved model: %+v; the run's last row: %v", res, last)
+	}
+	n := len(metricRows(t, run))
+	mustGoclip(t, "train", "--out", run, "--resume")
+	if m := len(metricRows(t, run)); m != n {
+		t.Errorf("resuming the finished run changed metrics.jsonl from %d to %d rows", n, m)
+	}
+}
