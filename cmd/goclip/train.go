@@ -111,6 +111,10 @@ metrics.jsonl, learning_curve.png, tb/ (TensorBoard event files of the same rows
 tensorboard --logdir RUN/tb), checkpoints/last.pt and best.pt, and at the end model/
 (an HF folder), model.pt and eval.json (the test split).
 
+--zeroshot-data DIR also measures zero-shot accuracy on an image folder DIR/<class>/<image>
+(as goclip zeroshot --data DIR does) every --zeroshot-every N steps (0: at each validation
+evaluation) and at the end: zeroshot_top1 and zeroshot_top5 rows in metrics.jsonl.
+
 From scratch (--config NAME), the tokenizer is --tokenizer PATH, or a BPE vocabulary
 of --vocab-size tokens trained on the training captions and saved in RUN/tokenizer/.
 
@@ -120,8 +124,8 @@ goclip train --out RUN --resume continues exactly where it stopped (--resume-fro
 step-N or a checkpoint file continues from that one instead), with the settings of
 RUN/args.json (flags that would change the model, the data or the optimizer state
 cannot be given new values; --epochs, --max-steps, --workers, --threads, --device, --log-every,
---eval-every, --save-every, --keep, --eval-batch-size, --max-bad-steps, --cache and
---dist-timeout can, and are recorded). Every flag and file is checked before the data
+--eval-every, --save-every, --keep, --eval-batch-size, --max-bad-steps, --cache,
+--dist-timeout and the --zeroshot-* flags can, and are recorded). Every flag and file is checked before the data
 is read, and a run that fails before it has written a checkpoint or a metrics row
 leaves no folder behind.
 
