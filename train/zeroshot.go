@@ -169,7 +169,7 @@ func classEmbeddings(m *clip.Model, tok *tokenizer.Tokenizer, classes, templates
 	var cls *torch.Tensor
 	torch.NoGrad(func() {
 		txt := embedTexts(m, tok, Prompts(classes, templates), opts, report).Normalize(2, -1, 1e-12) // [K*T, P]
-		cls = txt.View(k, t, -1).Mean(false, 1).Normalize(2, -1, 1e-12)                      // [K, P]
+		cls = txt.View(k, t, -1).Mean(false, 1).Normalize(2, -1, 1e-12)                              // [K, P]
 	})
 	return cls
 }

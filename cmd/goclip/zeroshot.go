@@ -226,9 +226,12 @@ func runZeroshotData(c *cli.Context) error {
 		return err
 	}
 	var report dataset.Report
+	task := train.NewTask(c.App.ErrWriter, "zero-shot", "item")
 	res, err := train.Zeroshot(context.Background(), lm.model, tok, folder, templates, train.EvalOptions{
 		BatchSize: c.Int("batch-size"), Workers: c.Int(workersFlag.Name), Precision: lm.prec, Report: &report,
+		Progress: task.Update,
 	})
+	task.Done()
 	if err != nil {
 		return err
 	}
