@@ -5,6 +5,8 @@ package main
 
 import (
 	"encoding/json"
+	"image"
+	_ "image/png"
 	"math"
 	"os"
 	"path/filepath"
@@ -279,6 +281,16 @@ func TestTrainZeroshotRows(t *testing.T) {
 	}
 	if len(steps) != 3 || steps[0] != 2 || steps[1] != 4 || steps[2] != 5 {
 		t.Fatalf("zero-shot rows at steps %v, want 2, 4, 5", steps)
+	}
+	// learning_curve.png has the loss, recall and zero-shot panels (4 inches each at 96 dpi).
+	png, err := os.Open(filepath.Join(run, "learning_curve.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := image.DecodeConfig(png)
+	png.Close()
+	if err != nil || cfg.Height != 3*4*96 {
+		t.Errorf("learning_curve.png: %+v %v, want 3 panels of 384 pixels", cfg, err)
 	}
 	out := mustGoclip(t, "zeroshot", "--model", run, "--data", zs, "--templates", tpl, "--json")
 	var res train.ZeroshotResult
