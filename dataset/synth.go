@@ -28,6 +28,10 @@ type SynthOptions struct {
 	Size   int    // short side of every image in pixels (32 to 4096); default 224
 	Seed   uint64 // the same seed (and options) writes the same bytes
 	Domain string // "base" (default) or "shifted"
+	// Layout is LayoutFlickr (default) or LayoutImageFolder: one shape per image, in
+	// DIR/<colour>_<kind>/NAME.jpg, the layout ReadImageFolder reads (class names such
+	// as "red circle"), without captions or splits, into an empty or new folder.
+	Layout string
 
 	// Val and Test size the splits written to dataset_flickr30k.json; 0 uses Open's
 	// defaults (5% each, 1,000 each beyond 20,000 images), negative means none.
@@ -37,6 +41,19 @@ type SynthOptions struct {
 	Quality   int                   // JPEG quality; default 90
 	Overwrite bool                  // replace a data set already in the folder
 	Progress  func(done, total int) // called after each image, from one goroutine
+}
+
+// The layouts of Synthesize.
+const (
+	LayoutFlickr      = "flickr30k"
+	LayoutImageFolder = "imagefolder"
+)
+
+// SynthClass is the class of an image of the LayoutImageFolder layout: its one
+// shape's colour and kind, the folder name with "_" for spaces ("red_circle").
+func SynthClass(im SynthImage) string {
+	sh := im.Shapes[0]
+	return strings.ReplaceAll(sh.Colour+" "+sh.Kind, " ", "_")
 }
 
 // ErrExists is returned (wrapped) by Synthesize when the folder already holds a data
@@ -132,6 +149,10 @@ func Synthesize(dir string, opts SynthOptions) (*SynthResult, error) {
 	if opts.Quality == 0 {
 		opts.Quality = 90
 	}
+	if opts.Layout == "" {
+		opts.Layout = LayoutFlickr
+	}
+	folder := opts.Layout == LayoutImageFolder
 	switch {
 	case opts.Images < 0:
 		return nil, fmt.Errorf("synth: %d images: want at least 1", opts.Images)
@@ -139,6 +160,8 @@ func Synthesize(dir string, opts SynthOptions) (*SynthResult, error) {
 		return nil, fmt.Errorf("synth: size %d: want 32 to 4096 pixels", opts.Size)
 	case opts.Domain != DomainBase && opts.Domain != DomainShifted:
 		return nil, fmt.Errorf("synth: unknown domain %q: want %q or %q", opts.Domain, DomainBase, DomainShifted)
+	case opts.Layout != LayoutFlickr && !folder:
+		return nil, fmt.Errorf("synth: unknown layout %q: want %q or %q", opts.Layout, LayoutFlickr, LayoutImageFolder)
 	case opts.Quality < 1 || opts.Quality > 100:
 		return nil, fmt.Errorf("synth: JPEG quality %d: want 1 to 100", opts.Quality)
 	}
@@ -146,7 +169,12 @@ func Synthesize(dir string, opts SynthOptions) (*SynthResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("synth: %w", err)
 	}
-	if !opts.Overwrite {
+	if folder { // Overwrite or not: stale class folders would join the new classes
+		if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+			return nil, fmt.Errorf("synth: %s: %w (the imagefolder layout needs an empty or new folder)", dir, ErrExists)
+		}
+	}
+	if !opts.Overwrite && !folder {
 		for _, f := range []string{KaggleFile, KarpathyFiles[0]} {
 			if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
 				return nil, fmt.Errorf("synth: %s: %w (%s)", dir, ErrExists, f)
@@ -154,6 +182,9 @@ func Synthesize(dir string, opts SynthOptions) (*SynthResult, error) {
 		}
 	}
 	imgDir := filepath.Join(dir, "flickr30k_images")
+	if folder {
+		imgDir = dir
+	}
 	if err := os.MkdirAll(imgDir, 0o755); err != nil {
 		return nil, fmt.Errorf("synth: %w", err)
 	}
@@ -187,7 +218,7 @@ func Synthesize(dir string, opts SynthOptions) (*SynthResult, error) {
 				s1 := mix64(opts.Seed ^ mix64(uint64(i)))
 				rng := rand.New(rand.NewPCG(s1, mix64(s1^salt)))
 				name := fmt.Sprintf("%s_%06d.jpg", opts.Domain, i)
-				scene := sampleScene(rng, name, opts.Size, shifted)
+				scene := sampleScene(rng, name, opts.Size, shifted, folder)
 				dims := image.Pt(scene.Width, scene.Height)
 				img := canvases[dims]
 				if img == nil {
@@ -197,8 +228,15 @@ func Synthesize(dir string, opts SynthOptions) (*SynthResult, error) {
 				render(&scene, rng, img)
 				buf.Reset()
 				err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: opts.Quality})
+				path := filepath.Join(imgDir, name)
+				if folder {
+					path = filepath.Join(imgDir, SynthClass(scene), name)
+					if err == nil {
+						err = os.MkdirAll(filepath.Dir(path), 0o755)
+					}
+				}
 				if err == nil {
-					err = os.WriteFile(filepath.Join(imgDir, name), buf.Bytes(), 0o644)
+					err = os.WriteFile(path, buf.Bytes(), 0o644)
 				}
 				if err != nil {
 					errOnce.Do(func() { firstEr = fmt.Errorf("synth: %s: %w", name, err) })
@@ -222,6 +260,9 @@ func Synthesize(dir string, opts SynthOptions) (*SynthResult, error) {
 		return nil, firstEr
 	}
 
+	if folder {
+		return res, nil
+	}
 	names := make([]string, n)
 	for i := range res.Images {
 		names[i] = res.Images[i].Name

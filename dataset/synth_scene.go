@@ -74,8 +74,9 @@ func colourDist(a, b [3]uint8) float64 {
 
 // sampleScene draws the attributes of image i: its size, background and one to three
 // shapes in distinct cells of a 3x3 grid laid over the central square (the part that
-// CLIP's centre crop keeps), with distinct colour-and-kind pairs.
-func sampleScene(rng *rand.Rand, name string, size int, shifted bool) SynthImage {
+// CLIP's centre crop keeps), with distinct colour-and-kind pairs; one shape when
+// oneShape (the draws are the same up to the count, so other images do not change).
+func sampleScene(rng *rand.Rand, name string, size int, shifted, oneShape bool) SynthImage {
 	s := SynthImage{Name: name, Width: size, Height: size}
 	switch a := rng.Float64(); {
 	case a < 0.6:
@@ -95,6 +96,9 @@ func sampleScene(rng *rand.Rand, name string, size int, shifted bool) SynthImage
 		n = 2
 	default:
 		n = 3
+	}
+	if oneShape {
+		n = 1
 	}
 	cells := rng.Perm(9)[:n]
 	side := float64(size)

@@ -10,8 +10,10 @@
 # on it (runs/demo-base, reused when present; resumed when a previous demo was cut
 # short), synthetic shifted data (new shapes, colours and textures), and a LoRA
 # fine-tune of the base model on it (OUT, default runs/demo-finetune); then a report:
-# recall on the shifted test split before and after, the trainable parameters, and where
-# the artifacts are. ARGS go to `goclip finetune`. Sizes can be changed through
+# recall on the shifted test split before and after, zero-shot accuracy on a synthetic
+# classification set of the shifted domain (one shape per picture, classes such as
+# "orange hexagon") before and after, the trainable parameters, and where the artifacts
+# are. ARGS go to `goclip finetune`. Sizes can be changed through
 # DEMO_IMAGES, DEMO_SHIFTED_IMAGES, DEMO_BASE_EPOCHS and DEMO_FT_EPOCHS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +70,11 @@ if [ ! -f "$data/shifted/results.csv" ]; then
   "$GOCLIP" synth --out "$data/shifted" --images "$shifted_images" --size 64 --seed 2 \
     --domain shifted --val 40 --test 100
 fi
+if [ ! -d "$data/shifted-classes" ]; then
+  stamp "synthetic shifted classification set: 300 images"
+  "$GOCLIP" synth --out "$data/shifted-classes" --images 300 --size 64 --seed 3 \
+    --domain shifted --layout imagefolder
+fi
 rm -rf "$run"
 stamp "LoRA fine-tuning of $base on the shifted data ($ft_epochs epochs)"
 "$GOCLIP" finetune --model "$base" --data "$data/shifted" --out "$run" \
@@ -76,6 +83,9 @@ stamp "LoRA fine-tuning of $base on the shifted data ($ft_epochs epochs)"
   --log-every 5 "$@" | tee "$run.counts"
 counts=$(grep -m1 '^trainable params' "$run.counts" || true)
 rm -f "$run.counts"
+stamp "zero-shot accuracy on $data/shifted-classes, base model and fine-tuned"
+"$GOCLIP" zeroshot --model "$base" --data "$data/shifted-classes" --json > "$run/zeroshot_base.json"
+"$GOCLIP" zeroshot --model "$run" --data "$data/shifted-classes" --json > "$run/zeroshot.json"
 
 stamp "done"
 recall() { # FILE: one line of recalls from an eval.json
@@ -87,11 +97,20 @@ print(f"loss {r['loss']:.3f}  image->text R@1/5/10 {f(r['image_to_text'])}%  "
       f"text->image R@1/5/10 {f(r['text_to_image'])}%  ({r['images']} images)")
 PY
 }
+zeroshot() { # FILE: one line from a goclip zeroshot --json output
+  python3 - "$1" <<'PY' 2>/dev/null || cat "$1"
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"top-1 {100 * r['top1']:.1f}%  top-5 {100 * r['top5']:.1f}%  ({r['images']} images, {r['classes']} classes)")
+PY
+}
 cat <<REPORT
 
 goclip fine-tuning demo ($(( $(date +%s) - start ))s)
   shifted test split, base model:        $(recall "$run/eval_base.json")
   shifted test split, LoRA fine-tuned:   $(recall "$run/eval.json")
+  shifted zero-shot, base model:         $(zeroshot "$run/zeroshot_base.json")
+  shifted zero-shot, LoRA fine-tuned:    $(zeroshot "$run/zeroshot.json")
   $counts
 artifacts:
   base model (tiny, from scratch)   $base/model/   curve $base/learning_curve.png

@@ -84,43 +84,98 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 	}
 	m.SetTrain(false)
 	dev := m.Device()
-	size := int(m.Config.Vision.ImageSize)
-	ctxLen := int(m.Config.Text.MaxPositionEmbeddings)
-	pg := opts.ProcessGroup
-	rank, world := 0, 1
-	if pg != nil {
-		rank, world = pg.Rank(), pg.World()
-	}
-	// share is this rank's part [lo, hi) of n rows.
-	share := func(n int) (int, int) { return RankSlice(n, rank, world) }
-	lo, hi := share(len(items))
 	nCaps := 0
 	for _, it := range items {
 		nCaps += len(it.Captions)
 	}
-	caps0, caps1 := share(nCaps)
-	total, done := hi-lo+caps1-caps0, 0
-	report := func(n int) {
-		if opts.Progress != nil {
-			done = min(done+n, total)
-			opts.Progress(done, total)
+	lo, hi := shareOf(opts.ProcessGroup, len(items))
+	caps0, caps1 := shareOf(opts.ProcessGroup, nCaps)
+	report := progressOf(opts.Progress, hi-lo+caps1-caps0)
+
+	scope := torch.NewScope() // the pass's: the embeddings of every batch
+	defer scope.Close()
+	img, kept, err := embedItemImages(ctx, m, items, opts, report) // [N, P]
+	if err != nil {
+		return res, fmt.Errorf("evaluate: %w", err)
+	}
+	if len(kept) == 0 {
+		return res, errors.New("evaluate: no image of the split could be read")
+	}
+
+	// Every caption of every kept image, in order; first[i] is image i's first caption.
+	var captions []string
+	var owner []int
+	first := make([]int64, len(kept))
+	for i, idx := range kept {
+		first[i] = int64(len(captions))
+		for _, c := range items[idx].Captions {
+			captions = append(captions, c)
+			owner = append(owner, i)
 		}
 	}
-	report(0)
 
+	err = torch.Try(func() {
+		torch.NoGrad(func() {
+			txt := embedTexts(m, tok, captions, opts, report) // [M, P]
+			report(-1)                                        // every embedding is done (an unreadable image's captions are not embedded)
+			pairTxt := txt.IndexSelect(0, torch.FromInt64(first, int64(len(first))).ToDevice(dev, false))
+			res.Loss = PairLoss(img, pairTxt, m.LogitScale.Item(), opts.BatchSize)
+			res.ImageToText, res.TextToImage = Retrieval(img, txt, owner)
+		})
+	})
+	if err != nil {
+		return res, fmt.Errorf("evaluate: %w", err)
+	}
+	res.Images, res.Captions = len(kept), len(captions)
+	return res, nil
+}
+
+// progressOf returns the report function of a pass of total units told to progress
+// (nil: none): (0, total) at once, then report(n) adds n done, report(-1) finishes.
+func progressOf(progress func(done, total int), total int) func(n int) {
+	done := 0
+	report := func(n int) {
+		if progress == nil {
+			return
+		}
+		if n < 0 {
+			done = total
+		} else {
+			done = min(done+n, total)
+		}
+		progress(done, total)
+	}
+	report(0)
+	return report
+}
+
+// shareOf is this process's part [lo, hi) of n rows under pg (all of them when nil).
+func shareOf(pg *torch.ProcessGroup, n int) (int, int) {
+	if pg == nil {
+		return 0, n
+	}
+	return RankSlice(n, pg.Rank(), pg.World())
+}
+
+// embedItemImages embeds the images of items with m (unnormalised projected
+// embeddings), in batches of opts.BatchSize, in the current scope: img [N, P] holds the
+// N readable images in item order and kept their indices into items. Unreadable images
+// are left out and recorded in opts.Report. With opts.ProcessGroup each rank embeds its
+// RankSlice and every rank gets all rows. Every batch's activations are freed as it
+// ends, and report is told its images.
+func embedItemImages(ctx context.Context, m *clip.Model, items []dataset.Item, opts EvalOptions, report func(int)) (img *torch.Tensor, kept []int, err error) {
+	dev := m.Device()
+	pg := opts.ProcessGroup
+	lo, hi := shareOf(pg, len(items))
 	loader := dataset.NewLoader(items[lo:hi], dataset.LoaderOptions{
-		Size: size, BatchSize: opts.BatchSize, Workers: opts.Workers, FirstCaption: true,
+		Size: int(m.Config.Vision.ImageSize), BatchSize: opts.BatchSize, Workers: opts.Workers, FirstCaption: true,
 		CacheDir: opts.CacheDir, Report: opts.Report,
 	})
 	defer loader.Close()
 	if err := loader.Start(0, 0); err != nil {
-		return res, err
+		return nil, nil, err
 	}
-
-	scope := torch.NewScope() // the pass's: the embeddings of every batch
-	defer scope.Close()
 	var imgChunks []*torch.Tensor
-	var kept []int // item index of each embedded image, in split order
 	var loadErr error
 	err = torch.Try(func() {
 		torch.NoGrad(func() {
@@ -155,14 +210,13 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 		err = loadErr
 	}
 	if err != nil {
-		return res, fmt.Errorf("evaluate: %w", err)
+		return nil, nil, err
 	}
-	var img *torch.Tensor // [N, P]: every kept image, in split order
 	err = torch.Try(func() {
 		if len(imgChunks) == 0 {
 			img = torch.Zeros([]int64{0, m.Config.ProjectionDim}, torch.Float32, dev)
 		} else {
-			img = torch.Cat(imgChunks, 0)
+			img = torch.Cat(imgChunks, 0) // [N, P]
 		}
 		if pg == nil {
 			return
@@ -182,59 +236,42 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 		}
 	})
 	if err != nil {
-		return res, fmt.Errorf("evaluate: %w", err)
+		return nil, nil, err
 	}
-	if len(kept) == 0 {
-		return res, errors.New("evaluate: no image of the split could be read")
-	}
+	return img, kept, nil
+}
 
-	// Every caption of every kept image, in order; first[i] is image i's first caption.
-	var captions []string
-	var owner []int
-	first := make([]int64, len(kept))
-	for i, idx := range kept {
-		first[i] = int64(len(captions))
-		for _, c := range items[idx].Captions {
-			captions = append(captions, c)
-			owner = append(owner, i)
-		}
+// embedTexts embeds texts with m (unnormalised projected embeddings [M, P], in text
+// order), tokenized with tok at the model's context length, in batches of
+// opts.BatchSize, in the current scope. With opts.ProcessGroup each rank embeds its
+// RankSlice and every rank gets all rows. It panics with a *torch.Error on failure, so
+// it runs inside torch.Try (and NoGrad). report is told each batch's texts.
+func embedTexts(m *clip.Model, tok *tokenizer.Tokenizer, texts []string, opts EvalOptions, report func(int)) *torch.Tensor {
+	dev := m.Device()
+	ctxLen := int(m.Config.Text.MaxPositionEmbeddings)
+	pg := opts.ProcessGroup
+	lo, hi := shareOf(pg, len(texts)) // this rank's texts
+	chunks := []*torch.Tensor{torch.Zeros([]int64{0, m.Config.ProjectionDim}, torch.Float32, dev)}
+	for start := lo; start < hi; start += opts.BatchSize {
+		batch := texts[start:min(start+opts.BatchSize, hi)]
+		ids, _ := tok.Batch(batch, ctxLen)
+		chunks = append(chunks, inBatchScope(func() *torch.Tensor {
+			var e *torch.Tensor
+			opts.Precision.Run(dev, func() {
+				x := m.TextIDs(ids, len(batch)).ToDevice(dev, false) // [B, L]
+				e = m.EncodeText(x).To(torch.Float32)                // [B, P]
+			})
+			return e
+		}))
+		report(len(batch))
 	}
-
-	err = torch.Try(func() {
-		torch.NoGrad(func() {
-			clo, chi := share(len(captions)) // this rank's captions
-			txtChunks := []*torch.Tensor{torch.Zeros([]int64{0, m.Config.ProjectionDim}, torch.Float32, dev)}
-			for start := clo; start < chi; start += opts.BatchSize {
-				batch := captions[start:min(start+opts.BatchSize, chi)]
-				ids, _ := tok.Batch(batch, ctxLen)
-				txtChunks = append(txtChunks, inBatchScope(func() *torch.Tensor {
-					var e *torch.Tensor
-					opts.Precision.Run(dev, func() {
-						x := m.TextIDs(ids, len(batch)).ToDevice(dev, false) // [B, L]
-						e = m.EncodeText(x).To(torch.Float32)                // [B, P]
-					})
-					return e
-				}))
-				report(len(batch))
-			}
-			// Every embedding is done (an unreadable image's captions are not embedded).
-			report(total)
-			txt := torch.Cat(txtChunks, 0) // [M, P] (this rank's share)
-			if pg != nil {
-				all, err := pg.AllGather(txt)
-				mustDist(err)
-				txt = all // [M, P]
-			}
-			pairTxt := txt.IndexSelect(0, torch.FromInt64(first, int64(len(first))).ToDevice(dev, false))
-			res.Loss = PairLoss(img, pairTxt, m.LogitScale.Item(), opts.BatchSize)
-			res.ImageToText, res.TextToImage = Retrieval(img, txt, owner)
-		})
-	})
-	if err != nil {
-		return res, fmt.Errorf("evaluate: %w", err)
+	txt := torch.Cat(chunks, 0) // [M, P] (this rank's share)
+	if pg != nil {
+		all, err := pg.AllGather(txt)
+		mustDist(err)
+		txt = all // [M, P]
 	}
-	res.Images, res.Captions = len(kept), len(captions)
-	return res, nil
+	return txt
 }
 
 // inBatchScope runs one evaluation batch's forward pass f in its own scope and keeps

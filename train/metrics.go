@@ -67,24 +67,36 @@ type EvalRow struct {
 	TextToImage Recalls `json:"val_text_to_image"`
 }
 
+// ZeroshotRow is a metrics.jsonl row for a zero-shot measurement (Options.Zeroshot).
+type ZeroshotRow struct {
+	Time  string  `json:"time"`
+	Step  int     `json:"step"`
+	Epoch float64 `json:"epoch"`
+	Top1  float64 `json:"zeroshot_top1"`
+	Top5  float64 `json:"zeroshot_top5"`
+}
+
 // metrics appends rows to RUN/metrics.jsonl and keeps the loss curves for the plot.
 type metrics struct {
 	path        string
 	train, val  plotter.XYs // (epoch, loss)
 	recalls     []recallPoint
+	zs1, zs5    plotter.XYs  // (step, zero-shot top-1 / top-5)
 	trainLosses []float64    // per logged row, for tests and the report
 	readOnly    bool         // keep rows in memory only (ranks other than 0)
 	tb          *tensorBoard // RUN/tb/, the rows' observer (nil when readOnly)
 	// lastEvalStep is the step of the last evaluation row (-1: none), so that a
 	// resumed run does not evaluate, and append, the same step again.
 	lastEvalStep int
+	// lastZeroshotStep is the step of the last zero-shot row (-1: none), likewise.
+	lastZeroshotStep int
 }
 
 // openMetrics starts RUN/metrics.jsonl: a new file, or on resume the existing one cut
 // to the rows at or before step (rows a killed run wrote after its last checkpoint).
 // Without write (ranks other than 0) it only keeps the rows in memory.
 func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error) {
-	m := &metrics{path: filepath.Join(dir, MetricsFile), readOnly: !write, lastEvalStep: -1}
+	m := &metrics{path: filepath.Join(dir, MetricsFile), readOnly: !write, lastEvalStep: -1, lastZeroshotStep: -1}
 	if !resume {
 		if m.readOnly {
 			return m, nil
@@ -112,6 +124,8 @@ func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error
 			ValLoss   *float64 `json:"val_loss"`
 			I2T       Recalls  `json:"val_image_to_text"`
 			T2I       Recalls  `json:"val_text_to_image"`
+			Zeroshot  *float64 `json:"zeroshot_top1"`
+			Zeroshot5 *float64 `json:"zeroshot_top5"`
 		}
 		if json.Unmarshal(sc.Bytes(), &row) != nil || row.Step > step {
 			continue
@@ -127,6 +141,11 @@ func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error
 			m.val = append(m.val, plotter.XY{X: row.Epoch, Y: *row.ValLoss})
 			m.recalls = append(m.recalls, recallPoint{row.Step, row.I2T, row.T2I})
 			m.lastEvalStep = row.Step
+		}
+		if row.Zeroshot != nil && row.Zeroshot5 != nil {
+			m.lastZeroshotStep = row.Step
+			m.zs1 = append(m.zs1, plotter.XY{X: float64(row.Step), Y: *row.Zeroshot})
+			m.zs5 = append(m.zs5, plotter.XY{X: float64(row.Step), Y: *row.Zeroshot5})
 		}
 	}
 	if m.readOnly {
@@ -152,6 +171,9 @@ func (m *metrics) add(row any) error {
 	case EvalRow:
 		m.val = append(m.val, plotter.XY{X: r.Epoch, Y: r.ValLoss})
 		m.recalls = append(m.recalls, recallPoint{r.Step, r.ImageToText, r.TextToImage})
+	case ZeroshotRow:
+		m.zs1 = append(m.zs1, plotter.XY{X: float64(r.Step), Y: r.Top1})
+		m.zs5 = append(m.zs5, plotter.XY{X: float64(r.Step), Y: r.Top5})
 	}
 	if m.readOnly {
 		return nil
@@ -243,7 +265,8 @@ func (pn *panel) draw(c draw.Canvas) {
 
 // plot draws the learning curve to path: the training and validation loss against
 // epochs, and below, when there were evaluations, the validation retrieval recall
-// R@1/5/10 (both directions) against steps.
+// R@1/5/10 (both directions) against steps, and below, when measured, the zero-shot
+// top-1 and top-5 accuracy against steps.
 func (m *metrics) plot(path, title string) error {
 	loss := newPanel(title, "epoch", "loss")
 	if len(m.train) > 0 {
@@ -275,6 +298,17 @@ func (m *metrics) plot(path, title string) error {
 			}
 		}
 		panels = append(panels, rec)
+	}
+	if len(m.zs1) > 0 {
+		zs := newPanel("zero-shot classification", "step", "accuracy")
+		zs.p.Y.Min, zs.p.Y.Max = 0, 1
+		if err := zs.line(m.zs1, "top-1", blue, false, true); err != nil {
+			return err
+		}
+		if err := zs.line(m.zs5, "top-5", orange, false, true); err != nil {
+			return err
+		}
+		panels = append(panels, zs)
 	}
 	const w, hPanel = 9 * vg.Inch, 4 * vg.Inch
 	img := vgimg.New(w, hPanel*vg.Length(len(panels)))

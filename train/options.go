@@ -51,6 +51,8 @@ func (o Options) Validate() error {
 		return bad("log-every", o.LogEvery, "want at least 1 step")
 	case o.EvalEvery < 0:
 		return bad("eval-every", o.EvalEvery, "want 0 (each epoch) or more steps")
+	case o.ZeroshotEvery < 0:
+		return bad("zeroshot-every", o.ZeroshotEvery, "want 0 (at each evaluation) or more steps")
 	case o.EvalBatchSize < 1:
 		return bad("eval-batch-size", o.EvalBatchSize, "want at least 1")
 	case o.SaveEvery < 0:

@@ -56,6 +56,14 @@ type Options struct {
 	SaveEvery     int // steps between extra writes of last.pt, each also kept as checkpoints/step-N.pt (0: only at evaluations, none kept)
 	Keep          int // the step checkpoints kept: the newest Keep (0: all)
 
+	// Zeroshot, when set, is an image folder (dataset.ReadImageFolder) whose zero-shot
+	// accuracy (see Zeroshot) is measured every ZeroshotEvery steps (0: at each
+	// validation evaluation) and at the end, with ZeroshotTemplates (default
+	// ImageNetTemplates), each a ZeroshotRow of metrics.jsonl.
+	Zeroshot          *dataset.ImageFolder
+	ZeroshotTemplates []string
+	ZeroshotEvery     int
+
 	Lock Lock // frozen towers (LiT; see lock.go)
 	// Loss is LossCLIP (default: the symmetric contrastive loss) or LossSigLIP (the
 	// pairwise sigmoid loss, siglip.go, with a learnable bias logit_bias that the
@@ -171,13 +179,14 @@ func (j *Job) key() string {
 
 // Result summarises a finished run.
 type Result struct {
-	Steps       int           // optimizer steps taken over the run (resumed runs included)
-	Skipped     int           // steps skipped (non-finite, fp16 overflow)
-	TrainLosses []float64     // the train_loss of each metrics row
-	Val         *EvalResult   // the last validation evaluation (nil without a val split)
-	BestValLoss float64       // the lowest validation loss (NaN without evaluations)
-	Test        *EvalResult   // eval.json (nil without a test split)
-	Duration    time.Duration // wall time of this invocation
+	Steps       int             // optimizer steps taken over the run (resumed runs included)
+	Skipped     int             // steps skipped (non-finite, fp16 overflow)
+	TrainLosses []float64       // the train_loss of each metrics row
+	Val         *EvalResult     // the last validation evaluation (nil without a val split)
+	BestValLoss float64         // the lowest validation loss (NaN without evaluations)
+	Test        *EvalResult     // eval.json (nil without a test split)
+	Zeroshot    *ZeroshotResult // the last zero-shot measurement (nil without Options.Zeroshot)
+	Duration    time.Duration   // wall time of this invocation
 }
 
 // InterruptedError is returned when the context was cancelled: the current step was
@@ -518,7 +527,34 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		vals = fixValSet(job.Val, opts.Report)
 	}
 	wroteCheckpoint := opts.Resume
+	lastZeroshotStep := met.lastZeroshotStep // a resumed run does not measure the same step twice
+	zeroshot := func(step int, epoch float64) error {
+		if opts.Zeroshot == nil {
+			return nil
+		}
+		templates := opts.ZeroshotTemplates
+		if len(templates) == 0 {
+			templates = ImageNetTemplates
+		}
+		// Not cancellable, as the evaluation; unreadable images are not reported again.
+		zs, err := Zeroshot(context.WithoutCancel(ctx), m, tok, opts.Zeroshot, templates, EvalOptions{BatchSize: opts.EvalBatchSize,
+			Workers: opts.Workers, Precision: opts.Precision, Report: &dataset.Report{}, ProcessGroup: opts.ProcessGroup})
+		m.SetTrain(true)
+		t.opts.Lock.setModes(m)
+		if err != nil {
+			return fmt.Errorf("step %d: %w", step, err)
+		}
+		lastZeroshotStep = step
+		res.Zeroshot = &zs
+		prog.printf("step %d (epoch %.2f) %s\n", step, epoch, zs)
+		return met.add(ZeroshotRow{Time: nowText(), Step: step, Epoch: epoch, Top1: zs.Top1, Top5: zs.Top5})
+	}
 	evaluate := func(step int, epoch float64) error {
+		if opts.ZeroshotEvery == 0 {
+			if err := zeroshot(step, epoch); err != nil {
+				return err
+			}
+		}
 		if len(job.Val) == 0 {
 			return nil
 		}
@@ -685,6 +721,11 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 			if opts.AfterStep != nil {
 				opts.AfterStep(st.step, sr.loss)
 			}
+			if opts.ZeroshotEvery > 0 && st.step%opts.ZeroshotEvery == 0 {
+				if err := zeroshot(st.step, fracEpoch); err != nil {
+					return nil, err
+				}
+			}
 			if opts.EvalEvery > 0 && st.step%opts.EvalEvery == 0 {
 				if err := evaluate(st.step, fracEpoch); err != nil {
 					return nil, err
@@ -733,6 +774,11 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 			return nil, err
 		}
 		if err := save(); err != nil {
+			return nil, err
+		}
+	}
+	if lastZeroshotStep != st.step {
+		if err := zeroshot(st.step, float64(st.pos.Epoch)+float64(st.pos.Batch)/float64(perEpoch)); err != nil {
 			return nil, err
 		}
 	}

@@ -37,6 +37,7 @@ var resumeMayChange = map[string]bool{
 	"eval-every": true, "save-every": true, "keep": true, "eval-batch-size": true, "max-bad-steps": true,
 	"cache": true, "device": true, "dist-timeout": true,
 	"trim-text": true, "fused-qkv": true, "grad-checkpointing": true, // the same results, to float rounding
+	"zeroshot-data": true, "zeroshot-every": true, "zeroshot-templates": true,
 }
 
 // notRecorded are flags that are not settings of the run.

@@ -13,7 +13,7 @@ import (
 var synthCommand = &cli.Command{
 	Name:      "synth",
 	Usage:     "write a synthetic image/caption data set in the Kaggle Flickr30k layout",
-	UsageText: "goclip synth --out DIR [--images N] [--size S] [--seed N] [--domain base|shifted]",
+	UsageText: "goclip synth --out DIR [--images N] [--size S] [--seed N] [--domain base|shifted] [--layout flickr30k|imagefolder]",
 	Description: `Draws N pictures of one to three coloured shapes (circles, squares, stars, ...;
 striped, dotted or plain; small, medium or large) on varied backgrounds, and writes
 five captions per picture that describe it in different words, such as
@@ -32,15 +32,21 @@ The same --seed always writes the same bytes. --domain shifted uses shapes, colo
 textures and backgrounds that base never shows (hexagons, orange, checkered, ...): train
 on base, then fine-tune on shifted to see what fine-tuning recovers.
 
+--layout imagefolder writes a classification set instead, for goclip zeroshot --data
+and train's --zeroshot-data: pictures of one shape each, in DIR/<colour>_<kind>/NAME.jpg
+(classes such as "red circle"; no captions, no splits); --out must be empty or new.
+
 Example: the data of the fine-tuning demo
    goclip synth --out data/base --images 5000
-   goclip synth --out data/shifted --images 2000 --domain shifted --seed 1`,
+   goclip synth --out data/shifted --images 2000 --domain shifted --seed 1
+   goclip synth --out data/base-classes --images 500 --layout imagefolder --seed 2`,
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "out", Usage: "folder to write the data set to (created if needed)", Required: true, EnvVars: []string{"GOCLIP_SYNTH_OUT"}, Category: catOutput},
 		&cli.IntFlag{Name: "images", Usage: "number of pictures", Value: 1000, EnvVars: []string{"GOCLIP_SYNTH_IMAGES"}},
 		&cli.IntFlag{Name: "size", Usage: "short side of each picture in pixels (32 to 4096)", Value: 224, EnvVars: []string{"GOCLIP_SYNTH_SIZE"}},
 		seedFlag, // the same seed writes the same files
 		&cli.StringFlag{Name: "domain", Usage: "base, or shifted for shapes, colours and textures that base never shows", Value: dataset.DomainBase, EnvVars: []string{"GOCLIP_SYNTH_DOMAIN"}},
+		&cli.StringFlag{Name: "layout", Usage: "flickr30k (image/caption pairs) or imagefolder (one shape per picture, DIR/<colour>_<kind>/)", Value: dataset.LayoutFlickr, EnvVars: []string{"GOCLIP_SYNTH_LAYOUT"}},
 		&cli.IntFlag{Name: "val", Usage: "pictures in the validation split (0: 5%, or 1,000 beyond 20,000 pictures; -1: none)", EnvVars: []string{"GOCLIP_SYNTH_VAL"}},
 		&cli.IntFlag{Name: "test", Usage: "pictures in the test split (0: 5%, or 1,000 beyond 20,000 pictures; -1: none)", EnvVars: []string{"GOCLIP_SYNTH_TEST"}},
 		workersFlag, // drawing goroutines; the output does not depend on them
@@ -60,6 +66,7 @@ func runSynth(c *cli.Context) error {
 		Size:      c.Int("size"),
 		Seed:      c.Uint64("seed"),
 		Domain:    c.String("domain"),
+		Layout:    c.String("layout"),
 		Val:       c.Int("val"),
 		Test:      c.Int("test"),
 		Workers:   c.Int("workers"),
@@ -80,6 +87,15 @@ func runSynth(c *cli.Context) error {
 		return err
 	}
 	secs := time.Since(start).Seconds()
+	if opts.Layout == dataset.LayoutImageFolder {
+		classes := map[string]bool{}
+		for _, im := range res.Images {
+			classes[dataset.SynthClass(im)] = true
+		}
+		fmt.Fprintf(c.App.Writer, "wrote %d %s images in %d class folders to %s; %.1fs, %.0f images/s\n",
+			len(res.Images), opts.Domain, len(classes), res.Dir, secs, float64(len(res.Images))/secs)
+		return nil
+	}
 	fmt.Fprintf(c.App.Writer, "wrote %d %s images (%d captions) to %s: %d train, %d val, %d test; %.1fs, %.0f images/s\n",
 		len(res.Images), opts.Domain, res.Captions(), res.Dir, res.Train, res.Val, res.Test, secs, float64(len(res.Images))/secs)
 	return nil

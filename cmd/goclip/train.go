@@ -84,6 +84,9 @@ func trainingFlags(epochs int, lr float64, batch int) []cli.Flag {
 		&cli.StringFlag{Name: "resume-from", Usage: "resume (implies --resume) from `CKPT`: latest (last.pt), best (best.pt), step-N (a --save-every checkpoint) or a checkpoint file; later step checkpoints are removed", EnvVars: []string{"GOCLIP_RESUME_FROM"}, Category: catTrain},
 		&cli.IntFlag{Name: "log-every", Usage: "steps between metrics.jsonl rows and progress lines", Value: 10, EnvVars: []string{"GOCLIP_LOG_EVERY"}, Category: catOutput},
 		&cli.IntFlag{Name: "eval-every", Usage: "steps between validation evaluations (0: each epoch)", EnvVars: []string{"GOCLIP_EVAL_EVERY"}, Category: catOutput},
+		&cli.PathFlag{Name: "zeroshot-data", Usage: "an image folder DIR/<class>/<image> (as goclip zeroshot --data) whose zero-shot accuracy is measured during training: zeroshot_top1/top5 rows in metrics.jsonl", EnvVars: []string{"GOCLIP_ZEROSHOT_DATA"}, Category: catOutput},
+		&cli.IntFlag{Name: "zeroshot-every", Usage: "steps between zero-shot measurements of --zeroshot-data (0: at each validation evaluation); also at the end", EnvVars: []string{"GOCLIP_ZEROSHOT_EVERY"}, Category: catOutput},
+		&cli.PathFlag{Name: "zeroshot-templates", Usage: "prompt templates of --zeroshot-data, one per line with {} (default: OpenAI's 80 ImageNet templates)", EnvVars: []string{"GOCLIP_ZEROSHOT_TEMPLATES"}, Category: catOutput},
 		&cli.IntFlag{Name: "save-every", Usage: "steps between extra checkpoint writes, each also kept as checkpoints/step-N.pt (0: at evaluations only)", EnvVars: []string{"GOCLIP_SAVE_EVERY"}, Category: catOutput},
 		&cli.IntFlag{Name: "keep", Usage: "keep the newest `K` checkpoints/step-N.pt of --save-every (0: all)", EnvVars: []string{"GOCLIP_KEEP"}, Category: catOutput},
 		&cli.IntFlag{Name: "eval-batch-size", Usage: "evaluation batch (pairs per loss batch)", Value: train.DefaultEvalBatch, EnvVars: []string{"GOCLIP_EVAL_BATCH_SIZE"}, Category: catCompute},
@@ -108,6 +111,10 @@ metrics.jsonl, learning_curve.png, tb/ (TensorBoard event files of the same rows
 tensorboard --logdir RUN/tb), checkpoints/last.pt and best.pt, and at the end model/
 (an HF folder), model.pt and eval.json (the test split).
 
+--zeroshot-data DIR also measures zero-shot accuracy on an image folder DIR/<class>/<image>
+(as goclip zeroshot --data DIR does) every --zeroshot-every N steps (0: at each validation
+evaluation) and at the end: zeroshot_top1 and zeroshot_top5 rows in metrics.jsonl.
+
 From scratch (--config NAME), the tokenizer is --tokenizer PATH, or a BPE vocabulary
 of --vocab-size tokens trained on the training captions and saved in RUN/tokenizer/.
 
@@ -117,8 +124,8 @@ goclip train --out RUN --resume continues exactly where it stopped (--resume-fro
 step-N or a checkpoint file continues from that one instead), with the settings of
 RUN/args.json (flags that would change the model, the data or the optimizer state
 cannot be given new values; --epochs, --max-steps, --workers, --threads, --device, --log-every,
---eval-every, --save-every, --keep, --eval-batch-size, --max-bad-steps, --cache and
---dist-timeout can, and are recorded). Every flag and file is checked before the data
+--eval-every, --save-every, --keep, --eval-batch-size, --max-bad-steps, --cache,
+--dist-timeout and the --zeroshot-* flags can, and are recorded). Every flag and file is checked before the data
 is read, and a run that fails before it has written a checkpoint or a metrics row
 leaves no folder behind.
 
@@ -214,8 +221,12 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 		WeightDecay: c.Float64("weight-decay"), Beta2: c.Float64("beta2"), ClipGrad: c.Float64("clip-grad"),
 		Precision: prec, MaxBadSteps: c.Int("max-bad-steps"),
 		LogEvery: c.Int("log-every"), EvalEvery: c.Int("eval-every"), EvalBatchSize: c.Int("eval-batch-size"), SaveEvery: c.Int("save-every"), Keep: c.Int("keep"), Lock: lockOf(c), Loss: c.String("loss"),
-		Workers: c.Int(workersFlag.Name), Seed: c.Uint64(seedFlag.Name), Augment: augment,
+		ZeroshotEvery: c.Int("zeroshot-every"),
+		Workers:       c.Int(workersFlag.Name), Seed: c.Uint64(seedFlag.Name), Augment: augment,
 		Args: args, Log: c.App.ErrWriter,
+	}
+	if opts.Zeroshot, opts.ZeroshotTemplates, err = zeroshotSet(c); err != nil {
+		return nil, err
 	}
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -430,4 +441,28 @@ func scratchTokenizer(c *cli.Context, s *trainSetup, dir string) (*tokenizer.Tok
 		return tok, err
 	}
 	return tok, tok.Save(dir)
+}
+
+// zeroshotSet reads --zeroshot-data and --zeroshot-templates (nil, nil without them).
+func zeroshotSet(c *cli.Context) (*dataset.ImageFolder, []string, error) {
+	dir := c.Path("zeroshot-data")
+	if dir == "" {
+		for _, name := range []string{"zeroshot-every", "zeroshot-templates"} {
+			if c.IsSet(name) {
+				return nil, nil, fmt.Errorf("--%s needs --zeroshot-data DIR", name)
+			}
+		}
+		return nil, nil, nil
+	}
+	folder, err := dataset.ReadImageFolder(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--zeroshot-data: %w", err)
+	}
+	var templates []string
+	if f := c.Path("zeroshot-templates"); f != "" {
+		if templates, err = train.ReadTemplates(f); err != nil {
+			return nil, nil, fmt.Errorf("--zeroshot-templates: %w", err)
+		}
+	}
+	return folder, templates, nil
 }

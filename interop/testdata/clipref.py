@@ -333,6 +333,53 @@ def cmd_preprocess(a):
     write_json(os.path.join(a.out, "images.json"), names)
 
 
+def cmd_zeroshot(a):
+    """Zero-shot accuracy as the CLIP paper computes it: per class, the mean of the
+    normalised text features of its prompts, normalised; images classified by cosine."""
+    import torch
+    from PIL import Image
+    from transformers import CLIPModel, CLIPProcessor
+
+    quiet()
+    torch.set_grad_enabled(False)
+    model = CLIPModel.from_pretrained(a.model).eval()
+    proc = CLIPProcessor.from_pretrained(a.model, backend="pil")
+    ctx = model.config.text_config.max_position_embeddings
+    with open(a.folder) as f:
+        spec = json.load(f)  # {"classes": [...], "images": [[path, label], ...]}
+    with open(a.templates, encoding="utf-8") as f:
+        templates = [t.strip() for t in f if t.strip()]
+    classes = spec["classes"]
+    cls = []
+    for c in classes:
+        t = proc.tokenizer([tp.replace("{}", c) for tp in templates], padding="max_length", max_length=ctx,
+                           truncation=True, return_tensors="pt")
+        e = features(model.get_text_features(input_ids=t["input_ids"], attention_mask=t["attention_mask"]))
+        e = e / e.norm(dim=-1, keepdim=True)
+        m = e.mean(dim=0)
+        cls.append(m / m.norm())
+    cls = torch.stack(cls)  # [K, P]
+    paths = [p for p, _ in spec["images"]]
+    labels = torch.tensor([y for _, y in spec["images"]])
+    pv = proc(images=[Image.open(p) for p in paths], return_tensors="pt")["pixel_values"]
+    img = features(model.get_image_features(pixel_values=pv))
+    img = img / img.norm(dim=-1, keepdim=True)
+    scores = img @ cls.T  # [N, K]
+    true = scores.gather(1, labels[:, None])
+    above = (scores > true).sum(dim=1)
+    gap = (scores - true).abs()
+    gap[torch.arange(len(labels)), labels] = float("inf")
+    per = {}
+    for k, c in enumerate(classes):
+        sel = labels == k
+        n = int(sel.sum())
+        per[c] = {"images": n, "top1": float((above[sel] < 1).float().mean()) if n else 0.0,
+                  "top5": float((above[sel] < 5).float().mean()) if n else 0.0}
+    res = {"top1": float((above < 1).float().mean()), "top5": float((above < 5).float().mean()),
+           "classes": len(classes), "images": len(paths), "per_class": per, "min_gap": float(gap.min())}
+    write_json(a.out, res)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -384,6 +431,13 @@ def main():
     p.add_argument("--jpeg-sources", default="")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_preprocess)
+
+    p = sub.add_parser("zeroshot")
+    p.add_argument("--model", required=True, help="a CLIP folder with its CLIPProcessor")
+    p.add_argument("--folder", required=True, help='JSON {"classes": [...], "images": [[path, label], ...]}')
+    p.add_argument("--templates", required=True, help="prompt templates, one per line with {}")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_zeroshot)
 
     a = ap.parse_args()
     a.fn(a)
