@@ -604,6 +604,13 @@ func (l *Loader) Next(ctx context.Context) (*Batch, error) {
 	l.mu.Lock()
 	r := l.run
 	l.mu.Unlock()
+	return r.next(ctx)
+}
+
+func (l *Loader) stopLocked() { l.run.stop() }
+
+// next waits for r's next batch: io.EOF after the last one, r's error, or ctx's.
+func (r *loaderRun) next(ctx context.Context) (*Batch, error) {
 	if r == nil {
 		return nil, errors.New("dataset: loader not started")
 	}
@@ -621,10 +628,11 @@ func (l *Loader) Next(ctx context.Context) (*Batch, error) {
 	}
 }
 
-func (l *Loader) stopLocked() {
-	if l.run != nil {
-		l.run.cancel()
-		l.run.wg.Wait()
+// stop cancels r's goroutines and waits for them; nil is a no-op.
+func (r *loaderRun) stop() {
+	if r != nil {
+		r.cancel()
+		r.wg.Wait()
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -369,29 +368,10 @@ func (l *StreamLoader) Next(ctx context.Context) (*Batch, error) {
 	l.mu.Lock()
 	r := l.run
 	l.mu.Unlock()
-	if r == nil {
-		return nil, errors.New("dataset: loader not started")
-	}
-	select {
-	case b, ok := <-r.batches:
-		if !ok {
-			if r.err != nil {
-				return nil, r.err
-			}
-			return nil, io.EOF
-		}
-		return b, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return r.next(ctx)
 }
 
-func (l *StreamLoader) stopLocked() {
-	if l.run != nil {
-		l.run.cancel()
-		l.run.wg.Wait()
-	}
-}
+func (l *StreamLoader) stopLocked() { l.run.stop() }
 
 // Close stops the goroutines and waits for them; it is idempotent.
 func (l *StreamLoader) Close() error {
