@@ -18,6 +18,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"gonum.org/v1/plot"
@@ -230,6 +231,20 @@ func newPanel(title, x, y string) *panel {
 	return &panel{p: p, legend: l}
 }
 
+// wholeTicks are gonum's default ticks, labelled as whole numbers (steps read "100", not
+// "100.00").
+type wholeTicks struct{}
+
+func (wholeTicks) Ticks(min, max float64) []plot.Tick {
+	ts := plot.DefaultTicks{}.Ticks(min, max)
+	for i := range ts {
+		if ts[i].Label != "" {
+			ts[i].Label = strconv.FormatFloat(math.Round(ts[i].Value), 'f', -1, 64)
+		}
+	}
+	return ts
+}
+
 // line adds a curve of pts (with point markers when marks) to the panel and its legend.
 func (pn *panel) line(pts plotter.XYs, name string, c color.Color, dashed, marks bool) error {
 	l, sc, err := plotter.NewLinePoints(pts)
@@ -282,6 +297,7 @@ func (m *metrics) plot(path, title string) error {
 	panels := []*panel{loss}
 	if len(m.recalls) > 0 {
 		rec := newPanel("validation retrieval", "step", "recall")
+		rec.p.X.Tick.Marker = wholeTicks{}
 		rec.p.Y.Min, rec.p.Y.Max = 0, 1
 		colours := []color.Color{blue, orange, green}
 		for k, name := range []string{"R@1", "R@5", "R@10"} {
@@ -301,6 +317,7 @@ func (m *metrics) plot(path, title string) error {
 	}
 	if len(m.zs1) > 0 {
 		zs := newPanel("zero-shot classification", "step", "accuracy")
+		zs.p.X.Tick.Marker = wholeTicks{}
 		zs.p.Y.Min, zs.p.Y.Max = 0, 1
 		if err := zs.line(m.zs1, "top-1", blue, false, true); err != nil {
 			return err
