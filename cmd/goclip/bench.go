@@ -209,9 +209,12 @@ func runBench(c *cli.Context) error {
 			var ti, tt float64
 			var err error
 			torch.NoGrad(func() {
-				ti, err = timed(dev, func() { prec.Run(dev, func() { m.EncodeImage(pixels) }) })
+				// Each pass in its own scope, so that its activations are freed as
+				// they would be in eval or embed (with no scope open they belonged to
+				// nobody, and every pass allocated fresh memory).
+				ti, err = timed(dev, func() { torch.WithScope(func() { prec.Run(dev, func() { m.EncodeImage(pixels) }) }) })
 				if err == nil {
-					tt, err = timed(dev, func() { prec.Run(dev, func() { m.EncodeText(ids) }) })
+					tt, err = timed(dev, func() { torch.WithScope(func() { prec.Run(dev, func() { m.EncodeText(ids) }) }) })
 				}
 			})
 			if err != nil {
