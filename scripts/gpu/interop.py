@@ -8,9 +8,7 @@
   2. embed-<model>-<device>: `goclip embed` (images and texts) equals transformers'
      projected features in float32 within 1e-4 (max |goclip - hf| / max |hf|; TF32 off).
   3. peft-adapter-<model>: a peft LoRA adapter (q/k/v, lora_B drawn non-zero) saved with
-     save_pretrained gives equal outputs in goclip: `goclip embed --adapter` where embed
-     has that flag, else `goclip convert --adapter --merge` then `goclip embed` of the
-     merged model (the check's "goclip_path" says which).
+     save_pretrained gives equal outputs in `goclip embed --adapter`.
   4. goclip-adapter: the adapter of a short `goclip finetune` loads with
      PeftModel.from_pretrained and gives goclip's outputs; its model.pt loads with
      CLIPModel.load_state_dict(strict=True) and gives the same outputs.
@@ -182,18 +180,8 @@ def main():
         model.to("cpu")
         return img, txt
 
-    rc, _, help_out, help_err = common.run([args.goclip, "embed", "--help"], 60, log=log)
-    embed_has_adapter = "--adapter" in help_out + help_err
-
     def goclip_embed(d, name, dev, tag, adapter=None):
-        extra = []
-        if adapter and embed_has_adapter:
-            extra = ["--adapter", adapter]
-        elif adapter:  # goclip's own merge of the adapter, then the merged model
-            merged = os.path.join(args.work, "merged", tag)
-            shutil.rmtree(merged, ignore_errors=True)
-            goclip(args, ["convert", "--adapter", adapter, "--merge", d, merged], log=log)
-            d = merged
+        extra = ["--adapter", adapter] if adapter else []
         base = ["embed", "--model", d, "--device", dev, "--precision", "fp32"] + extra
         img_out = os.path.join(args.work, f"{tag}-img.npy")
         goclip(args, base + ["--images", ",".join(images[name]), "--out", img_out], log=log)
@@ -229,9 +217,6 @@ def main():
 
     dev = devices[-1]
 
-    def adapter_path():
-        return "embed --adapter" if embed_has_adapter else "convert --adapter --merge, then embed"
-
     def peft_adapter(name, r, alpha):
         from peft import LoraConfig, get_peft_model
         from transformers import CLIPModel
@@ -253,7 +238,6 @@ def main():
         plain = reference(m, name, dev)
         got = goclip_embed(d, name, dev, f"peft-{name}", adapter=a)
         res = compare(ref, got)
-        res["goclip_path"] = adapter_path()
         res["adapter_effect"] = common.rel_err(ref[0], plain[0])  # how far LoRA moves the output
         res["adapter_files"] = sorted(os.listdir(a))
         if res["adapter_effect"] < 1e-3:
@@ -297,7 +281,6 @@ def main():
         ref = reference(pm.base_model.model, name, dev)
         got = goclip_embed(d, name, dev, "goclip-adapter", adapter=adir)
         cmp = compare(ref, got)
-        res["goclip_path"] = adapter_path()
         res.update({"peft_" + k: v for k, v in cmp.items() if k != "ok"})
         res["adapter_effect"] = common.rel_err(ref[0], reference(m, name, dev)[0])
         ok = cmp["ok"]
