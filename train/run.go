@@ -661,7 +661,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 				return nil, err
 			}
 			lr := t.sched.At(st.step)
-			sr, err := t.stepBatch(b, ctxLen, lr) // inputs are made and freed in the step's scope
+			sr, err := t.stepBatch(b, lr) // inputs are made and freed in the step's scope
 			images := b.Len()
 			if t.dp != nil {
 				images = opts.BatchSize // the global batch, for images/s

@@ -81,10 +81,10 @@ func (s *Stepper) Step(pixels, ids *torch.Tensor) (float64, error) {
 // Free releases the optimizer state.
 func (s *Stepper) Free() { s.t.free() }
 
-// stepBatch copies a loaded batch (ids of context length ctxLen) to the model's device
+// stepBatch copies a loaded batch (its ids trimmed by Model.TextIDs) to the model's device
 // and takes one optimizer step on it with learning rate lr. The input tensors are made
 // in the step's scope, so they are freed with its other tensors before it returns.
-func (t *trainer) stepBatch(b *dataset.Batch, ctxLen int, lr float64) (stepResult, error) {
+func (t *trainer) stepBatch(b *dataset.Batch, lr float64) (stepResult, error) {
 	return t.stepWith(lr, func() batchTensors {
 		n, s, dev := int64(b.Len()), int64(b.Size), t.model.Device()
 		return batchTensors{
