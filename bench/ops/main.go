@@ -46,11 +46,9 @@ func main() {
 	w := torch.Randn([]int64{64, 64}, torch.Float32, torch.CPU).SetRequiresGrad(true)
 	bias := torch.Zeros([]int64{64}, torch.Float32, torch.CPU).SetRequiresGrad(true)
 	res["linear_64_fwd_bwd_us"] = median(11, 500, func() {
-		s := torch.NewScope()
-		torch.Linear(x, w, bias).Sum(false).Backward()
+		torch.WithScope(func() { torch.Linear(x, w, bias).Sum(false).Backward() })
 		w.ZeroGrad()
 		bias.ZeroGrad()
-		s.Close()
 	})
 
 	p := torch.Randn([]int64{1 << 20}, torch.Float32, torch.CPU).SetRequiresGrad(true)
