@@ -2,10 +2,10 @@
 // needs (forward and, through libtorch's autograd, backward), AdamW, gradient clipping,
 // loss-scaling primitives, autocast, RNG state, CUDA queries and checkpoint files.
 //
-// It is the only package of goclip that uses cgo. It calls the C ABI of the shim in
-// torch/csrc (libgoclip_torch.so), never libtorch's C++ ABI, so the same Go binary runs
-// against Debian's CPU libtorch 1.13 or PyTorch 2.x's CUDA libtorch: only the shim is
-// rebuilt.
+// It is goclip's cgo package for libtorch (internal/jpegturbo, built only with
+// -tags jpegturbo, is the other cgo package). It calls the C ABI of the shim in torch/csrc
+// (libgoclip_torch.so), never libtorch's C++ ABI, so the same Go binary runs against any
+// libtorch from 2.4 on, CPU or CUDA: only the shim is rebuilt.
 //
 // # Error Handling
 //
