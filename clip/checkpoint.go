@@ -261,14 +261,19 @@ func tensorFromRaw(raw serialize.RawTensor, dev torch.Device, dtype torch.DType)
 	if err != nil {
 		return nil, err
 	}
-	t = t.Owned()
-	if !t.DType().IsFloat() || t.DType() == dtype {
-		return t, nil
-	}
 	var c *torch.Tensor
-	err = torch.Try(func() { c = t.To(dtype).Owned() })
-	t.Free()
-	return c, err
+	err = torch.Try(func() {
+		c = t.Owned()
+		if c.DType().IsFloat() && c.DType() != dtype {
+			c = t.To(dtype).Owned()
+			t.Free()
+		}
+	})
+	if err != nil {
+		t.Free()
+		return nil, err
+	}
+	return c, nil
 }
 
 // Load builds a model from cfg on dev and loads the source's weights into it, converted
@@ -335,9 +340,11 @@ func stateDictAs(m *Model, dtype torch.DType) (sd map[string]*torch.Tensor, rele
 			t.Free()
 		}
 	}
+	var at string // the key in hand, named when libtorch fails on it
 	err = torch.Try(func() {
 		torch.NoGrad(func() {
 			for k, t := range sd {
+				at = k
 				if t.DType().IsFloat() && t.DType() != dtype {
 					c := t.To(dtype).Owned()
 					copies = append(copies, c)
@@ -348,7 +355,7 @@ func stateDictAs(m *Model, dtype torch.DType) (sd map[string]*torch.Tensor, rele
 	})
 	if err != nil {
 		release()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("%s: %w", at, err)
 	}
 	return sd, release, nil
 }

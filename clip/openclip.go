@@ -37,6 +37,7 @@ package clip
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"path/filepath"
 	"slices"
@@ -334,8 +335,10 @@ func FromOpenCLIP(sd map[string]*torch.Tensor, cfg Config) (map[string]*torch.Te
 		return nil, err
 	}
 	hf := map[string]*torch.Tensor{}
+	var at string // the key in hand, named when libtorch fails on it
 	err = torch.Try(func() {
 		for _, r := range openCLIPRules(cfg) {
+			at = r.oc
 			t := sd[r.oc]
 			switch r.op {
 			case ocSame:
@@ -351,20 +354,21 @@ func FromOpenCLIP(sd map[string]*torch.Tensor, cfg Config) (map[string]*torch.Te
 		}
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("open_clip layout: %s: %w", at, err)
 	}
 	return hf, nil
 }
 
-// tensorShapes maps each key of sd to its tensor's shape.
+// tensorShapes maps each key of sd to its tensor's shape; a nil or freed tensor is an
+// error naming its key.
 func tensorShapes(sd map[string]*torch.Tensor) (map[string][]int64, error) {
 	shapes := make(map[string][]int64, len(sd))
-	err := torch.Try(func() {
-		for k, t := range sd {
-			shapes[k] = t.Shape()
+	for _, k := range slices.Sorted(maps.Keys(sd)) {
+		if err := torch.Try(func() { shapes[k] = sd[k].Shape() }); err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", k, err)
 		}
-	})
-	return shapes, err
+	}
+	return shapes, nil
 }
 
 // checkOpenCLIP reports every missing, unexpected and mis-shaped key of an open_clip
@@ -405,9 +409,11 @@ func OpenCLIPStateDict(m *Model, dtype torch.DType) (sd map[string]*torch.Tensor
 		return nil, nil, err
 	}
 	sd = map[string]*torch.Tensor{}
+	var at string // the key in hand, named when libtorch fails on it
 	err = torch.Try(func() {
 		torch.NoGrad(func() {
 			for _, r := range openCLIPRules(m.Config) {
+				at = r.oc
 				switch r.op {
 				case ocSame:
 					sd[r.oc] = hf[r.hf[0]]
@@ -421,7 +427,7 @@ func OpenCLIPStateDict(m *Model, dtype torch.DType) (sd map[string]*torch.Tensor
 	})
 	if err != nil {
 		release()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("open_clip layout: %s: %w", at, err)
 	}
 	return sd, release, nil
 }

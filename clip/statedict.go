@@ -88,9 +88,11 @@ func (m *Model) LoadStateDict(sd map[string]*torch.Tensor) error {
 	params := m.NamedParameters()
 	known := make(map[string]bool, len(params))
 	serr := &StateDictError{}
+	var at string // the key in hand, named when libtorch fails on it (a freed tensor)
 	err := torch.Try(func() {
 		for _, p := range params {
 			known[p.Name] = true
+			at = p.Name
 			src, ok := sd[p.Name]
 			if !ok || src == nil {
 				serr.Missing = append(serr.Missing, p.Name)
@@ -102,7 +104,7 @@ func (m *Model) LoadStateDict(sd map[string]*torch.Tensor) error {
 		}
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("state dict: %s: %w", at, err)
 	}
 	for k := range sd {
 		if !known[k] && k != "position_ids" && !strings.HasSuffix(k, ".position_ids") {
@@ -113,11 +115,16 @@ func (m *Model) LoadStateDict(sd map[string]*torch.Tensor) error {
 	if len(serr.Missing)+len(serr.Unexpected)+len(serr.Mismatched) > 0 {
 		return serr
 	}
-	return torch.Try(func() {
+	err = torch.Try(func() {
 		torch.NoGrad(func() {
 			for _, p := range params {
+				at = p.Name
 				p.T.CopyFrom(sd[p.Name])
 			}
 		})
 	})
+	if err != nil {
+		return fmt.Errorf("state dict: %s: %w", at, err)
+	}
+	return nil
 }

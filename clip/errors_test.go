@@ -1,0 +1,96 @@
+package clip
+
+// The error boundary of clip's IO: a nil or freed tensor handed to a loading, converting
+// or saving function comes back as an error naming the key, never as a panic.
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"goclip/torch"
+)
+
+// wantErrNaming fails unless err is set and names every one of names.
+func wantErrNaming(t *testing.T, what string, err error, names ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s: no error", what)
+	}
+	for _, n := range names {
+		if !strings.Contains(err.Error(), n) {
+			t.Errorf("%s: error %q does not name %q", what, err, n)
+		}
+	}
+}
+
+func TestLoadStateDictFreedEntry(t *testing.T) {
+	m := ckptNewModel(t, ckptSmallConfig(t))
+	base := torch.Live()
+	s := torch.NewScope()
+	sd := map[string]*torch.Tensor{}
+	for _, p := range m.NamedParameters() {
+		sd[p.Name] = torch.Zeros(p.T.Shape(), torch.Float32, torch.CPU)
+	}
+	const key = "text_model.final_layer_norm.weight"
+	sd[key].Free()
+	before := m.LogitScale.Item()
+	err := m.LoadStateDict(sd)
+	wantErrNaming(t, "LoadStateDict with a freed entry", err, key, "freed")
+	if v := m.LogitScale.Item(); v != before {
+		t.Errorf("a failed load changed logit_scale from %g to %g", before, v)
+	}
+	s.Close()
+	if d := torch.Live() - base; d != 0 {
+		t.Errorf("%d tensors leaked", d)
+	}
+}
+
+func TestFromOpenCLIPBadEntry(t *testing.T) {
+	cfg := ckptSmallConfig(t)
+	m := ckptNewModel(t, cfg)
+	s := torch.NewScope()
+	defer s.Close()
+	oc, release, err := OpenCLIPStateDict(m, torch.Float32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	const key = "visual.transformer.resblocks.0.attn.in_proj_weight"
+	if _, ok := oc[key]; !ok {
+		t.Fatalf("OpenCLIPStateDict has no %s", key)
+	}
+	oc[key] = nil
+	_, err = FromOpenCLIP(oc, cfg)
+	wantErrNaming(t, "FromOpenCLIP with a nil entry", err, key)
+
+	freed := torch.Zeros([]int64{3}, torch.Float32, torch.CPU)
+	freed.Free()
+	oc[key] = freed
+	_, err = FromOpenCLIP(oc, cfg)
+	wantErrNaming(t, "FromOpenCLIP with a freed entry", err, key, "freed")
+}
+
+func TestSaveFreedParameter(t *testing.T) {
+	cfg := ckptSmallConfig(t)
+	m := ckptNewModel(t, cfg)
+	m.LogitScale.Free() // the model is broken: saving it must say where
+	dir := t.TempDir()
+	for _, save := range []struct {
+		name string
+		path string
+		f    func(path string) error
+	}{
+		{"SaveWeights", filepath.Join(dir, "w.safetensors"), func(p string) error { return SaveWeights(p, m, torch.Float16) }},
+		{"SavePT", filepath.Join(dir, "w.pt"), func(p string) error { return SavePT(p, m) }},
+		{"SaveOpenCLIP", filepath.Join(dir, "oc.pt"), func(p string) error { return SaveOpenCLIP(p, m, torch.Float32) }},
+		{"SaveHF", filepath.Join(dir, "hf"), func(p string) error { return SaveHF(p, m, cfg, "") }},
+	} {
+		err := save.f(save.path)
+		wantErrNaming(t, save.name+" of a model with a freed parameter", err, save.path, "logit_scale", "freed")
+		if _, serr := os.Stat(save.path); serr == nil {
+			t.Errorf("%s: %s was written despite the error", save.name, save.path)
+		}
+	}
+}
