@@ -1,6 +1,7 @@
 package lora
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -42,6 +43,9 @@ type savedGrad struct {
 // targets and examples of the model's module names), or when a selected slot already
 // holds a LoRA layer.
 func Inject(m *clip.Model, cfg Config) (*Adapter, error) {
+	if m == nil {
+		return nil, errors.New("lora: inject: no model (nil *clip.Model)")
+	}
 	match, err := cfg.matcher()
 	if err != nil {
 		return nil, err
@@ -71,11 +75,14 @@ func Inject(m *clip.Model, cfg Config) (*Adapter, error) {
 		return nil, err
 	}
 	a := &Adapter{Config: cfg, model: m, base: base}
+	var at string // the parameter or module in hand, named when libtorch fails on it
 	err = torch.Try(func() {
 		for _, p := range m.NamedParameters() {
+			at = p.Name
 			a.grads = append(a.grads, savedGrad{p.T, p.T.RequiresGrad()})
 		}
 		for _, s := range slots {
+			at = s.Name
 			l := NewLinear((*s.Ptr).(*nn.Linear), cfg.R, cfg.Alpha, cfg.Dropout, cfg.RSLoRA)
 			a.modules = append(a.modules, Module{Name: s.Name, Layer: l, slot: s.Ptr})
 		}
@@ -84,7 +91,7 @@ func Inject(m *clip.Model, cfg Config) (*Adapter, error) {
 		for _, mod := range a.modules {
 			mod.Layer.freeLoRA()
 		}
-		return nil, fmt.Errorf("lora: creating the LoRA layers: %w", err)
+		return nil, fmt.Errorf("lora: creating the LoRA layers: %s: %w", at, err)
 	}
 	for _, mod := range a.modules {
 		*mod.slot = mod.Layer
@@ -92,6 +99,7 @@ func Inject(m *clip.Model, cfg Config) (*Adapter, error) {
 	err = torch.Try(func() {
 		own := a.ownSet()
 		for _, p := range m.NamedParameters() {
+			at = p.Name
 			on := own[p.T]
 			p.T.SetRequiresGrad(on)
 			if on {
@@ -101,7 +109,7 @@ func Inject(m *clip.Model, cfg Config) (*Adapter, error) {
 	})
 	if err != nil {
 		a.Unload()
-		return nil, fmt.Errorf("lora: freezing the base model: %w", err)
+		return nil, fmt.Errorf("lora: freezing the base model: %s: %w", at, err)
 	}
 	return a, nil
 }
@@ -145,27 +153,36 @@ func (a *Adapter) Modules() []Module { return slices.Clone(a.modules) }
 func (a *Adapter) Model() *clip.Model { return a.model }
 
 // Counts is nn.Count over the model's NamedParameters: every parameter (base and LoRA)
-// and those that require grad. It equals CountConfig for the same configs.
-func (a *Adapter) Counts() (total, trainable int64) { return nn.Count(a.model.NamedParameters()) }
+// and those that require grad. It equals CountConfig for the same configs. It fails,
+// naming the parameter, only on a model whose tensors were freed.
+func (a *Adapter) Counts() (total, trainable int64, err error) {
+	for _, p := range a.model.NamedParameters() {
+		var n, g int64
+		if err := torch.Try(func() { n, g = nn.Count([]nn.Named{p}) }); err != nil {
+			return 0, 0, fmt.Errorf("lora: counting parameters: %s: %w", p.Name, err)
+		}
+		total, trainable = total+n, trainable+g
+	}
+	return total, trainable, nil
+}
 
 // Merge adds every layer's update to its base weight (W += scaling * B @ A, outside
 // autograd); the forward pass then skips the LoRA branches. Layers already merged are
 // left alone.
-func (a *Adapter) Merge() error {
-	return torch.Try(func() {
-		for _, m := range a.modules {
-			m.Layer.Merge()
-		}
-	})
-}
+func (a *Adapter) Merge() error { return a.eachLayer("merging", (*Linear).Merge) }
 
 // Unmerge subtracts every merged layer's update from its base weight again.
-func (a *Adapter) Unmerge() error {
-	return torch.Try(func() {
-		for _, m := range a.modules {
-			m.Layer.Unmerge()
+func (a *Adapter) Unmerge() error { return a.eachLayer("unmerging", (*Linear).Unmerge) }
+
+// eachLayer runs f on every LoRA layer in order; a tensor failure stops it with an
+// error naming the module (the layers before it are done).
+func (a *Adapter) eachLayer(what string, f func(*Linear)) error {
+	for _, m := range a.modules {
+		if err := torch.Try(func() { f(m.Layer) }); err != nil {
+			return fmt.Errorf("lora: %s %s: %w", what, m.Name, err)
 		}
-	})
+	}
+	return nil
 }
 
 // Merged reports whether every layer is merged.
@@ -198,8 +215,10 @@ func (a *Adapter) MergedStateDict() (sd map[string]*torch.Tensor, release func()
 		layerOf[m.Layer.Layer.Weight] = m.Layer
 	}
 	sd = map[string]*torch.Tensor{}
+	var at string // the parameter in hand, named when libtorch fails on it
 	err = torch.Try(func() {
 		for _, p := range a.model.NamedParameters() {
+			at = p.Name
 			if skip[p.T] {
 				continue
 			}
@@ -215,7 +234,7 @@ func (a *Adapter) MergedStateDict() (sd map[string]*torch.Tensor, release func()
 	})
 	if err != nil {
 		release()
-		return nil, nil, fmt.Errorf("lora: merging: %w", err)
+		return nil, nil, fmt.Errorf("lora: merging: %s: %w", at, err)
 	}
 	return sd, release, nil
 }

@@ -48,11 +48,13 @@ func Fingerprint(ps []nn.Named) (string, error) {
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
 	h := sha256.New()
 	var buf [8]byte
+	var at string // the tensor in hand, named when libtorch fails on it
 	err := torch.Try(func() {
 		s := torch.NewScope()
 		defer s.Close()
 		torch.NoGrad(func() {
 			for _, p := range sorted {
+				at = p.Name
 				h.Write([]byte(p.Name))
 				h.Write([]byte{0})
 				shape := p.T.Shape()
@@ -82,7 +84,7 @@ func Fingerprint(ps []nn.Named) (string, error) {
 		})
 	})
 	if err != nil {
-		return "", fmt.Errorf("lora: fingerprint: %w", err)
+		return "", fmt.Errorf("lora: fingerprint: %s: %w", at, err)
 	}
 	return "v1:" + hex.EncodeToString(h.Sum(nil)[:16]), nil
 }

@@ -198,7 +198,10 @@ func TestInjectFreezesAndCounts(t *testing.T) {
 	lc := Config{R: 4, Alpha: 8, Targets: qkv, TrainProjections: true}
 	a := inject(t, m, lc)
 
-	total, trainable := a.Counts()
+	total, trainable, err := a.Counts()
+	if err != nil {
+		t.Fatal(err)
+	}
 	wt, wtr, err := CountConfig(m.Config, lc)
 	if err != nil {
 		t.Fatal(err)
@@ -830,7 +833,10 @@ func TestViTB16Allocated(t *testing.T) {
 	defer m.Free()
 	lc := Config{R: 64, Alpha: 128, Targets: qkv}
 	a := inject(t, m, lc)
-	total, trainable := a.Counts()
+	total, trainable, err := a.Counts()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if total != 155518977 || trainable != 5898240 {
 		t.Errorf("nn.Count after Inject: %s", FormatCounts(total, trainable))
 	}

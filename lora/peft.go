@@ -92,13 +92,19 @@ func (a *Adapter) LoadStateDict(sd map[string]*torch.Tensor) error {
 		}
 		src[c] = sd[k]
 	}
+	var at string // the key in hand, named when libtorch fails on it (a freed tensor)
 	err := torch.Try(func() {
 		for _, k := range serr.Unexpected {
+			at = k
 			if t := sd[k]; t != nil {
 				serr.SetShape(k, t.Shape())
 			}
 		}
 		for _, k := range slices.Sorted(maps.Keys(want)) {
+			at = k
+			if f, ok := from[k]; ok {
+				at = f
+			}
 			s, ok := src[k]
 			if !ok || s == nil {
 				serr.Missing = append(serr.Missing, k)
@@ -111,18 +117,23 @@ func (a *Adapter) LoadStateDict(sd map[string]*torch.Tensor) error {
 		}
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("adapter weights: %s: %w", at, err)
 	}
 	if len(serr.Missing)+len(serr.Unexpected)+len(serr.Mismatched) > 0 {
 		return serr
 	}
-	return torch.Try(func() {
+	err = torch.Try(func() {
 		torch.NoGrad(func() {
 			for k, t := range want {
+				at = from[k]
 				t.CopyFrom(src[k])
 			}
 		})
 	})
+	if err != nil {
+		return fmt.Errorf("adapter weights: %s: %w", at, err)
+	}
+	return nil
 }
 
 // peftConfig is adapter_config.json as this package writes it: peft's LoraConfig fields
@@ -419,6 +430,9 @@ func baseModelName(dir string) string {
 
 // load is LoadWith with the configuration and base name given.
 func load(dir string, m *clip.Model, cfg Config, baseName string, opts LoadOptions) (*Adapter, error) {
+	if m == nil {
+		return nil, fmt.Errorf("lora: loading %s: no model (nil *clip.Model)", dir)
+	}
 	path := filepath.Join(dir, WeightsFile)
 	var meta map[string]string
 	if _, err := os.Stat(path); err != nil {
@@ -443,8 +457,10 @@ func load(dir string, m *clip.Model, cfg Config, baseName string, opts LoadOptio
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigFile), err)
 	}
 	var have int64
-	for _, t := range sd {
-		have += t.Numel()
+	for _, k := range slices.Sorted(maps.Keys(sd)) {
+		if err := torch.Try(func() { have += sd[k].Numel() }); err != nil {
+			return nil, fmt.Errorf("lora: %s: tensor %q: %w", path, k, err)
+		}
 	}
 	if want > 4*have+1<<20 {
 		return nil, fmt.Errorf("lora: %s asks for %d trainable parameters (r = %d), but %s holds %d", filepath.Join(dir, ConfigFile), want, cfg.R, path, have)

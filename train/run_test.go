@@ -144,7 +144,10 @@ func TestLoRAImprovesShiftedRecall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	total, trainable := a.Counts()
+	total, trainable, err := a.Counts()
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := t.TempDir()
 	job := Job{Model: m, Tokenizer: base.tok, Train: shifted.ds.Split(dataset.Train), Val: shifted.ds.Split(dataset.Val),
 		Test: test, Params: a.Trainable(), Adapter: true, Finish: FinishLoRA(a, "base", "")}

@@ -124,7 +124,10 @@ func runFinetune(c *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	total, trainable := a.Counts()
+	total, trainable, err := a.Counts()
+	if err != nil {
+		return err
+	}
 	if s == nil || s.main() {
 		fmt.Fprintln(c.App.Writer, lora.FormatCounts(total, trainable))
 	}
