@@ -225,9 +225,11 @@ func Synthesize(dir string, opts SynthOptions) (*SynthResult, error) {
 					img = image.NewRGBA(image.Rectangle{Max: dims})
 					canvases[dims] = img
 				}
-				render(&scene, rng, img)
+				err := render(&scene, rng, img)
 				buf.Reset()
-				err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: opts.Quality})
+				if err == nil {
+					err = jpeg.Encode(&buf, img, &jpeg.Options{Quality: opts.Quality})
+				}
 				path := filepath.Join(imgDir, name)
 				if folder {
 					path = filepath.Join(imgDir, SynthClass(scene), name)

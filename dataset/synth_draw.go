@@ -1,6 +1,7 @@
 package dataset
 
 import (
+	"fmt"
 	"image"
 	"math"
 	"math/rand/v2"
@@ -69,31 +70,21 @@ var (
 	}()
 )
 
-// shapeSDF is the signed distance, in units of the radius, from p to a shape kind.
-func shapeSDF(kind string, p vec) float64 {
-	switch kind {
-	case "circle":
-		return math.Hypot(p.x, p.y) - 1
-	case "square":
-		return polygonSDF(p, squarePoly)
-	case "triangle":
-		return polygonSDF(vec{p.x, p.y - 0.15}, trianglePoly)
-	case "diamond":
-		return polygonSDF(p, diamondPoly)
-	case "star":
-		return polygonSDF(p, starPoly)
-	case "hexagon":
-		return polygonSDF(p, hexagonPoly)
-	case "cross":
-		return polygonSDF(p, crossPoly)
-	case "crescent":
+// shapeSDFs are the signed distances, in units of the radius, from p to each shape kind.
+var shapeSDFs = map[string]func(p vec) float64{
+	"circle":   func(p vec) float64 { return math.Hypot(p.x, p.y) - 1 },
+	"square":   func(p vec) float64 { return polygonSDF(p, squarePoly) },
+	"triangle": func(p vec) float64 { return polygonSDF(vec{p.x, p.y - 0.15}, trianglePoly) },
+	"diamond":  func(p vec) float64 { return polygonSDF(p, diamondPoly) },
+	"star":     func(p vec) float64 { return polygonSDF(p, starPoly) },
+	"hexagon":  func(p vec) float64 { return polygonSDF(p, hexagonPoly) },
+	"cross":    func(p vec) float64 { return polygonSDF(p, crossPoly) },
+	"crescent": func(p vec) float64 {
 		outer := math.Hypot(p.x, p.y) - 1
 		inner := math.Hypot(p.x-0.5, p.y+0.15) - 0.82
 		return math.Max(outer, -inner)
-	case "ring":
-		return math.Abs(math.Hypot(p.x, p.y)-0.7) - 0.3
-	}
-	panic("dataset: unknown synthetic shape " + kind)
+	},
+	"ring": func(p vec) float64 { return math.Abs(math.Hypot(p.x, p.y)-0.7) - 0.3 },
 }
 
 // textureMain returns how much of the main colour (rather than the texture's second
@@ -159,8 +150,16 @@ func secondColour(c [3]uint8) [3]float64 {
 }
 
 // render draws scene s into img, which must be s.Width x s.Height (every pixel is
-// overwritten). rng supplies the background variation and the pixel noise.
-func render(s *SynthImage, rng *rand.Rand, img *image.RGBA) {
+// overwritten). rng supplies the background variation and the pixel noise. A shape of
+// a kind without a signed distance in shapeSDFs is an error naming it, before anything
+// is drawn.
+func render(s *SynthImage, rng *rand.Rand, img *image.RGBA) error {
+	sdfs := make([]func(vec) float64, len(s.Shapes))
+	for i, sh := range s.Shapes {
+		if sdfs[i] = shapeSDFs[sh.Kind]; sdfs[i] == nil {
+			return fmt.Errorf("unknown shape kind %q", sh.Kind)
+		}
+	}
 	w, h := s.Width, s.Height
 	bg := s.bgRGB
 	// Background: the base colour under a vertical gradient and soft blotches.
@@ -203,7 +202,7 @@ func render(s *SynthImage, rng *rand.Rand, img *image.RGBA) {
 				if p.dot(p) > bound {
 					continue
 				}
-				cov := clamp01(0.5 - shapeSDF(sh.Kind, p)*sh.Radius)
+				cov := clamp01(0.5 - sdfs[i](p)*sh.Radius)
 				if cov == 0 {
 					continue
 				}
@@ -227,6 +226,7 @@ func render(s *SynthImage, rng *rand.Rand, img *image.RGBA) {
 			}
 		}
 	}
+	return nil
 }
 
 func clampByte(v float64) uint8 {

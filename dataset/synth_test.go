@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"image"
 	"image/jpeg"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -427,6 +428,41 @@ func TestSynthDescriptionCollisions(t *testing.T) {
 				c.positions, shared, n, 100*rate, 100*c.bound)
 		} else {
 			t.Logf("positions %v: %d of %d images share their description", c.positions, shared, n)
+		}
+	}
+}
+
+// TestSynthShapeKinds checks that every kind a scene can draw has a signed distance
+// (negative at the centre, positive far outside), and that a scene with any other kind
+// is an error naming it, with nothing drawn, rather than a panic in a worker goroutine.
+func TestSynthShapeKinds(t *testing.T) {
+	for _, kind := range append(slices.Clone(baseShapes), shiftedShapes...) {
+		sdf := shapeSDFs[kind]
+		if sdf == nil {
+			t.Errorf("shape kind %q has no signed distance", kind)
+			continue
+		}
+		probe := vec{0, 0}
+		if kind == "ring" || kind == "crescent" { // hollow: their body is off-centre
+			probe = vec{-0.7, 0}
+		}
+		if in, out := sdf(probe), sdf(vec{3, 3}); in >= 0 || out <= 0 {
+			t.Errorf("%s: signed distance %g inside, %g outside", kind, in, out)
+		}
+	}
+	img := image.NewRGBA(image.Rect(0, 0, 32, 32))
+	for i := range img.Pix {
+		img.Pix[i] = 7
+	}
+	s := SynthImage{Width: 32, Height: 32, Shapes: []SynthShape{
+		{Kind: "circle", X: 16, Y: 16, Radius: 5}, {Kind: "blob", X: 16, Y: 16, Radius: 5}}}
+	err := render(&s, rand.New(rand.NewPCG(1, 2)), img)
+	if err == nil || !strings.Contains(err.Error(), `"blob"`) {
+		t.Fatalf("render of a blob: %v, want an error naming it", err)
+	}
+	for i, v := range img.Pix {
+		if v != 7 {
+			t.Fatalf("render drew pixel byte %d before failing", i)
 		}
 	}
 }
