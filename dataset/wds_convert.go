@@ -3,6 +3,7 @@ package dataset
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"image/jpeg"
@@ -51,6 +52,14 @@ func WriteShards(ds *Dataset, out string, opts ConvertOptions) (*ConvertResult, 
 	}
 	if opts.Resize < 0 {
 		return nil, fmt.Errorf("shard: resize %d: want 0 (copy) or a side in pixels", opts.Resize)
+	}
+	if ds == nil {
+		return nil, errors.New("shard: no data set (nil *Dataset)")
+	}
+	for _, it := range ds.Items {
+		if len(it.Captions) == 0 {
+			return nil, fmt.Errorf("shard: image %s has no caption (every sample needs one)", itemLabel(it))
+		}
 	}
 	res := &ConvertResult{Shards: map[Split][]string{}, Samples: map[Split]int{}}
 	for _, split := range []Split{Train, Val, Test} {

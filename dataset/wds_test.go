@@ -678,3 +678,27 @@ func TestStreamDrawsCaptions(t *testing.T) {
 		t.Errorf("%d distinct captions over 6 epochs of 4 samples with 3 captions each: %v", len(seen), seen)
 	}
 }
+
+// TestWriteShardsBadInput checks that a data set WriteShards cannot write (none, or an
+// image without a caption) is an error naming it, before any shard is written.
+func TestWriteShardsBadInput(t *testing.T) {
+	out := t.TempDir()
+	if _, err := WriteShards(nil, out, ConvertOptions{}); err == nil || !strings.Contains(err.Error(), "no data set") {
+		t.Errorf("WriteShards(nil): %v", err)
+	}
+	img := filepath.Join(t.TempDir(), "b.png")
+	if err := os.WriteFile(img, solidPNG(t, 1, 8, 8), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ds := &Dataset{Items: []Item{
+		{Image: img, Name: "a.png", Captions: []string{"a red square"}, Split: Train},
+		{Image: img, Name: "b.png", Split: Train},
+	}}
+	_, err := WriteShards(ds, out, ConvertOptions{})
+	if err == nil || !strings.Contains(err.Error(), "b.png") || !strings.Contains(err.Error(), "caption") {
+		t.Errorf("WriteShards with an uncaptioned image: %v, want an error naming b.png", err)
+	}
+	if entries, _ := os.ReadDir(out); len(entries) != 0 {
+		t.Errorf("WriteShards wrote %d entries before failing", len(entries))
+	}
+}
