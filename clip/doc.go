@@ -33,8 +33,11 @@
 // # Error Handling
 //
 // Config and state-dict functions return errors naming the offending field or key. The
-// forward methods panic with *torch.Error on bad input shapes, as torch's operations do;
-// run them inside torch.Try.
+// checkpoint, open_clip, hub and state-dict functions (loading, converting, saving)
+// never panic: each recovers the tensor panics of its own work (a nil or freed tensor,
+// a failed copy) into its error, which names the key in hand. The forward methods panic
+// with *torch.Error on bad input shapes, as torch's operations do; run them inside
+// torch.Try.
 //
 // # Memory
 //

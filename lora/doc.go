@@ -35,8 +35,12 @@
 //
 // # Error Handling
 //
-// Configuration, injection and file functions return errors. Forward panics with
-// *torch.Error on a bad shape, as nn's modules do; run it inside torch.Try.
+// Outside the layer's tensor code (NewLinear and Linear's methods), every exported
+// function that can fail returns an error instead of panicking: configuration,
+// injection, merging, counting, fingerprints and files recover the tensor panics of
+// their own work (a nil model, a freed tensor, a failed copy) into an error naming the
+// module, parameter or key in hand. NewLinear and Linear's methods panic with
+// *torch.Error on a bad shape, as nn's modules do; run them inside torch.Try.
 //
 // # Memory
 //
