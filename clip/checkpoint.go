@@ -333,6 +333,9 @@ func LoadPretrained(dir string, dev torch.Device, dtype torch.DType) (*Model, Co
 // model's own tensors where they already are, converted copies elsewhere. Call release
 // when done with it; it frees the copies only.
 func stateDictAs(m *Model, dtype torch.DType) (sd map[string]*torch.Tensor, release func(), err error) {
+	if m == nil {
+		return nil, nil, errors.New("no model (nil *Model)")
+	}
 	sd = m.StateDict()
 	var copies []*torch.Tensor
 	release = func() {

@@ -72,6 +72,28 @@ func TestFromOpenCLIPBadEntry(t *testing.T) {
 	wantErrNaming(t, "FromOpenCLIP with a freed entry", err, key, "freed")
 }
 
+func TestSaveNilModel(t *testing.T) {
+	cfg := ckptSmallConfig(t)
+	dir := t.TempDir()
+	for _, save := range []struct {
+		name string
+		path string
+		f    func(path string) error
+	}{
+		{"SaveWeights", filepath.Join(dir, "w.safetensors"), func(p string) error { return SaveWeights(p, nil, torch.Float32) }},
+		{"SavePT", filepath.Join(dir, "w.pt"), func(p string) error { return SavePT(p, nil) }},
+		{"SaveOpenCLIP", filepath.Join(dir, "oc.pt"), func(p string) error { return SaveOpenCLIP(p, nil, torch.Float32) }},
+		{"SaveHF", filepath.Join(dir, "hf"), func(p string) error { return SaveHF(p, nil, cfg, "") }},
+		{"SaveOpenCLIPFolder", filepath.Join(dir, "ocf"), func(p string) error { return SaveOpenCLIPFolder(p, nil, torch.Float32, "") }},
+	} {
+		err := save.f(save.path)
+		wantErrNaming(t, save.name+" of no model", err, save.path, "no model")
+		if _, serr := os.Stat(save.path); serr == nil {
+			t.Errorf("%s: %s was written despite the error", save.name, save.path)
+		}
+	}
+}
+
 func TestSaveFreedParameter(t *testing.T) {
 	cfg := ckptSmallConfig(t)
 	m := ckptNewModel(t, cfg)
@@ -92,5 +114,11 @@ func TestSaveFreedParameter(t *testing.T) {
 		if _, serr := os.Stat(save.path); serr == nil {
 			t.Errorf("%s: %s was written despite the error", save.name, save.path)
 		}
+	}
+	ocf := filepath.Join(dir, "ocf")
+	err := SaveOpenCLIPFolder(ocf, m, torch.Float32, "")
+	wantErrNaming(t, "SaveOpenCLIPFolder of a model with a freed parameter", err, ocf, "logit_scale", "freed")
+	if _, serr := os.Stat(filepath.Join(ocf, OpenCLIPConfigFile)); serr == nil {
+		t.Errorf("SaveOpenCLIPFolder wrote %s despite the error", OpenCLIPConfigFile)
 	}
 }

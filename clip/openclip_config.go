@@ -334,6 +334,9 @@ func loadSourceConfig(s Source) (Config, error) {
 // when it is not "" (vocab.json and merges.txt, and the others SaveHFAs copies). Each
 // file is written atomically.
 func SaveOpenCLIPFolder(dir string, m *Model, dtype torch.DType, tokenizerDir string) error {
+	if m == nil {
+		return fmt.Errorf("save %s: no model (nil *Model)", dir)
+	}
 	mc, err := OpenCLIPModelConfig(m.Config)
 	if err != nil {
 		return fmt.Errorf("save %s: %w", dir, err)
