@@ -49,10 +49,10 @@ func (r EvalResult) String() string {
 
 // EvalOptions configure Evaluate.
 type EvalOptions struct {
-	BatchSize int       // pairs per loss batch and per forward pass (default 256)
-	Workers   int       // image decoders (default: the loader's)
-	Precision Precision // autocast for the forward passes (default fp32)
-	CacheDir  string    // a dataset cache to read images from ("" for none)
+	BatchSize int            // pairs per loss batch and per forward pass (default 256)
+	Workers   int            // image decoders (default: the loader's)
+	Precision clip.Precision // autocast for the forward passes (default fp32)
+	CacheDir  string         // a dataset cache to read images from ("" for none)
 	Report    *dataset.Report
 
 	// Progress, when set, is told the pass's work: (0, total) at the start, then after

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"goclip/clip"
 	"goclip/dataset"
 	"goclip/torch"
 )
@@ -159,7 +160,7 @@ func trainRSSChild(t *testing.T, steps, warm, batch int) {
 	hwm := true
 	var peak1, peak2 int64 // kB: VmHWM, or the largest VmRSS sampled after each step
 	opts := Options{Out: t.TempDir(), MaxSteps: steps, BatchSize: batch, LR: 1e-4, Warmup: 10,
-		Workers: 2, LogEvery: 100, Precision: FP32,
+		Workers: 2, LogEvery: 100, Precision: clip.FP32,
 		AfterStep: func(step int, _ float64) {
 			rss := procStatusKB(t, "VmRSS")
 			switch {

@@ -46,9 +46,9 @@ type Options struct {
 	Eps         float64 // default 1e-6
 	ClipGrad    float64 // max gradient 2-norm (0: no clipping)
 
-	Precision   Precision // fp32, bf16 or fp16 (default fp32)
-	InitScale   float64   // fp16's initial loss scale (default 65536)
-	MaxBadSteps int       // non-finite steps in a row tolerated (default 10)
+	Precision   clip.Precision // fp32, bf16 or fp16 (default fp32)
+	InitScale   float64        // fp16's initial loss scale (default 65536)
+	MaxBadSteps int            // non-finite steps in a row tolerated (default 10)
 
 	LogEvery      int // steps between metrics.jsonl training rows (default 10)
 	EvalEvery     int // steps between evaluations (0: at the end of each epoch)
@@ -126,7 +126,7 @@ func (o *Options) defaults() {
 		o.Eps = 1e-6
 	}
 	if o.Precision == "" {
-		o.Precision = FP32
+		o.Precision = clip.FP32
 	}
 	if o.InitScale == 0 {
 		o.InitScale = DefaultInitScale
@@ -281,7 +281,7 @@ func newTrainer(job Job, opts Options) (*trainer, error) {
 	}); terr != nil {
 		err = terr
 	}
-	if opts.Precision == FP16 {
+	if opts.Precision == clip.FP16 {
 		t.scaler = NewLossScaler(opts.InitScale)
 	}
 	return t, err

@@ -19,7 +19,6 @@ import (
 	"goclip/clip/tokenizer"
 	"goclip/dataset"
 	"goclip/torch"
-	"goclip/train"
 )
 
 // loadedModel is a model loaded for inference, with what encoding needs beside it.
@@ -29,7 +28,7 @@ type loadedModel struct {
 	cfg   clip.Config
 	src   clip.Source
 	dev   torch.Device
-	prec  train.Precision
+	prec  clip.Precision
 }
 
 // loadInferenceModel applies the compute flags and loads --model in evaluation mode.

@@ -151,12 +151,12 @@ func parseDevice(s string) (torch.Device, error) {
 
 // precisionOf reads --precision; unset, it is the device's default (bf16 on CUDA, fp32
 // on the CPU).
-func precisionOf(c *cli.Context, dev torch.Device) (train.Precision, error) {
-	p, err := train.ParsePrecision(c.String(precisionFlag.Name), dev)
+func precisionOf(c *cli.Context, dev torch.Device) (clip.Precision, error) {
+	p, err := clip.ParsePrecision(c.String(precisionFlag.Name), dev)
 	if err != nil {
 		return "", fmt.Errorf("--precision: %w", err)
 	}
-	if p == train.BF16 && dev.Type == torch.CPUDevice {
+	if p == clip.BF16 && dev.Type == torch.CPUDevice {
 		fmt.Fprintln(c.App.ErrWriter, "warning: --precision bf16 on the CPU is emulated and several times slower than fp32 (use fp32 on the CPU)")
 	}
 	return p, nil

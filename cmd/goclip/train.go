@@ -147,7 +147,7 @@ func init() { register(trainCommand) }
 // trainSetup is what train and finetune share: the device, the data and the options.
 type trainSetup struct {
 	dev     torch.Device
-	prec    train.Precision
+	prec    clip.Precision
 	ds      *dataset.Dataset
 	shards  *dataset.Shards // webdataset shards to stream (nil: ds's items)
 	opts    train.Options
@@ -202,7 +202,7 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 	if err != nil {
 		return nil, err
 	}
-	if prec == train.FP16 && dev.Type != torch.CUDADevice {
+	if prec == clip.FP16 && dev.Type != torch.CUDADevice {
 		return nil, errors.New("--precision fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
 	}
 	out := c.String("out")

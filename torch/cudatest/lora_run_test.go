@@ -12,7 +12,7 @@ import (
 
 // loraRun takes 50 LoRA steps (r 8 on q/k/v of the tiny preset, the training loop's own
 // step) on one fixed random batch on d and returns the first and last losses.
-func loraRun(t *testing.T, d torch.Device, prec train.Precision) (first, last float64) {
+func loraRun(t *testing.T, d torch.Device, prec clip.Precision) (first, last float64) {
 	t.Helper()
 	torch.ManualSeed(1)
 	cfg, err := clip.Preset("tiny")
@@ -70,7 +70,7 @@ func TestLoRARunLossFalls(t *testing.T) {
 		if testing.Short() {
 			t.Skip("50 training steps")
 		}
-		first, last := loraRun(t, torch.CPU, train.FP32)
+		first, last := loraRun(t, torch.CPU, clip.FP32)
 		t.Logf("cpu fp32: loss %.4f -> %.4f", first, last)
 		if !(last < 0.5*first) {
 			t.Fatalf("loss %.4f -> %.4f after 50 LoRA steps: did not halve", first, last)
@@ -78,7 +78,7 @@ func TestLoRARunLossFalls(t *testing.T) {
 	})
 	t.Run("cuda-bf16", func(t *testing.T) {
 		needCUDA(t)
-		first, last := loraRun(t, dev, train.BF16)
+		first, last := loraRun(t, dev, clip.BF16)
 		t.Logf("cuda bf16: loss %.4f -> %.4f", first, last)
 		if !(last < 0.5*first) {
 			t.Fatalf("loss %.4f -> %.4f after 50 LoRA steps: did not halve", first, last)
