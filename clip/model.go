@@ -519,11 +519,27 @@ func (m *Model) EncodeText(ids *torch.Tensor) *torch.Tensor {
 }
 
 // Forward returns logits_per_image [B, B]: exp(logit_scale) times the cosine similarity
-// of image i and text j. (logits_per_text is its transpose.)
+// of image i and text j (Logits). (logits_per_text is its transpose.)
 func (m *Model) Forward(pixels, ids *torch.Tensor) *torch.Tensor {
-	img := m.EncodeImage(pixels).Normalize(2, -1, 1e-12) // [B, P]
-	txt := m.EncodeText(ids).Normalize(2, -1, 1e-12)     // [B, P]
-	return img.Matmul(txt.T()).Mul(m.LogitScale.Exp())   // [B, B]
+	img := Normalized(m.EncodeImage(pixels)) // [B, P]
+	txt := Normalized(m.EncodeText(ids))     // [B, P]
+	return Logits(img, txt, m.LogitScale)    // [B, B]
+}
+
+// Normalized is embeddings x [N, P] in float32, each row scaled to unit length (L2,
+// eps 1e-12), so that their dot products are cosine similarities.
+func Normalized(x *torch.Tensor) *torch.Tensor {
+	return x.To(torch.Float32).Normalize(2, -1, 1e-12) // [N, P]
+}
+
+// Logits are CLIP's logits [N, M] of normalised embeddings x [N, P] and y [M, P]
+// (Normalized): exp(logitScale)·<x_i, y_j>, the cosine similarities times the learned
+// temperature scale. With images x and texts y they are logits_per_image, the other way
+// round logits_per_text. logitScale is a scalar tensor, the log of the scale (the
+// model's LogitScale, CLIPModel's logit_scale). Every loss, the evaluation and
+// zero-shot classification take their logits from here.
+func Logits(x, y, logitScale *torch.Tensor) *torch.Tensor {
+	return x.Matmul(y.T()).Mul(logitScale.To(torch.Float32).Exp()) // [N, M]
 }
 
 // ContrastiveLoss is CLIP's symmetric cross-entropy of logits_per_image [B, B] whose

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 
+	"goclip/clip"
 	"goclip/nn"
 	"goclip/torch"
 )
@@ -169,9 +170,9 @@ func (dp *DataParallel) AnyRank(v bool) (bool, error) {
 // With a nil pg it is the ordinary loss over the local batch. It panics like tensor
 // operations, also when a collective fails.
 func ContrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.ProcessGroup) *torch.Tensor {
-	in := img.To(torch.Float32).Normalize(2, -1, 1e-12) // [b, P]
-	tn := txt.To(torch.Float32).Normalize(2, -1, 1e-12) // [b, P]
-	allImg, allTxt := in, tn                            // [N, P]
+	in := clip.Normalized(img) // [b, P]
+	tn := clip.Normalized(txt) // [b, P]
+	allImg, allTxt := in, tn   // [N, P]
 	world, start := 1, int64(0)
 	b := in.Size(0)
 	if pg != nil {
@@ -196,9 +197,8 @@ func ContrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.Proce
 		allImg, allTxt = both.Narrow(1, 0, p), both.Narrow(1, p, p)      // [N, P] each
 	}
 	n := allImg.Size(0)
-	scale := logitScale.Exp()
-	perImage := in.Matmul(allTxt.T()).Mul(scale)                                          // [b, N]
-	perText := tn.Matmul(allImg.T()).Mul(scale)                                           // [b, N]
+	perImage := clip.Logits(in, allTxt, logitScale)                                       // [b, N]
+	perText := clip.Logits(tn, allImg, logitScale)                                        // [b, N]
 	target := torch.Arange(float64(start), float64(start+b), 1, torch.Int64, in.Device()) // [b]
 	loss := torch.CrossEntropy(perImage, target).Add(torch.CrossEntropy(perText, target)) // []
 	return loss.MulScalar(0.5 * float64(world) * float64(b) / float64(n))                 // []

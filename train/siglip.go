@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 
+	"goclip/clip"
 	"goclip/torch"
 )
 
@@ -51,9 +52,9 @@ var (
 // the loss of the local batch. It panics like tensor operations, also when a
 // collective fails.
 func SigLIPLossGathered(img, txt, logitScale, logitBias *torch.Tensor, pg *torch.ProcessGroup) *torch.Tensor {
-	in := img.To(torch.Float32).Normalize(2, -1, 1e-12) // [b, P]
-	tn := txt.To(torch.Float32).Normalize(2, -1, 1e-12) // [b, P]
-	allTxt := tn                                        // [N, P]
+	in := clip.Normalized(img) // [b, P]
+	tn := clip.Normalized(txt) // [b, P]
+	allTxt := tn               // [N, P]
 	world, start := 1, int64(0)
 	b := in.Size(0)
 	if pg != nil {
@@ -79,9 +80,9 @@ func SigLIPLossGathered(img, txt, logitScale, logitBias *torch.Tensor, pg *torch
 	for i := int64(0); i < b; i++ {
 		labels[i*n+start+i] = 1
 	}
-	z := torch.FromFloat32(labels, b, n).ToDevice(in.Device(), false)                                   // [b, N]
-	x := in.Matmul(allTxt.T()).Mul(logitScale.To(torch.Float32).Exp()).Add(logitBias.To(torch.Float32)) // [b, N]
-	x = x.Mul(z)                                                                                        // [b, N]
+	z := torch.FromFloat32(labels, b, n).ToDevice(in.Device(), false)         // [b, N]
+	x := clip.Logits(in, allTxt, logitScale).Add(logitBias.To(torch.Float32)) // [b, N]
+	x = x.Mul(z)                                                              // [b, N]
 	// -log σ(x) = relu(-x) + log(1 + exp(-|x|)), finite for every x.
 	nll := x.Neg().Relu().Add(x.Abs().Neg().Exp().AddScalar(1).Log()) // [b, N]
 	return nll.Sum(false).MulScalar(float64(world) / float64(n))      // []

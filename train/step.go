@@ -32,13 +32,6 @@ type stepResult struct {
 	outcome  stepOutcome
 }
 
-// logits is exp(scale)·cos(img_i, txt_j) [B, B] of unnormalised embeddings, in float32.
-func logits(img, txt, logitScale *torch.Tensor) *torch.Tensor {
-	in := img.To(torch.Float32).Normalize(2, -1, 1e-12) // [B, P]
-	tn := txt.To(torch.Float32).Normalize(2, -1, 1e-12) // [B, P]
-	return in.Matmul(tn.T()).Mul(logitScale.Exp())      // [B, B]
-}
-
 // microBounds splits n samples into accum nearly equal consecutive parts.
 func microBounds(n, accum int) []int {
 	accum = max(1, min(accum, n))
@@ -144,7 +137,7 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 			return SigLIPLossGathered(img, txt, scale, bias, pg)
 		}
 		if pg == nil {
-			return clip.ContrastiveLoss(logits(img, txt, scale))
+			return clip.ContrastiveLoss(clip.Logits(clip.Normalized(img), clip.Normalized(txt), scale)) // [B, B] -> []
 		}
 		return ContrastiveLossGathered(img, txt, scale, pg)
 	}
