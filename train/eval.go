@@ -10,17 +10,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"math"
 
 	"goclip/clip"
 	"goclip/clip/tokenizer"
 	"goclip/dataset"
+	"goclip/embedding"
 	"goclip/torch"
 )
 
-// RecallKs are the k of the recalls reported.
-var RecallKs = []int{1, 5, 10}
+// recallKs are the k of the recalls reported, those of Recalls' fields in order.
+var recallKs = [...]int{1, 5, 10}
 
 // Recalls are R@1, R@5 and R@10 as fractions in [0, 1].
 type Recalls struct {
@@ -29,7 +28,7 @@ type Recalls struct {
 	R10 float64 `json:"R@10"`
 }
 
-func recallsOf(r []float64) Recalls { return Recalls{R1: r[0], R5: r[1], R10: r[2]} }
+func recallsOf(r [len(recallKs)]float64) Recalls { return Recalls{R1: r[0], R5: r[1], R10: r[2]} }
 
 // EvalResult is what `goclip eval --json` prints and eval.json holds.
 type EvalResult struct {
@@ -70,7 +69,25 @@ type EvalOptions struct {
 }
 
 // DefaultEvalBatch is the evaluation batch size when none is given.
-const DefaultEvalBatch = 256
+const DefaultEvalBatch = embedding.DefaultBatchSize
+
+// EvalOptions are the options of the evaluations of a run (validation, zero-shot and
+// test), the same for each but their report and progress: the run's batch size,
+// workers, precision, cache and process group.
+func (o Options) EvalOptions(report *dataset.Report, progress func(done, total int)) EvalOptions {
+	return EvalOptions{BatchSize: o.EvalBatchSize, Workers: o.Workers, Precision: o.Precision, CacheDir: o.CacheDir,
+		Report: report, Progress: progress, ProcessGroup: o.ProcessGroup}
+}
+
+// embedder is the embedding pipeline of opts for m and tok, telling report the inputs
+// embedded.
+func (opts EvalOptions) embedder(m *clip.Model, tok *tokenizer.Tokenizer, report func(int)) *embedding.Embedder {
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = DefaultEvalBatch
+	}
+	return embedding.New(m, tok, embedding.Options{BatchSize: opts.BatchSize, Workers: opts.Workers,
+		Precision: opts.Precision, CacheDir: opts.CacheDir, Report: opts.Report, Progress: report})
+}
 
 // Evaluate runs the evaluation protocol on items with m in evaluation mode (it leaves m
 // in evaluation mode). Captions are tokenized with tok at the model's context length.
@@ -88,13 +105,15 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 	for _, it := range items {
 		nCaps += len(it.Captions)
 	}
-	lo, hi := shareOf(opts.ProcessGroup, len(items))
-	caps0, caps1 := shareOf(opts.ProcessGroup, nCaps)
+	pg := opts.ProcessGroup
+	lo, hi := shareOf(pg, len(items))
+	caps0, caps1 := shareOf(pg, nCaps)
 	report := progressOf(opts.Progress, hi-lo+caps1-caps0)
+	emb := opts.embedder(m, tok, report)
 
 	scope := torch.NewScope() // the pass's: the embeddings of every batch
 	defer scope.Close()
-	img, kept, err := embedItemImages(ctx, m, items, opts, report) // [N, P]
+	img, kept, err := imagesOf(ctx, emb, items, pg) // [N, P]
 	if err != nil {
 		return res, fmt.Errorf("evaluate: %w", err)
 	}
@@ -113,16 +132,20 @@ func Evaluate(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, item
 			owner = append(owner, i)
 		}
 	}
-
+	txt, err := textsOf(emb, captions, pg) // [M, P]
+	if err != nil {
+		return res, fmt.Errorf("evaluate: %w", err)
+	}
+	report(-1) // every embedding is done (an unreadable image's captions are not embedded)
 	err = torch.Try(func() {
 		torch.NoGrad(func() {
-			txt := embedTexts(m, tok, captions, opts, report) // [M, P]
-			report(-1)                                        // every embedding is done (an unreadable image's captions are not embedded)
-			pairTxt := txt.IndexSelect(0, torch.FromInt64(first, int64(len(first))).ToDevice(dev, false))
-			res.Loss = PairLoss(img, pairTxt, m.LogitScale.Item(), opts.BatchSize)
-			res.ImageToText, res.TextToImage = Retrieval(img, txt, owner)
+			pairTxt := txt.IndexSelect(0, torch.FromInt64(first, int64(len(first))).ToDevice(dev, false)) // [N, P]
+			res.Loss = pairLoss(img, pairTxt, m.LogitScale, opts.BatchSize)
 		})
 	})
+	if err == nil {
+		res.ImageToText, res.TextToImage, err = Retrieval(img, txt, owner)
+	}
 	if err != nil {
 		return res, fmt.Errorf("evaluate: %w", err)
 	}
@@ -157,148 +180,68 @@ func shareOf(pg *torch.ProcessGroup, n int) (int, int) {
 	return RankSlice(n, pg.Rank(), pg.World())
 }
 
-// embedItemImages embeds the images of items with m (unnormalised projected
-// embeddings), in batches of opts.BatchSize, in the current scope: img [N, P] holds the
-// N readable images in item order and kept their indices into items. Unreadable images
-// are left out and recorded in opts.Report. With opts.ProcessGroup each rank embeds its
-// RankSlice and every rank gets all rows. Every batch's activations are freed as it
-// ends, and report is told its images.
-func embedItemImages(ctx context.Context, m *clip.Model, items []dataset.Item, opts EvalOptions, report func(int)) (img *torch.Tensor, kept []int, err error) {
-	dev := m.Device()
-	pg := opts.ProcessGroup
+// imagesOf embeds the images of items with emb, in the current scope: img [N, P] holds
+// the N readable images in item order and kept their indices into items. With pg each
+// rank embeds its RankSlice of the items and every rank gets all rows.
+func imagesOf(ctx context.Context, emb *embedding.Embedder, items []dataset.Item, pg *torch.ProcessGroup) (img *torch.Tensor, kept []int, err error) {
 	lo, hi := shareOf(pg, len(items))
-	loader := dataset.NewLoader(items[lo:hi], dataset.LoaderOptions{
-		Size: int(m.Config.Vision.ImageSize), BatchSize: opts.BatchSize, Workers: opts.Workers, FirstCaption: true,
-		CacheDir: opts.CacheDir, Report: opts.Report,
-	})
-	defer loader.Close()
-	if err := loader.Start(0, 0); err != nil {
-		return nil, nil, err
-	}
-	var imgChunks []*torch.Tensor
-	var loadErr error
-	err = torch.Try(func() {
-		torch.NoGrad(func() {
-			for {
-				b, err := loader.Next(ctx)
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					loadErr = err
-					return
-				}
-				n := int64(b.Len())
-				s := int64(b.Size)
-				imgChunks = append(imgChunks, inBatchScope(func() *torch.Tensor {
-					var e *torch.Tensor
-					opts.Precision.Run(dev, func() {
-						x := torch.FromFloat32(b.Pixels, n, 3, s, s).ToDevice(dev, false) // [B, 3, S, S]
-						e = m.EncodeImage(x).To(torch.Float32)                            // [B, P]
-					})
-					return e
-				}))
-				for _, i := range b.Items {
-					kept = append(kept, lo+i)
-				}
-				report(b.Len())
-				b.Release()
-			}
-		})
-	})
-	if err == nil {
-		err = loadErr
-	}
+	res, err := emb.Images(ctx, items[lo:hi])
 	if err != nil {
 		return nil, nil, err
 	}
-	err = torch.Try(func() {
-		if len(imgChunks) == 0 {
-			img = torch.Zeros([]int64{0, m.Config.ProjectionDim}, torch.Float32, dev)
-		} else {
-			img = torch.Cat(imgChunks, 0) // [N, P]
+	ids := make([]int64, len(res.Kept))
+	for i, k := range res.Kept {
+		ids[i] = int64(lo + k)
+	}
+	img = res.Embeddings // [N, P]
+	if pg != nil {
+		if img, err = pg.AllGather(img); err != nil {
+			return nil, nil, err
 		}
-		if pg == nil {
-			return
+		var all *torch.Tensor
+		if err := torch.Try(func() { all = torch.FromInt64(ids, int64(len(ids))) }); err != nil {
+			return nil, nil, err
 		}
-		all, err := pg.AllGather(img)
-		mustDist(err)
-		img = all
-		ids := make([]int64, len(kept))
-		for i, k := range kept {
-			ids[i] = int64(k)
+		if all, err = pg.AllGather(all); err != nil {
+			return nil, nil, err
 		}
-		allIDs, err := pg.AllGather(torch.FromInt64(ids, int64(len(ids))))
-		mustDist(err)
-		kept = kept[:0]
-		for _, k := range allIDs.Int64s() {
-			kept = append(kept, int(k))
+		if err := torch.Try(func() { ids = all.Int64s() }); err != nil {
+			return nil, nil, err
 		}
-	})
-	if err != nil {
-		return nil, nil, err
+	}
+	kept = make([]int, len(ids))
+	for i, k := range ids {
+		kept[i] = int(k)
 	}
 	return img, kept, nil
 }
 
-// embedTexts embeds texts with m (unnormalised projected embeddings [M, P], in text
-// order), tokenized with tok at the model's context length, in batches of
-// opts.BatchSize, in the current scope. With opts.ProcessGroup each rank embeds its
-// RankSlice and every rank gets all rows. It panics with a *torch.Error on failure, so
-// it runs inside torch.Try (and NoGrad). report is told each batch's texts.
-func embedTexts(m *clip.Model, tok *tokenizer.Tokenizer, texts []string, opts EvalOptions, report func(int)) *torch.Tensor {
-	dev := m.Device()
-	ctxLen := int(m.Config.Text.MaxPositionEmbeddings)
-	pg := opts.ProcessGroup
-	lo, hi := shareOf(pg, len(texts)) // this rank's texts
-	chunks := []*torch.Tensor{torch.Zeros([]int64{0, m.Config.ProjectionDim}, torch.Float32, dev)}
-	for start := lo; start < hi; start += opts.BatchSize {
-		batch := texts[start:min(start+opts.BatchSize, hi)]
-		ids, _ := tok.Batch(batch, ctxLen)
-		chunks = append(chunks, inBatchScope(func() *torch.Tensor {
-			var e *torch.Tensor
-			opts.Precision.Run(dev, func() {
-				x := m.TextIDs(ids, len(batch)).ToDevice(dev, false) // [B, L]
-				e = m.EncodeText(x).To(torch.Float32)                // [B, P]
-			})
-			return e
-		}))
-		report(len(batch))
+// textsOf embeds texts with emb, in the current scope: [M, P] in text order. With pg
+// each rank embeds its RankSlice of the texts and every rank gets all rows.
+func textsOf(emb *embedding.Embedder, texts []string, pg *torch.ProcessGroup) (*torch.Tensor, error) {
+	lo, hi := shareOf(pg, len(texts))
+	txt, err := emb.Texts(texts[lo:hi]) // [M, P] (this rank's share)
+	if err != nil || pg == nil {
+		return txt, err
 	}
-	txt := torch.Cat(chunks, 0) // [M, P] (this rank's share)
-	if pg != nil {
-		all, err := pg.AllGather(txt)
-		mustDist(err)
-		txt = all // [M, P]
-	}
-	return txt
+	return pg.AllGather(txt) // [M, P]
 }
 
-// inBatchScope runs one evaluation batch's forward pass f in its own scope and keeps
-// only the embeddings it returns (in the enclosing scope): the batch's activations and
-// inputs are freed before the next batch, whether f returns or panics.
-func inBatchScope(f func() *torch.Tensor) *torch.Tensor {
-	s := torch.NewScope()
-	defer s.Close()
-	return s.Keep(f())
-}
-
-// PairLoss is the evaluation loss: img [N, P] and txt [N, P] are the (unnormalised)
-// embeddings of N matching pairs; the symmetric cross-entropy with logits
-// exp(logitScale)·cos is taken over consecutive batches of batch pairs (the last one
-// partial) and averaged per pair.
-func PairLoss(img, txt *torch.Tensor, logitScale float64, batch int) float64 {
+// pairLoss is the evaluation loss: img [N, P] and txt [N, P] are the (unnormalised)
+// embeddings of N matching pairs; the symmetric cross-entropy of their logits
+// (clip.Logits with logitScale) is taken over consecutive batches of batch pairs (the
+// last one partial) and averaged per pair. It panics like tensor operations.
+func pairLoss(img, txt, logitScale *torch.Tensor, batch int) float64 {
 	scope := torch.NewScope()
 	defer scope.Close()
 	n := img.Size(0)
-	scale := math.Exp(logitScale)
-	in := img.Normalize(2, -1, 1e-12) // [N, P]
-	tn := txt.Normalize(2, -1, 1e-12) // [N, P]
+	in := clip.Normalized(img) // [N, P]
+	tn := clip.Normalized(txt) // [N, P]
 	var sum float64
 	for s := int64(0); s < n; s += int64(batch) {
 		torch.WithScope(func() {
 			b := min(int64(batch), n-s)
-			logits := in.Narrow(0, s, b).Matmul(tn.Narrow(0, s, b).T()).MulScalar(scale) // [b, b]
+			logits := clip.Logits(in.Narrow(0, s, b), tn.Narrow(0, s, b), logitScale) // [b, b]
 			sum += clip.ContrastiveLoss(logits).Item() * float64(b)
 		})
 	}
@@ -313,59 +256,75 @@ const retrievalChunk = 1024
 // Evaluate returns the error and frees every tensor. nil outside tests.
 var retrievalChunkHook func(start int)
 
-// Retrieval computes the recalls at RecallKs from image embeddings img [N, P] and
+// Retrieval computes the recalls at 1, 5 and 10 from image embeddings img [N, P] and
 // caption embeddings txt [M, P] (unnormalised; similarity is the cosine), caption j
 // describing image owner[j]. Image-to-text R@k is the fraction of images that have any
 // of their captions among the k captions nearest to them; text-to-image R@k the
 // fraction of captions whose image is among the k images nearest to them. A k larger
-// than the candidates counts every candidate. Ties rank in index order.
-func Retrieval(img, txt *torch.Tensor, owner []int) (imageToText, textToImage Recalls) {
-	scope := torch.NewScope()
-	defer scope.Close()
-	if int64(len(owner)) != txt.Size(0) {
-		panic(&torch.Error{Op: "retrieval", Msg: fmt.Sprintf("%d caption owners for %d captions", len(owner), txt.Size(0))})
+// than the candidates counts every candidate. Ties rank in index order. An owner list
+// that does not match the captions and images is an error, as is a tensor failure.
+func Retrieval(img, txt *torch.Tensor, owner []int) (imageToText, textToImage Recalls, err error) {
+	var n, m int64
+	if err := torch.Try(func() { n, m = img.Size(0), txt.Size(0) }); err != nil {
+		return imageToText, textToImage, fmt.Errorf("retrieval: %w", err)
 	}
-	in := img.Normalize(2, -1, 1e-12) // [N, P]
-	tn := txt.Normalize(2, -1, 1e-12) // [M, P]
+	if int64(len(owner)) != m {
+		return imageToText, textToImage, fmt.Errorf("retrieval: %d caption owners for %d captions", len(owner), m)
+	}
+	for j, o := range owner {
+		if o < 0 || int64(o) >= n {
+			return imageToText, textToImage, fmt.Errorf("retrieval: caption %d belongs to image %d of %d", j, o, n)
+		}
+	}
+	err = torch.Try(func() {
+		scope := torch.NewScope()
+		defer scope.Close()
+		in := clip.Normalized(img) // [N, P]
+		tn := clip.Normalized(txt) // [M, P]
+		imageToText = recallsOf(rank(in, tn, func(q, c int) bool { return owner[c] == q }))
+		textToImage = recallsOf(rank(tn, in, func(q, c int) bool { return owner[q] == c }))
+	})
+	if err != nil {
+		return Recalls{}, Recalls{}, fmt.Errorf("retrieval: %w", err)
+	}
+	return imageToText, textToImage, nil
+}
 
-	// rank gives the recalls of queries against cands; match says whether candidate c
-	// is a right answer for query q.
-	rank := func(queries, cands *torch.Tensor, match func(q, c int) bool) []float64 {
-		nq, nc := int(queries.Size(0)), int(cands.Size(0))
-		kmax := min(RecallKs[len(RecallKs)-1], nc)
-		found := make([]float64, len(RecallKs))
-		for s := 0; s < nq; s += retrievalChunk {
-			b := min(retrievalChunk, nq-s)
-			var top []int64
-			torch.WithScope(func() { // the chunk's similarities are freed before the next
-				if retrievalChunkHook != nil {
-					retrievalChunkHook(s)
+// rank gives the recalls at recallKs of queries [nq, P] against cands [nc, P] (both
+// normalised), match saying whether candidate c is a right answer for query q. It
+// panics like tensor operations.
+func rank(queries, cands *torch.Tensor, match func(q, c int) bool) [len(recallKs)]float64 {
+	nq, nc := int(queries.Size(0)), int(cands.Size(0))
+	kmax := min(recallKs[len(recallKs)-1], nc)
+	var found [len(recallKs)]float64
+	for s := 0; s < nq; s += retrievalChunk {
+		b := min(retrievalChunk, nq-s)
+		var top []int64
+		torch.WithScope(func() { // the chunk's similarities are freed before the next
+			if retrievalChunkHook != nil {
+				retrievalChunkHook(s)
+			}
+			sims := queries.Narrow(0, int64(s), int64(b)).Matmul(cands.T()) // [b, nc]
+			_, idx := sims.TopK(int64(kmax), 1, true)                       // [b, kmax]
+			top = idx.Int64s()
+		})
+		for q := 0; q < b; q++ {
+			first := kmax // rank of the first match
+			for r := 0; r < kmax; r++ {
+				if match(s+q, int(top[q*kmax+r])) {
+					first = r
+					break
 				}
-				sims := queries.Narrow(0, int64(s), int64(b)).Matmul(cands.T()) // [b, nc]
-				_, idx := sims.TopK(int64(kmax), 1, true)                       // [b, kmax]
-				top = idx.Int64s()
-			})
-			for q := 0; q < b; q++ {
-				first := kmax // rank of the first match
-				for r := 0; r < kmax; r++ {
-					if match(s+q, int(top[q*kmax+r])) {
-						first = r
-						break
-					}
-				}
-				for i, k := range RecallKs {
-					if first < k {
-						found[i]++
-					}
+			}
+			for i, k := range recallKs {
+				if first < k {
+					found[i]++
 				}
 			}
 		}
-		for i := range found {
-			found[i] /= float64(nq)
-		}
-		return found
 	}
-	imageToText = recallsOf(rank(in, tn, func(q, c int) bool { return owner[c] == q }))
-	textToImage = recallsOf(rank(tn, in, func(q, c int) bool { return owner[q] == c }))
-	return imageToText, textToImage
+	for i := range found {
+		found[i] /= float64(nq)
+	}
+	return found
 }

@@ -219,7 +219,10 @@ func TestRetrievalHandChecked(t *testing.T) {
 		-1, 0.2, // c5 of image 2: nearest image 2
 	}, 6, 2)
 	owner := []int{0, 0, 1, 1, 2, 2}
-	i2t, t2i := Retrieval(img, txt, owner)
+	i2t, t2i, err := Retrieval(img, txt, owner)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Image 0's nearest caption is c0 (its own): hit at rank 1. Image 1's nearest is c2
 	// (its own). Image 2's nearest is c3 (cos .995, image 1's), then c5, c4: own caption
 	// at rank 2. So R@1 = 2/3, R@5 = R@10 = 1.
@@ -236,7 +239,7 @@ func TestRetrievalHandChecked(t *testing.T) {
 	// their first captions c0, c2, then image 2 with c4 alone (CE of one logit: 0).
 	pair := torch.FromFloat32([]float32{2, 0.1, 0.2, 3, -1, 0.3}, 3, 2)
 	scale := math.Log(10)
-	got := PairLoss(img, pair, scale, 2)
+	got := pairLoss(img, pair, torch.Scalar(float32(scale)), 2)
 	cos := func(a, b [2]float64) float64 {
 		return (a[0]*b[0] + a[1]*b[1]) / math.Hypot(a[0], a[1]) / math.Hypot(b[0], b[1])
 	}
@@ -276,7 +279,10 @@ func TestRetrievalMatchesDefinition(t *testing.T) {
 			txts[j*d+k] = imgs[(j/per)*d+k] + float32(1.5*rng.NormFloat64())
 		}
 	}
-	i2t, t2i := Retrieval(torch.FromFloat32(imgs, n, d), torch.FromFloat32(txts, n*per, d), owner)
+	i2t, t2i, err := Retrieval(torch.FromFloat32(imgs, n, d), torch.FromFloat32(txts, n*per, d), owner)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	cos := func(a, b []float32) float64 {
 		var ab, aa, bb float64
@@ -302,7 +308,7 @@ func TestRetrievalMatchesDefinition(t *testing.T) {
 				better++
 			}
 		}
-		for r, k := range RecallKs {
+		for r, k := range recallKs {
 			if better < k {
 				wantI2T[r] += 1.0 / n
 			}
@@ -316,7 +322,7 @@ func TestRetrievalMatchesDefinition(t *testing.T) {
 				better++
 			}
 		}
-		for r, k := range RecallKs {
+		for r, k := range recallKs {
 			if better < k {
 				wantT2I[r] += 1.0 / float64(n*per)
 			}
@@ -328,7 +334,7 @@ func TestRetrievalMatchesDefinition(t *testing.T) {
 	for a := range got {
 		for r := range got[a] {
 			if math.Abs(got[a][r]-want[a][r]) > 1e-9 {
-				t.Errorf("direction %d R@%d = %g, definition gives %g", a, RecallKs[r], got[a][r], want[a][r])
+				t.Errorf("direction %d R@%d = %g, definition gives %g", a, recallKs[r], got[a][r], want[a][r])
 			}
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"goclip/clip"
 	"goclip/clip/tokenizer"
 	"goclip/dataset"
+	"goclip/embedding"
 	"goclip/torch"
 )
 
@@ -150,28 +151,82 @@ func Prompts(classes, templates []string) []string {
 // ClassEmbeddings returns the zero-shot classifier [K, P] for classes: row c is the
 // mean over templates of the normalised text embeddings of class c's prompts
 // (Prompts), normalised. The tensor is made in the current scope. opts.Progress, when
-// set, is told the prompts embedded. It panics with a *torch.Error on failure, so it
-// runs inside torch.Try.
-func ClassEmbeddings(m *clip.Model, tok *tokenizer.Tokenizer, classes, templates []string, opts EvalOptions) *torch.Tensor {
+// set, is told the prompts embedded. With opts.ProcessGroup the prompts are shared over
+// the ranks as Evaluate shares the captions.
+func ClassEmbeddings(m *clip.Model, tok *tokenizer.Tokenizer, classes, templates []string, opts EvalOptions) (*torch.Tensor, error) {
 	lo, hi := shareOf(opts.ProcessGroup, len(classes)*len(templates))
 	report := progressOf(opts.Progress, hi-lo)
-	cls := classEmbeddings(m, tok, classes, templates, opts, report)
+	cls, err := classEmbeddings(opts.embedder(m, tok, report), opts.ProcessGroup, classes, templates)
+	if err != nil {
+		return nil, fmt.Errorf("class embeddings: %w", err)
+	}
 	report(-1)
-	return cls
+	return cls, nil
 }
 
-// classEmbeddings is ClassEmbeddings telling report the prompts embedded.
-func classEmbeddings(m *clip.Model, tok *tokenizer.Tokenizer, classes, templates []string, opts EvalOptions, report func(int)) *torch.Tensor {
-	if opts.BatchSize <= 0 {
-		opts.BatchSize = DefaultEvalBatch
+// classEmbeddings is ClassEmbeddings with emb, in the current scope.
+func classEmbeddings(emb *embedding.Embedder, pg *torch.ProcessGroup, classes, templates []string) (cls *torch.Tensor, err error) {
+	if len(classes) == 0 || len(templates) == 0 {
+		return nil, errors.New("no classes or no templates")
+	}
+	txt, err := textsOf(emb, Prompts(classes, templates), pg) // [K*T, P]
+	if err != nil {
+		return nil, err
 	}
 	k, t := int64(len(classes)), int64(len(templates))
-	var cls *torch.Tensor
-	torch.NoGrad(func() {
-		txt := embedTexts(m, tok, Prompts(classes, templates), opts, report).Normalize(2, -1, 1e-12) // [K*T, P]
-		cls = txt.View(k, t, -1).Mean(false, 1).Normalize(2, -1, 1e-12)                              // [K, P]
+	err = torch.Try(func() {
+		cls = clip.Normalized(clip.Normalized(txt).View(k, t, -1).Mean(false, 1)) // [K, P]
 	})
-	return cls
+	return cls, err
+}
+
+// Classified is one image's zero-shot classification (Classify).
+type Classified struct {
+	Item          int       // the image's index in the items
+	Probabilities []float64 // per class, in class order
+	Best          int       // the most probable class (the first of equal ones)
+}
+
+// Classify classifies the images of items among classes with the classifier of
+// ClassEmbeddings over templates, emb's model in evaluation mode (it leaves it so):
+// the probabilities are the softmax over classes of the logits (clip.Logits, the
+// model's logit scale) of the image and class embeddings, as CLIPModel's
+// logits_per_image. Unreadable images are left out, or are an error under emb.Strict.
+// It frees every tensor it makes.
+func Classify(ctx context.Context, emb *embedding.Embedder, items []dataset.Item, classes, templates []string) ([]Classified, error) {
+	m := emb.Model
+	m.SetTrain(false)
+	scope := torch.NewScope()
+	defer scope.Close()
+	img, err := emb.Images(ctx, items) // [N, P]
+	if err != nil {
+		return nil, fmt.Errorf("zero-shot: %w", err)
+	}
+	cls, err := classEmbeddings(emb, nil, classes, templates) // [K, P]
+	if err != nil {
+		return nil, fmt.Errorf("zero-shot: %w", err)
+	}
+	var probs []float64 // [N, K], row-major
+	err = torch.Try(func() {
+		logits := clip.Logits(clip.Normalized(img.Embeddings), cls, m.LogitScale) // [N, K]
+		probs = logits.To(torch.Float64).Softmax(1).Float64s()                    // [N, K]
+	})
+	if err != nil {
+		return nil, fmt.Errorf("zero-shot: %w", err)
+	}
+	k := len(classes)
+	out := make([]Classified, len(img.Kept))
+	for i, idx := range img.Kept {
+		row := probs[i*k : (i+1)*k : (i+1)*k]
+		best := 0
+		for j := range row {
+			if row[j] > row[best] {
+				best = j
+			}
+		}
+		out[i] = Classified{Item: idx, Probabilities: row, Best: best}
+	}
+	return out, nil
 }
 
 // Confusion is how often a class's images were taken for another class.
@@ -242,26 +297,30 @@ func Zeroshot(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, fold
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = DefaultEvalBatch
 	}
+	opts.CacheDir = "" // the folder is not the data set that a cache holds
 	m.SetTrain(false)
-	lo, hi := shareOf(opts.ProcessGroup, len(folder.Items))
-	p0, p1 := shareOf(opts.ProcessGroup, len(folder.Classes)*len(templates))
+	pg := opts.ProcessGroup
+	lo, hi := shareOf(pg, len(folder.Items))
+	p0, p1 := shareOf(pg, len(folder.Classes)*len(templates))
 	report := progressOf(opts.Progress, hi-lo+p1-p0)
+	emb := opts.embedder(m, tok, report)
 	scope := torch.NewScope()
 	defer scope.Close()
-	img, kept, err := embedItemImages(ctx, m, folder.Items, opts, report) // [N, P]
+	img, kept, err := imagesOf(ctx, emb, folder.Items, pg) // [N, P]
 	if err != nil {
 		return res, fmt.Errorf("zero-shot: %w", err)
 	}
 	if len(kept) == 0 {
 		return res, fmt.Errorf("zero-shot: no image of %s could be read", folder.Dir)
 	}
+	cls, err := classEmbeddings(emb, pg, folder.Classes, templates) // [K, P]
+	if err != nil {
+		return res, fmt.Errorf("zero-shot: %w", err)
+	}
+	report(-1)
 	var scores []float32 // [N, K] cosine similarities, row-major
 	err = torch.Try(func() {
-		cls := classEmbeddings(m, tok, folder.Classes, templates, opts, report) // [K, P]
-		report(-1)
-		torch.NoGrad(func() {
-			scores = img.Normalize(2, -1, 1e-12).Matmul(cls.T()).Float32s() // [N, K]
-		})
+		scores = clip.Normalized(img).Matmul(cls.T()).Float32s() // [N, K]
 	})
 	if err != nil {
 		return res, fmt.Errorf("zero-shot: %w", err)

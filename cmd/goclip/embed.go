@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,8 +13,8 @@ import (
 	"codeberg.org/sbinet/npyio"
 	"github.com/urfave/cli/v2"
 
+	"goclip/embedding"
 	"goclip/internal/atomicfile"
-	"goclip/lora"
 )
 
 var embedCommand = &cli.Command{
@@ -93,7 +94,7 @@ func runEmbed(c *cli.Context) error {
 		}
 	} else {
 		var err error
-		if images, err = expandImagePaths(images); err != nil {
+		if images, err = embedding.ExpandImagePaths(images); err != nil {
 			return err
 		}
 	}
@@ -103,36 +104,29 @@ func runEmbed(c *cli.Context) error {
 		return err
 	}
 	defer lm.free()
-	if dir := c.String(adapterFlag.Name); dir != "" {
-		if dir, err = adapterPath(dir); err != nil {
-			return err
-		}
-		if _, err := lora.LoadWith(dir, lm.model, adapterChecks(c, lm.dir)); err != nil {
-			return err
-		}
+	emb, err := lm.embedder(c, !c.Bool("skip-bad"), texts != nil)
+	if err != nil {
+		return err
 	}
-
 	var rows [][]float32
-	var inputs []string
+	inputs := texts
 	if texts != nil {
-		tok, err := lm.tokenizer()
-		if err != nil {
+		if rows, err = emb.TextRows(texts, c.Bool("normalize")); err != nil {
 			return err
 		}
-		if rows, err = lm.encodeTexts(tok, texts, batch, c.Bool("normalize")); err != nil {
-			return err
-		}
-		inputs = texts
 	} else {
-		res, err := lm.encodeImages(images, batch, c.Int(workersFlag.Name), c.Bool("normalize"), c.Bool("skip-bad"))
-		if err != nil {
+		var kept []int
+		var skipped []error
+		if rows, kept, skipped, err = emb.ImageRows(context.Background(), embedding.ImageItems(images), c.Bool("normalize")); err != nil {
 			return err
 		}
-		reportSkipped(c, res.skipped)
-		if len(res.rows) == 0 {
-			return fmt.Errorf("no image could be read (%d skipped)", len(res.skipped))
+		reportSkipped(c, skipped)
+		if len(rows) == 0 {
+			return fmt.Errorf("no image could be read (%d skipped)", len(skipped))
 		}
-		rows, inputs = res.rows, res.kept
+		for _, i := range kept {
+			inputs = append(inputs, images[i])
+		}
 	}
 	if err := atomicfile.WriteFile(out, func(w io.Writer) error { return npyio.Write(w, rows) }); err != nil {
 		return fmt.Errorf("writing %s: %w", out, err)

@@ -76,22 +76,13 @@ func runEval(c *cli.Context) error {
 		return err
 	}
 	defer lm.free()
-	prec := lm.prec
-	if dir := c.String(adapterFlag.Name); dir != "" {
-		if dir, err = adapterPath(dir); err != nil {
-			return err
-		}
-		if _, err := lora.LoadWith(dir, lm.model, adapterChecks(c, lm.dir)); err != nil {
-			return err
-		}
-	}
-	tok, err := lm.tokenizer()
+	tok, err := lm.pre.NeedTokenizer()
 	if err != nil {
 		return err
 	}
 	task := train.NewTask(c.App.ErrWriter, "evaluation", "item")
 	res, err := train.Evaluate(context.Background(), lm.model, tok, items, train.EvalOptions{
-		BatchSize: c.Int("batch-size"), Workers: c.Int(workersFlag.Name), Precision: prec,
+		BatchSize: c.Int("batch-size"), Workers: c.Int(workersFlag.Name), Precision: lm.prec,
 		CacheDir: evalCacheDir(ds), Report: &ds.Report, Progress: task.Update,
 	})
 	task.Done()

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"sort"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"goclip/dataset"
+	"goclip/embedding"
 	"goclip/train"
 )
 
@@ -91,11 +91,10 @@ func runZeroshot(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return errors.New("no images: give image files or folders as arguments")
 	}
-	batch := c.Int("batch-size")
-	if batch < 1 {
-		return fmt.Errorf("--batch-size must be at least 1, got %d", batch)
+	if c.Int("batch-size") < 1 {
+		return fmt.Errorf("--batch-size must be at least 1, got %d", c.Int("batch-size"))
 	}
-	images, err := expandImagePaths(c.Args().Slice())
+	images, err := embedding.ExpandImagePaths(c.Args().Slice())
 	if err != nil {
 		return err
 	}
@@ -105,34 +104,17 @@ func runZeroshot(c *cli.Context) error {
 		return err
 	}
 	defer lm.free()
-	tok, err := lm.tokenizer()
+	emb, err := lm.embedder(c, true, true)
 	if err != nil {
 		return err
 	}
-	prompts := make([]string, len(classes))
-	for i, name := range classes {
-		prompts[i] = strings.ReplaceAll(template, "{}", name)
-	}
-	text, err := lm.encodeTexts(tok, prompts, batch, true)
+	classified, err := train.Classify(context.Background(), emb, embedding.ImageItems(images), classes, []string{template})
 	if err != nil {
 		return err
 	}
-	img, err := lm.encodeImages(images, batch, c.Int(workersFlag.Name), true, false)
-	if err != nil {
-		return err
-	}
-	scale := math.Exp(lm.model.LogitScale.Item()) // a *torch.Error panic is torchAction's
-
-	results := make([]zeroshotResult, len(img.rows))
-	for i, row := range img.rows {
-		probs := softmax(row, text, scale)
-		best := 0
-		for j := range probs {
-			if probs[j] > probs[best] {
-				best = j
-			}
-		}
-		results[i] = zeroshotResult{Image: img.kept[i], Prediction: classes[best], Probabilities: probs}
+	results := make([]zeroshotResult, len(classified))
+	for i, r := range classified {
+		results[i] = zeroshotResult{Image: images[r.Item], Prediction: classes[r.Best], Probabilities: r.Probabilities}
 	}
 	if c.Bool("json") {
 		return json.NewEncoder(c.App.Writer).Encode(struct {
@@ -142,30 +124,6 @@ func runZeroshot(c *cli.Context) error {
 	}
 	printZeroshot(c, classes, results)
 	return nil
-}
-
-// softmax is the softmax over classes of scale * <img, text[j]> (both normalised, so the
-// dot product is the cosine), computed in float64.
-func softmax(img []float32, text [][]float32, scale float64) []float64 {
-	logits := make([]float64, len(text))
-	maxLogit := math.Inf(-1)
-	for j, t := range text {
-		var dot float64
-		for k := range img {
-			dot += float64(img[k]) * float64(t[k])
-		}
-		logits[j] = scale * dot
-		maxLogit = max(maxLogit, logits[j])
-	}
-	var sum float64
-	for j := range logits {
-		logits[j] = math.Exp(logits[j] - maxLogit)
-		sum += logits[j]
-	}
-	for j := range logits {
-		logits[j] /= sum
-	}
-	return logits
 }
 
 // printZeroshot prints a table per image, classes by decreasing probability.
@@ -221,7 +179,7 @@ func runZeroshotData(c *cli.Context) error {
 		return err
 	}
 	defer lm.free()
-	tok, err := lm.tokenizer()
+	tok, err := lm.pre.NeedTokenizer()
 	if err != nil {
 		return err
 	}
