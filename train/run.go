@@ -537,8 +537,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 			templates = ImageNetTemplates
 		}
 		// Not cancellable, as the evaluation; unreadable images are not reported again.
-		zs, err := Zeroshot(context.WithoutCancel(ctx), m, tok, opts.Zeroshot, templates, EvalOptions{BatchSize: opts.EvalBatchSize,
-			Workers: opts.Workers, Precision: opts.Precision, Report: &dataset.Report{}, ProcessGroup: opts.ProcessGroup})
+		zs, err := Zeroshot(context.WithoutCancel(ctx), m, tok, opts.Zeroshot, templates, opts.EvalOptions(&dataset.Report{}, nil))
 		m.SetTrain(true)
 		t.opts.Lock.setModes(m)
 		if err != nil {
@@ -568,8 +567,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		}
 		// Not cancellable: an interrupt during an evaluation is honoured after it, with
 		// the checkpoint written.
-		ev, err := Evaluate(context.WithoutCancel(ctx), m, tok, items, EvalOptions{BatchSize: opts.EvalBatchSize, Workers: opts.Workers,
-			Precision: opts.Precision, CacheDir: opts.CacheDir, Report: evRep, ProcessGroup: opts.ProcessGroup})
+		ev, err := Evaluate(context.WithoutCancel(ctx), m, tok, items, opts.EvalOptions(evRep, nil))
 		m.SetTrain(true)
 		t.opts.Lock.setModes(m)
 		if err != nil {
@@ -795,9 +793,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 			w = opts.Log
 		}
 		task := NewTask(w, "test evaluation", "item")
-		ev, err := Evaluate(dataCtx, m, tok, job.Test, EvalOptions{BatchSize: opts.EvalBatchSize, Workers: opts.Workers,
-			Precision: opts.Precision, CacheDir: opts.CacheDir, Report: opts.Report, ProcessGroup: opts.ProcessGroup,
-			Progress: task.Update})
+		ev, err := Evaluate(dataCtx, m, tok, job.Test, opts.EvalOptions(opts.Report, task.Update))
 		task.Done()
 		if err != nil {
 			return nil, fmt.Errorf("test evaluation: %w", err)

@@ -12,7 +12,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"goclip/clip"
-	"goclip/clip/tokenizer"
 	"goclip/internal/atomicfile"
 	"goclip/lora"
 	"goclip/torch"
@@ -92,17 +91,11 @@ func runFinetune(c *cli.Context) (err error) {
 	if hub {
 		baseName = given // peft records a Hub model by its id
 	}
-	src, err := clip.FindCheckpoint(dir)
+	pre, err := clip.FindPretrained(dir, true)
 	if err != nil {
 		return err
 	}
-	if src.Tokenizer == "" {
-		return fmt.Errorf("--model %s has no tokenizer (vocab.json and merges.txt)", dir)
-	}
-	tok, err := tokenizer.Load(src.Tokenizer)
-	if err != nil {
-		return err
-	}
+	tok, tokDir := pre.Tokenizer, pre.Source.Tokenizer
 	dev := torch.CPU
 	if s != nil {
 		dev = s.dev // this rank's GPU in a distributed run
@@ -115,7 +108,7 @@ func runFinetune(c *cli.Context) (err error) {
 	} else if dev, err = setupCompute(c); err != nil {
 		return err
 	}
-	m, _, err := clip.LoadPretrained(dir, dev, torch.Float32)
+	m, _, err := pre.Load(dev)
 	if err != nil {
 		return err
 	}
@@ -134,9 +127,9 @@ func runFinetune(c *cli.Context) (err error) {
 	if dryRun {
 		return nil
 	}
-	job := s.job(m, tok, src.Tokenizer)
+	job := s.job(m, tok, tokDir)
 	job.Params, job.Adapter = a.Trainable(), true
-	job.Finish = train.FinishLoRA(a, baseName, src.Tokenizer)
+	job.Finish = train.FinishLoRA(a, baseName, tokDir)
 
 	// Every rank decides from the same file (rank 0 writes it only after the
 	// evaluation all of them run), and the ranks' base weights are equal (one file).
@@ -150,9 +143,7 @@ func runFinetune(c *cli.Context) (err error) {
 			w = c.App.ErrWriter
 		}
 		task := train.NewTask(w, "base evaluation", "item")
-		ev, err := train.Evaluate(context.Background(), m, tok, job.Test, train.EvalOptions{
-			BatchSize: s.opts.EvalBatchSize, Workers: s.opts.Workers, Precision: s.prec, CacheDir: s.opts.CacheDir, Report: &s.ds.Report,
-			ProcessGroup: s.pg, Progress: task.Update})
+		ev, err := train.Evaluate(context.Background(), m, tok, job.Test, s.opts.EvalOptions(&s.ds.Report, task.Update))
 		task.Done()
 		if err != nil {
 			return fmt.Errorf("base evaluation: %w", err)

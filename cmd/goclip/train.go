@@ -355,14 +355,11 @@ func runTrain(c *cli.Context) (err error) {
 	}
 	var (
 		cfg clip.Config
-		src clip.Source
+		pre *clip.Pretrained
 	)
 	if modelDir != "" {
-		if src, err = clip.FindCheckpoint(modelDir); err != nil {
+		if pre, err = clip.FindPretrained(modelDir, true); err != nil {
 			return err
-		}
-		if src.Tokenizer == "" {
-			return fmt.Errorf("--model %s has no tokenizer (vocab.json and merges.txt)", modelDir)
 		}
 	} else if cfg, err = loadArchitecture(config); err != nil {
 		return err
@@ -379,11 +376,8 @@ func runTrain(c *cli.Context) (err error) {
 		tokDir string
 	)
 	if modelDir != "" {
-		if tok, err = tokenizer.Load(src.Tokenizer); err != nil {
-			return err
-		}
-		tokDir = src.Tokenizer
-		if m, _, err = clip.LoadPretrained(modelDir, s.dev, torch.Float32); err != nil {
+		tok, tokDir = pre.Tokenizer, pre.Source.Tokenizer
+		if m, _, err = pre.Load(s.dev); err != nil {
 			return err
 		}
 	} else {
