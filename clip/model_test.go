@@ -524,3 +524,55 @@ func TestModelFreeAndErrors(t *testing.T) {
 		t.Errorf("New with a bad config: %v", err)
 	}
 }
+
+// TestLogits checks Logits of Normalized embeddings against the definition computed in
+// float64 here: exp(s)·cos(x_i, y_j), logits_per_text the transpose of
+// logits_per_image, and Normalized giving float32 rows of unit norm from float64 input.
+func TestLogits(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	const n, m, p = 3, 5, 4
+	x := make([]float64, n*p)
+	y := make([]float64, m*p)
+	for i := range x {
+		x[i] = math.Sin(float64(3*i+1)) * float64(1+i%3)
+	}
+	for i := range y {
+		y[i] = math.Cos(float64(5*i+2)) * float64(1+i%2)
+	}
+	scale := 2.3
+	xn := Normalized(torch.FromFloat64(x, n, p)) // [N, P]
+	yn := Normalized(torch.FromFloat64(y, m, p)) // [M, P]
+	if xn.DType() != torch.Float32 {
+		t.Fatalf("Normalized dtype %v, want float32", xn.DType())
+	}
+	perImage := Logits(xn, yn, torch.Scalar(float32(scale))) // [N, M]
+	perText := Logits(yn, xn, torch.Scalar(float32(scale)))  // [M, N]
+	if sh := perImage.Shape(); len(sh) != 2 || sh[0] != n || sh[1] != m {
+		t.Fatalf("logits shape %v, want [%d %d]", sh, n, m)
+	}
+	got, gotT := perImage.Float32s(), perText.Float32s()
+	for i := range n {
+		for j := range m {
+			var xy, xx, yy float64
+			for k := range p {
+				xy += x[i*p+k] * y[j*p+k]
+				xx += x[i*p+k] * x[i*p+k]
+				yy += y[j*p+k] * y[j*p+k]
+			}
+			want := math.Exp(scale) * xy / math.Sqrt(xx*yy)
+			if d := math.Abs(float64(got[i*m+j]) - want); d > 1e-5*math.Exp(scale) {
+				t.Errorf("logits[%d][%d] = %g, want %g", i, j, got[i*m+j], want)
+			}
+			if math.Abs(float64(gotT[j*n+i]-got[i*m+j])) > 1e-6*math.Exp(scale) {
+				t.Errorf("logits_per_text[%d][%d] = %g, logits_per_image[%d][%d] = %g", j, i, gotT[j*n+i], i, j, got[i*m+j])
+			}
+		}
+	}
+	norms := xn.Mul(xn).Sum(false, 1).Float32s() // [N]
+	for i, v := range norms {
+		if math.Abs(float64(v)-1) > 1e-6 {
+			t.Errorf("row %d of Normalized: norm² %g", i, v)
+		}
+	}
+}
