@@ -287,6 +287,7 @@ func (r ZeroshotResult) WorstClasses(n int) []string {
 // leaves m so). Unreadable images are left out and recorded in opts.Report. With
 // opts.ProcessGroup the images and prompts are shared over the ranks as in Evaluate;
 // opts.Progress is told this rank's images and prompts as Evaluate tells its own.
+// opts.CacheDir is not used (the folder is not the data set a cache holds).
 func Zeroshot(ctx context.Context, m *clip.Model, tok *tokenizer.Tokenizer, folder *dataset.ImageFolder, templates []string, opts EvalOptions) (res ZeroshotResult, err error) {
 	if len(folder.Items) == 0 || len(folder.Classes) == 0 {
 		return res, errors.New("zero-shot: the image folder holds no images")
