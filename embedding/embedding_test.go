@@ -48,15 +48,6 @@ func fixture(t *testing.T) (m *clip.Model, pre *clip.Pretrained, dir string, ima
 	return m, pre, dir, images, inputs.Captions
 }
 
-// maxAbsDiff is max |a-b| of two rows.
-func maxAbsDiff(a, b []float32) float64 {
-	var d float64
-	for i := range a {
-		d = math.Max(d, math.Abs(float64(a[i])-float64(b[i])))
-	}
-	return d
-}
-
 // Images gives transformers' get_image_features of the fixture images (the reference
 // embeddings image_embeds.npy), in input order, whatever the batch size; an unreadable
 // image in the middle is left out (kept, Skipped and the report say which) or, under
@@ -89,7 +80,7 @@ func TestImagesMatchTransformers(t *testing.T) {
 		}
 		for i, row := range rows {
 			// The JPEG differs from PIL's decode by a level or so on a few pixels.
-			if d := maxAbsDiff(row, ref[i*p:(i+1)*p]); d > 2e-3 {
+			if d := testutil.MaxAbsDiff(row, ref[i*p:(i+1)*p]); d > 2e-3 {
 				t.Errorf("batch %d, image %s: max |diff| %g from image_embeds.npy", batch, images[i], d)
 			}
 		}
@@ -97,7 +88,7 @@ func TestImagesMatchTransformers(t *testing.T) {
 			first = rows
 		} else {
 			for i := range rows {
-				if d := maxAbsDiff(rows[i], first[i]); d > 1e-5 {
+				if d := testutil.MaxAbsDiff(rows[i], first[i]); d > 1e-5 {
 					t.Errorf("batch %d, image %d: differs from batch 1 by %g", batch, i, d)
 				}
 			}

@@ -65,8 +65,8 @@ func TestFlagsAfterArguments(t *testing.T) {
 	mustGoclip(t, "embed", "--threads", "1", "--out", filepath.Join(tmp, "first.npy"), "--model", model, "--images", a, "--images", b)
 	s1, r1 := testutil.ReadNpyFloat32(t, filepath.Join(tmp, "readme.npy"))
 	s2, r2 := testutil.ReadNpyFloat32(t, filepath.Join(tmp, "first.npy"))
-	if !slices.Equal(s1, s2) || s1[0] != 2 || maxAbsDiff(r1, r2) != 0 {
-		t.Errorf("embed with flags after the paths: shape %v vs %v, max diff %g", s1, s2, maxAbsDiff(r1, r2))
+	if !slices.Equal(s1, s2) || s1[0] != 2 || testutil.MaxAbsDiff(r1, r2) != 0 {
+		t.Errorf("embed with flags after the paths: shape %v vs %v, max diff %g", s1, s2, testutil.MaxAbsDiff(r1, r2))
 	}
 	// convert SRC DST --flag.
 	half := filepath.Join(tmp, "half.safetensors")

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"goclip/internal/testutil"
 	"goclip/torch/serialize"
 )
 
@@ -81,7 +82,7 @@ func compareTensors(t *testing.T, a, b map[string]serialize.RawTensor) (maxAbs, 
 			num += d * d
 			den += float64(x[i]) * float64(x[i])
 		}
-		maxAbs = math.Max(maxAbs, maxAbsDiff(x, y))
+		maxAbs = math.Max(maxAbs, testutil.MaxAbsDiff(x, y))
 	}
 	return maxAbs, math.Sqrt(num / den)
 }

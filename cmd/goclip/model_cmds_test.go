@@ -37,15 +37,6 @@ func mustGoclip(t *testing.T, args ...string) string {
 	return out
 }
 
-// maxAbsDiff is max |a-b| over two equal-length slices.
-func maxAbsDiff(a, b []float32) float64 {
-	var m float64
-	for i := range a {
-		m = math.Max(m, math.Abs(float64(a[i])-float64(b[i])))
-	}
-	return m
-}
-
 func TestVersionCommand(t *testing.T) {
 	out := mustGoclip(t, "version")
 	for _, want := range []string{"goclip " + version, "libtorch ", "CUDA available:"} {
@@ -169,7 +160,7 @@ func TestEmbedCommand(t *testing.T) {
 		t.Fatalf("shape %v, want %v", shape, refShape)
 	}
 	for i, name := range inputs.Images {
-		if d := maxAbsDiff(got[i*p:(i+1)*p], ref[i*p:(i+1)*p]); d > 2e-3 {
+		if d := testutil.MaxAbsDiff(got[i*p:(i+1)*p], ref[i*p:(i+1)*p]); d > 2e-3 {
 			t.Errorf("row %d (%s): max |diff| %g from image_embeds.npy", i, name, d)
 		}
 	}
@@ -199,7 +190,7 @@ func TestEmbedCommand(t *testing.T) {
 		if j < 0 {
 			t.Fatalf("%s missing from the folder rows", name)
 		}
-		if d := maxAbsDiff(dir[j*p:(j+1)*p], got[i*p:(i+1)*p]); d > 1e-5 {
+		if d := testutil.MaxAbsDiff(dir[j*p:(j+1)*p], got[i*p:(i+1)*p]); d > 1e-5 {
 			t.Errorf("%s: folder row %d differs from the listed row %d by %g", name, j, i, d)
 		}
 	}
@@ -225,8 +216,8 @@ func TestEmbedCommand(t *testing.T) {
 		for k := range want {
 			want[k] = float32(float64(want[k]) / math.Sqrt(wn))
 		}
-		if math.Abs(norm-1) > 1e-5 || maxAbsDiff(row, want) > 1e-4 {
-			t.Errorf("caption %d: norm² %g, max |diff| %g from text_embeds.npy", i, norm, maxAbsDiff(row, want))
+		if math.Abs(norm-1) > 1e-5 || testutil.MaxAbsDiff(row, want) > 1e-4 {
+			t.Errorf("caption %d: norm² %g, max |diff| %g from text_embeds.npy", i, norm, testutil.MaxAbsDiff(row, want))
 		}
 	}
 }

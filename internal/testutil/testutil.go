@@ -159,3 +159,20 @@ func RelErr(got, want []float64) float64 {
 	}
 	return num / den
 }
+
+// MaxAbsDiff is max |a - b| over two slices, +Inf when the lengths differ or a
+// difference is NaN, so that no comparison passes by accident.
+func MaxAbsDiff[T float32 | float64](a, b []T) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
+	var m float64
+	for i := range a {
+		d := math.Abs(float64(a[i]) - float64(b[i]))
+		if math.IsNaN(d) {
+			return math.Inf(1)
+		}
+		m = math.Max(m, d)
+	}
+	return m
+}

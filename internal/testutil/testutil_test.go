@@ -50,3 +50,15 @@ func isDir(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && st.IsDir()
 }
+
+func TestMaxAbsDiff(t *testing.T) {
+	if d := MaxAbsDiff([]float32{1, -2, 3}, []float32{1.5, -2, 1}); d != 2 {
+		t.Errorf("MaxAbsDiff = %g, want 2", d)
+	}
+	if d := MaxAbsDiff([]float64{1, 2}, []float64{1}); !math.IsInf(d, 1) {
+		t.Errorf("different lengths: %g, want +Inf", d)
+	}
+	if d := MaxAbsDiff([]float64{1, math.NaN()}, []float64{1, 2}); !math.IsInf(d, 1) {
+		t.Errorf("NaN: %g, want +Inf", d)
+	}
+}
