@@ -9,7 +9,13 @@
 // cuBLAS, cuSPARSE and cuda_fp16.h (which needs CCCL's <nv/target> on CUDA 13) for one
 // function, declared here as libtorch_cuda exports it.
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
+
+#include <mutex>
+#include <optional>
 
 namespace at::cuda {
 cudaDeviceProp *getDeviceProperties(c10::DeviceIndex device);
@@ -20,6 +26,26 @@ using namespace goclip;
 
 namespace {
 void no_cuda() { throw std::runtime_error("CUDA is not available in this build of the goclip shim"); }
+
+#ifdef GOCLIP_WITH_CUDA
+// The copy stream of each device: one stream from the pool, taken at first use and kept
+// (pool streams are never destroyed).
+c10::cuda::CUDAStream copy_stream(c10::DeviceIndex dev) {
+  static std::mutex mu;
+  static std::vector<std::optional<c10::cuda::CUDAStream>> streams;
+  std::lock_guard<std::mutex> lock(mu);
+  if (dev < 0) throw std::invalid_argument("copy_async: negative CUDA device index");
+  if (static_cast<size_t>(dev) >= streams.size()) streams.resize(dev + 1);
+  if (!streams[dev]) streams[dev] = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, dev);
+  return *streams[dev];
+}
+
+// An in-flight copy: the device and the event recorded on its copy stream after it.
+struct Copy {
+  c10::DeviceIndex dev;
+  cudaEvent_t done;
+};
+#endif
 }  // namespace
 
 extern "C" {
@@ -77,6 +103,72 @@ gt_status gt_cuda_properties(int dev_index, char *buf, int n, int64_t *total_mem
     no_cuda();
 #endif
   });
+}
+
+gt_status gt_copy_async(const gt_tensor *ts, int n, int dev_index, gt_tensor *outs,
+                        gt_copy *done) {
+  GT_TRY({
+#ifdef GOCLIP_WITH_CUDA
+    if (!torch::cuda::is_available()) no_cuda();
+    const auto dev = static_cast<c10::DeviceIndex>(dev_index);
+    const c10::Device target(c10::DeviceType::CUDA, dev);
+    std::vector<at::Tensor> srcs;
+    for (int i = 0; i < n; i++) {
+      auto &t = T(ts[i]);
+      if (!t.device().is_cpu())
+        throw std::invalid_argument("copy_async: tensor " + std::to_string(i) + " is not on the CPU");
+      srcs.push_back(t);
+    }
+    auto stream = copy_stream(dev);
+    c10::cuda::CUDAStreamGuard guard(stream);  // the copies and their memory belong to it
+    std::vector<at::Tensor> dsts;
+    for (auto &t : srcs) dsts.push_back(t.to(target, /*non_blocking=*/true));
+    auto *c = new Copy{dev, nullptr};
+    cudaError_t err = cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming);
+    if (err == cudaSuccess) err = cudaEventRecord(c->done, stream.stream());
+    if (err != cudaSuccess) {
+      if (c->done != nullptr) cudaEventDestroy(c->done);
+      delete c;
+      C10_CUDA_CHECK(err);
+    }
+    for (int i = 0; i < n; i++) outs[i] = own(dsts[i]);
+    *done = c;
+#else
+    (void)ts; (void)n; (void)dev_index; (void)outs; (void)done;
+    no_cuda();
+#endif
+  });
+}
+
+gt_status gt_copy_wait(gt_copy done, const gt_tensor *ts, int n) {
+  GT_TRY({
+#ifdef GOCLIP_WITH_CUDA
+    if (done == nullptr) throw std::invalid_argument("copy_wait: nil copy");
+    auto *c = static_cast<Copy *>(done);
+    auto cur = c10::cuda::getCurrentCUDAStream(c->dev);
+    C10_CUDA_CHECK(cudaStreamWaitEvent(cur.stream(), c->done, 0));
+    // Their memory came from the copy stream's pool: tell the allocator the current
+    // stream uses it, so it is not handed to the next copy while kernels still read it.
+    for (int i = 0; i < n; i++) {
+      auto &t = T(ts[i]);
+      if (t.is_cuda()) t.record_stream(cur.unwrap());
+    }
+#else
+    (void)done; (void)ts; (void)n;
+    no_cuda();
+#endif
+  });
+}
+
+void gt_copy_free(gt_copy done) {
+#ifdef GOCLIP_WITH_CUDA
+  if (done == nullptr) return;
+  auto *c = static_cast<Copy *>(done);
+  cudaEventDestroy(c->done);  // released once the event completes, if it has not yet
+  delete c;
+#else
+  (void)done;
+#endif
 }
 
 int gt_built_with_cuda(void) {

@@ -190,6 +190,18 @@ gt_status gt_cuda_reset_peak(int dev_index);
 /* Name into buf (n bytes), total memory, compute capability, multiprocessor count. */
 gt_status gt_cuda_properties(int dev_index, char *buf, int n, int64_t *total_memory,
                              int *major, int *minor, int *sm_count);
+/* Asynchronous host-to-device copies on a side stream (one "copy stream" per device).
+ * gt_copy_async copies the n CPU tensors ts (pinned, for the copy to overlap) to CUDA
+ * device dev_index on that device's copy stream, without blocking the host, and records
+ * an event after them: outs[i] are the device tensors (owned), *done the copy (owned;
+ * gt_copy_free). gt_copy_wait makes the device's current stream wait for the copy (the
+ * host does not wait) and marks the device tensors ts as used on the current stream for
+ * the caching allocator; call it before reading them. Without CUDA both are errors. */
+typedef void *gt_copy;
+gt_status gt_copy_async(const gt_tensor *ts, int n, int dev_index, gt_tensor *outs,
+                        gt_copy *done);
+gt_status gt_copy_wait(gt_copy done, const gt_tensor *ts, int n);
+void gt_copy_free(gt_copy done); /* NULL allowed; never fails */
 /* 1 when the shim was built with CUDA support (headers and libraries). */
 int gt_built_with_cuda(void);
 
