@@ -647,3 +647,14 @@ func (l *Loader) Close() error {
 	}
 	return nil
 }
+
+// NormalizeTable is the normalisation as a table of 3·256 float32 values: entry 256·c+v
+// is what NormalizeInto writes for value v of channel c. A consumer of Uint8 batches
+// (LoaderOptions.Uint8) that looks the crops up in it gets Pixels bit for bit.
+func NormalizeTable() []float32 {
+	out := make([]float32, 0, 3*256)
+	for c := range normLUT {
+		out = append(out, normLUT[c][:]...)
+	}
+	return out
+}

@@ -76,6 +76,10 @@ type Options struct {
 	Augment  dataset.AugmentOptions // training augmentation
 	CacheDir string                 // a dataset cache ("" for none)
 	Report   *dataset.Report        // unreadable images are recorded here
+	// HostInput normalises the images on the host and copies each batch in its step, as
+	// before the device input path (feed.go) that is the default: uint8 crops copied one
+	// step ahead and normalised on the device, bit for bit the same pixels.
+	HostInput bool
 
 	// Folder is Out already taken with OpenRun (the command line takes it before it
 	// writes into Out); nil: Run takes it on the main rank and releases it at the end.
@@ -234,6 +238,7 @@ type trainer struct {
 	sched  Schedule
 	scaler *LossScaler
 	dp     *DataParallel // nil: one process
+	feed   *feed         // the device input path (nil: Options.HostInput)
 }
 
 // main reports whether this process writes the run folder (rank 0, or the only one).
@@ -441,6 +446,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		Size: size, BatchSize: opts.BatchSize, Workers: opts.Workers, Seed: int64(st.seed),
 		Shuffle: true, DropLast: true, Augment: opts.Augment, CacheDir: opts.CacheDir, Report: opts.Report,
 		Tokenize: func(c string) []int64 { ids, _ := tok.Batch([]string{c}, ctxLen); return ids },
+		Uint8:    !opts.HostInput, // the feed normalises on the device
 	}
 	if t.dp != nil {
 		lopts.Rank, lopts.World = t.dp.Rank(), t.dp.World() // this rank's share of each batch
@@ -454,6 +460,13 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		trainImages, _ = job.TrainShards.EpochSamples()
 	} else {
 		loader = dataset.NewLoader(job.Train, lopts)
+	}
+	if !opts.HostInput {
+		if t.feed, err = newFeed(loader, m); err != nil {
+			loader.Close()
+			return nil, err
+		}
+		loader = t.feed
 	}
 	defer loader.Close()
 	perEpoch := loader.Len()

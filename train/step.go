@@ -74,10 +74,18 @@ func (s *Stepper) Step(pixels, ids *torch.Tensor) (float64, error) {
 // Free releases the optimizer state.
 func (s *Stepper) Free() { s.t.free() }
 
-// stepBatch copies a loaded batch (its ids trimmed by Model.TextIDs) to the model's device
-// and takes one optimizer step on it with learning rate lr. The input tensors are made
-// in the step's scope, so they are freed with its other tensors before it returns.
+// stepBatch takes one optimizer step with learning rate lr on a loaded batch: the batch
+// the trainer's feed returned last (its tensors already on the device, normalised in the
+// step), or one the loader normalised on the host (Options.HostInput), copied to the
+// model's device here with its ids trimmed by Model.TextIDs. The input tensors are made in
+// the step's scope, so they are freed with its other tensors before it returns.
 func (t *trainer) stepBatch(b *dataset.Batch, lr float64) (stepResult, error) {
+	if t.feed != nil {
+		if !t.feed.holds(b) {
+			return stepResult{}, fmt.Errorf("train: batch %d of epoch %d did not come from the trainer's feed", b.Index, b.Epoch)
+		}
+		return t.stepWith(lr, t.feed.inputs)
+	}
 	return t.stepWith(lr, func() batchTensors {
 		n, s, dev := int64(b.Len()), int64(b.Size), t.model.Device()
 		return batchTensors{

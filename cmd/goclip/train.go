@@ -93,6 +93,8 @@ func trainingFlags(epochs int, lr float64, batch int) []cli.Flag {
 		&cli.PathFlag{Name: "cache", Usage: "a goclip cache folder of preprocessed images (default: the data set's, when built)", EnvVars: []string{"GOCLIP_CACHE"}, Category: catCompute},
 		batchSizeFlag(batch, "the global batch: image/caption pairs per optimizer step"),
 		workersFlag, seedFlag, distTimeoutFlag, gradCheckpointingFlag,
+		&cli.BoolFlag{Name: "device-input", Usage: "batches travel as uint8 crops, copied one step ahead (pinned, on a side stream on CUDA) and normalised on the device (exact; =false: normalised on the host and copied in the step)",
+			Value: true, EnvVars: []string{"GOCLIP_DEVICE_INPUT"}, Category: catCompute},
 	}
 	f = append(f, dataFlags()...)
 	return append(f, computeFlags()...)
@@ -222,7 +224,7 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 		Precision: prec, MaxBadSteps: c.Int("max-bad-steps"),
 		LogEvery: c.Int("log-every"), EvalEvery: c.Int("eval-every"), EvalBatchSize: c.Int("eval-batch-size"), SaveEvery: c.Int("save-every"), Keep: c.Int("keep"), Lock: lockOf(c), Loss: c.String("loss"),
 		ZeroshotEvery: c.Int("zeroshot-every"),
-		Workers:       c.Int(workersFlag.Name), Seed: c.Uint64(seedFlag.Name), Augment: augment,
+		Workers:       c.Int(workersFlag.Name), Seed: c.Uint64(seedFlag.Name), Augment: augment, HostInput: !c.Bool("device-input"),
 		Args: args, Log: c.App.ErrWriter,
 	}
 	if opts.Zeroshot, opts.ZeroshotTemplates, err = zeroshotSet(c); err != nil {
