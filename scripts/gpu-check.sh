@@ -14,8 +14,9 @@
 # be built with CUDA, or `goclip version --json` says CUDA is not built in or not
 # available, the check stops at once and writes its report (every later step would only
 # test a CPU shim). Estimates (issue 15): shim 80, CUDA tests 30, peer bench 45, goclip
-# benches 20-40 each, interop 100-160, e2e 40-90: the first seven fit 440 s with room
-# left; e2e and the other packages' tests run while time lasts.
+# benches 20-40 each, interop 100-160, e2e 60-120 (with its --device-input=false run):
+# the first seven fit 440 s with room left; e2e and the other packages' tests run while
+# time lasts.
 PLAN=(
   "shim                150"  # scripts/build-shim.sh --method gxx --require-cuda (gate)
   "version              20"  # bin/goclip version --json: CUDA built in and available (gate)
