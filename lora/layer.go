@@ -1,8 +1,10 @@
 package lora
 
 import (
+	"fmt"
 	"math"
 
+	"goclip/clip"
 	"goclip/nn"
 	"goclip/torch"
 )
@@ -142,4 +144,74 @@ func (l *Linear) addDelta(sign float64) {
 	d := l.Delta()
 	defer d.Free()
 	torch.NoGrad(func() { l.Layer.Weight.AddInPlace(d, sign) })
+}
+
+// LowPrecisionBase is a frozen base kept in a lower precision on the device (KeepBaseIn)
+// with its float32 values on the host, to restore before a merge or an export.
+type LowPrecisionBase struct {
+	params []*torch.Tensor // the converted parameters, in the model's order
+	host   []*torch.Tensor // their float32 values on the CPU (Owned), nil once restored
+	dev    torch.Device
+}
+
+// KeepBaseIn converts the frozen weights that autocast to dtype computes in dtype anyway
+// (every projection's base weight and bias, and the patch embedding's convolution) to
+// dtype on the model's device, so that a LoRA step under autocast neither casts them nor
+// keeps them in float32: the forward is the autocast one, operand for operand. Layer
+// norms, embeddings, logit_scale and every parameter that requires grad (the adapters,
+// the modules to save) stay float32. The float32 values move to the host (on the CPU
+// they are the old tensors themselves), and Restore puts them back.
+//
+// Outside autocast the converted layers fail with a dtype mismatch: run every forward
+// of the model under autocast to dtype until Restore.
+func KeepBaseIn(m *clip.Model, dtype torch.DType) (*LowPrecisionBase, error) {
+	lb := &LowPrecisionBase{dev: m.Device()}
+	var cands []*torch.Tensor
+	for _, s := range m.Projections() {
+		base := (*s.Ptr).Base()
+		cands = append(cands, base.Weight, base.Bias)
+	}
+	cands = append(cands, m.VisionModel.Embeddings.PatchEmbedding.Weight)
+	err := torch.Try(func() {
+		for _, p := range cands {
+			if p == nil || p.RequiresGrad() || p.DType() != torch.Float32 {
+				continue
+			}
+			torch.WithScope(func() {
+				lb.host = append(lb.host, p.ToDevice(torch.CPU, false).Owned()) // [same], float32
+				lb.params = append(lb.params, p)
+				p.Assign(p.To(dtype))
+			})
+		}
+	})
+	if err != nil {
+		if rerr := lb.Restore(); rerr != nil {
+			return nil, fmt.Errorf("lora: keeping the base in %s: %w (and restoring it: %v)", dtype, err, rerr)
+		}
+		return nil, fmt.Errorf("lora: keeping the base in %s: %w", dtype, err)
+	}
+	return lb, nil
+}
+
+// Len is the number of parameters converted.
+func (lb *LowPrecisionBase) Len() int { return len(lb.params) }
+
+// Restore puts the float32 values back on the device, bit for bit those KeepBaseIn
+// found. It is idempotent; on an error the parameters not yet restored keep dtype and
+// a later Restore retries them.
+func (lb *LowPrecisionBase) Restore() error {
+	if lb == nil {
+		return nil
+	}
+	for len(lb.params) > 0 {
+		p, h := lb.params[len(lb.params)-1], lb.host[len(lb.host)-1]
+		if err := torch.Try(func() {
+			torch.WithScope(func() { p.Assign(h.ToDevice(lb.dev, false)) })
+		}); err != nil {
+			return fmt.Errorf("lora: restoring the float32 base: %w", err)
+		}
+		h.Free()
+		lb.params, lb.host = lb.params[:len(lb.params)-1], lb.host[:len(lb.host)-1]
+	}
+	return nil
 }

@@ -56,6 +56,21 @@ func (t *Tensor) Free() {
 	live.Add(-1)
 }
 
+// Assign makes t the tensor src is (its dtype, device, values and autograd state), as
+// PyTorch's `p.data = src` does for a parameter, and frees src: whatever holds t (a
+// module's field, an optimizer's list) sees the new tensor from then on. t's previous
+// tensor is released, its memory with it unless another handle shares the storage. t
+// keeps its owner (scope or caller).
+func (t *Tensor) Assign(src *Tensor) {
+	t.handle("assign")
+	src.handle("assign")
+	if t == src {
+		return
+	}
+	t.h, src.h = src.h, t.h
+	src.Free()
+}
+
 // Freed reports whether Free has been called.
 func (t *Tensor) Freed() bool { return t == nil || t.h == nil }
 

@@ -16,6 +16,7 @@ import (
 	"goclip/clip/tokenizer"
 	"goclip/dataset"
 	"goclip/internal/atomicfile"
+	"goclip/lora"
 	"goclip/nn"
 	"goclip/torch"
 )
@@ -49,6 +50,10 @@ type Options struct {
 	Precision   clip.Precision // fp32, bf16 or fp16 (default fp32)
 	InitScale   float64        // fp16's initial loss scale (default 65536)
 	MaxBadSteps int            // non-finite steps in a row tolerated (default 10)
+	// FP32Base keeps a LoRA run's frozen base in float32 under BF16 (autocast then casts
+	// it at every step). By default a LoRA run (Job.Adapter) under BF16 keeps it in bf16
+	// on the device (lora.KeepBaseIn) and puts the float32 base back before Job.Finish.
+	FP32Base bool
 
 	LogEvery      int // steps between metrics.jsonl training rows (default 10)
 	EvalEvery     int // steps between evaluations (0: at the end of each epoch)
@@ -438,6 +443,17 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 			return nil, err
 		}
 	}
+	var lowBase *lora.LowPrecisionBase // the bf16 base of a LoRA run (nil: none)
+	if job.Adapter && opts.Precision == clip.BF16 && !opts.FP32Base {
+		if lowBase, err = lora.KeepBaseIn(m, torch.BFloat16); err != nil {
+			return nil, err
+		}
+		defer func() { // a run that stops early: the model is float32 again (no-op after Finish's restore)
+			if err := lowBase.Restore(); err != nil {
+				fmt.Fprintf(logw(opts), "warning: %v\n", err)
+			}
+		}()
+	}
 
 	size := int(m.Config.Vision.ImageSize)
 	ctxLen := int(m.Config.Text.MaxPositionEmbeddings)
@@ -822,6 +838,9 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	finish := job.Finish
 	if finish == nil {
 		finish = func(run string) error { return SaveModel(run, m, job.TokenizerDir) }
+	}
+	if err := lowBase.Restore(); err != nil { // the merge and the export are float32
+		return nil, err
 	}
 	if isMain {
 		if err := finish(out); err != nil {
