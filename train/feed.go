@@ -18,9 +18,11 @@ import (
 )
 
 // feed is a dataset.BatchSource over a loader built with LoaderOptions.Uint8: Next
-// returns the loader's batches unchanged, and has already started the copy of the batch
-// after the one it returns. inputs gives the step the device tensors of the batch Next
-// returned last; they stay valid until the next call of Next, StartAt or Close.
+// returns the loader's batches unchanged. inputs gives the step the device tensors of
+// the batch Next returned last (valid until the next call of Next, StartAt or Close),
+// and the step calls readAhead once its forward is queued: the next batch's host copy
+// into pinned memory and the start of its device copy then overlap the device's work
+// on this step, and its next Next finds the batch on its way.
 type feed struct {
 	src   dataset.BatchSource
 	model *clip.Model
@@ -28,8 +30,9 @@ type feed struct {
 	lut   *torch.Tensor // [3·256] float32 on dev: dataset.NormalizeTable
 	offs  *torch.Tensor // [3] int64 on dev: 0, 256, 512, channel c's first row of lut
 
-	cur, ahead *feedBatch // the batch Next returned last, the one whose copy runs ahead
-	aheadErr   error      // what the loader returned instead of an ahead batch
+	cur, ahead *feedBatch      // the batch Next returned last, the one whose copy runs ahead
+	aheadErr   error           // what the loader returned instead of an ahead batch
+	ctx        context.Context // Next's, for readAhead
 }
 
 // feedBatch is one batch and its tensors on the device.
@@ -67,12 +70,13 @@ func (f *feed) StartAt(p dataset.Position) error {
 	return f.src.StartAt(p)
 }
 
-// Next returns the loader's next batch, whose copy started during the previous step (or
-// now, for an epoch's first), then starts the copy of the one after it. An error of the
-// loader met while reading ahead is returned by the following call.
+// Next returns the loader's next batch, whose copy started during the previous step
+// (readAhead), or starts it now (an epoch's first batch). An error of the loader met
+// while reading ahead is returned here.
 func (f *feed) Next(ctx context.Context) (*dataset.Batch, error) {
 	f.cur.free()
 	f.cur = nil
+	f.ctx = ctx
 	fb := f.ahead
 	f.ahead = nil
 	if fb == nil {
@@ -88,13 +92,21 @@ func (f *feed) Next(ctx context.Context) (*dataset.Batch, error) {
 			return nil, err
 		}
 	}
-	if b, err := f.src.Next(ctx); err != nil {
-		f.aheadErr = err
-	} else if f.ahead, err = f.start(b); err != nil {
-		f.aheadErr = err
-	}
 	f.cur = fb
 	return fb.b, nil
+}
+
+// readAhead takes the loader's next batch and starts its copy, unless that is done; the
+// loader's error (io.EOF at an epoch's end) waits for the next Next.
+func (f *feed) readAhead() {
+	if f.ahead != nil || f.aheadErr != nil || f.ctx == nil {
+		return
+	}
+	b, err := f.src.Next(f.ctx)
+	if err == nil {
+		f.ahead, err = f.start(b)
+	}
+	f.aheadErr = err
 }
 
 // Close frees the tensors and closes the loader.
@@ -111,7 +123,7 @@ func (f *feed) drop() {
 		f.ahead.b.Release()
 		f.ahead.free()
 	}
-	f.cur, f.ahead, f.aheadErr = nil, nil, nil
+	f.cur, f.ahead, f.aheadErr, f.ctx = nil, nil, nil, nil
 }
 
 // start makes b's tensors on the device: on CUDA a copy from pinned memory on the copy

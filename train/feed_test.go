@@ -1,6 +1,8 @@
 package train
 
 import (
+	"context"
+	"io"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -99,5 +101,79 @@ func TestDeviceInputLossesEqual(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The step reads the next batch ahead once its forward is queued: after each step the
+// feed holds the following batch with its tensors made, the last step of an epoch
+// leaves the loader's io.EOF for Next, and StartAt and Close free everything.
+func TestFeedReadsAheadInStep(t *testing.T) {
+	f := synthData(t, 40, "base")
+	cfg := tinyConfig(t, f.tok)
+	m := newModel(t, cfg, 1)
+	live := torch.Live()
+	tr, err := newTrainer(Job{Model: m}, Options{LR: 1e-3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.free()
+	ctxLen := int(cfg.Text.MaxPositionEmbeddings)
+	items := f.ds.Split(dataset.Train)[:24]
+	loader := dataset.NewLoader(items, dataset.LoaderOptions{Size: int(cfg.Vision.ImageSize), BatchSize: 8, Workers: 2, Uint8: true,
+		Tokenize: func(c string) []int64 { ids, _ := f.tok.Batch([]string{c}, ctxLen); return ids }})
+	fd, err := newFeed(loader, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.feed = fd
+	ctx := context.Background()
+	for epoch := range 2 {
+		if err := fd.StartAt(dataset.Position{Epoch: epoch}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			b, err := fd.Next(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Index != i || fd.ahead != nil {
+				t.Fatalf("epoch %d: Next gave batch %d (want %d) with a batch already ahead %v", epoch, b.Index, i, fd.ahead != nil)
+			}
+			if _, err := tr.stepBatch(b, 1e-3); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case i < 2 && (fd.ahead == nil || fd.ahead.b.Index != i+1 || fd.ahead.pix.Freed()):
+				t.Fatalf("epoch %d: after step %d the feed holds no batch %d ahead", epoch, i, i+1)
+			case i == 2 && (fd.ahead != nil || fd.aheadErr != io.EOF):
+				t.Fatalf("epoch %d: after the last step the feed holds %v, error %v; want io.EOF", epoch, fd.ahead != nil, fd.aheadErr)
+			}
+			b.Release()
+		}
+		if epoch == 0 {
+			if _, err := fd.Next(ctx); err != io.EOF {
+				t.Fatalf("after the epoch's last batch Next gave %v, want io.EOF", err)
+			}
+		}
+	}
+	if b, err := fd.Next(ctx); err != io.EOF { // the second epoch's io.EOF
+		t.Fatalf("Next gave %v, %v; want io.EOF", b, err)
+	}
+	if err := fd.StartAt(dataset.Position{Epoch: 2}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := fd.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.stepBatch(b, 1e-3); err != nil { // leaves a batch ahead for Close to free
+		t.Fatal(err)
+	}
+	if err := fd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tr.free()
+	if d := torch.Live() - live; d != 0 {
+		t.Fatalf("%d tensors leaked", d)
 	}
 }

@@ -244,6 +244,9 @@ type trainer struct {
 	scaler *LossScaler
 	dp     *DataParallel // nil: one process
 	feed   *feed         // the device input path (nil: Options.HostInput)
+	// afterForward, set for one step, runs once that step's first forward is queued,
+	// before the host waits for its loss (the feed reads the next batch ahead there).
+	afterForward func()
 }
 
 // main reports whether this process writes the run folder (rank 0, or the only one).

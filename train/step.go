@@ -84,6 +84,8 @@ func (t *trainer) stepBatch(b *dataset.Batch, lr float64) (stepResult, error) {
 		if !t.feed.holds(b) {
 			return stepResult{}, fmt.Errorf("train: batch %d of epoch %d did not come from the trainer's feed", b.Index, b.Epoch)
 		}
+		t.afterForward = t.feed.readAhead
+		defer func() { t.afterForward = nil }()
 		return t.stepWith(lr, t.feed.inputs)
 	}
 	return t.stepWith(lr, func() batchTensors {
@@ -154,6 +156,10 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 	// returns the loss of the whole batch (the mean of the ranks' shares: every rank
 	// decides on the same value, so all of them run backward or none does).
 	backward := func(loss *torch.Tensor) (float64, bool) {
+		if f := t.afterForward; f != nil { // the forward is queued: the host is free until Item
+			t.afterForward = nil
+			f()
+		}
 		v := loss.Item()
 		if t.dp != nil {
 			var err error
