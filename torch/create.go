@@ -45,6 +45,11 @@ func FromBytes(data []byte, dtype DType, shape []int64, dev Device) (*Tensor, er
 }
 
 func fromSlice[E any](data []E, dtype DType, shape []int64) *Tensor {
+	return fromSliceIn(data, dtype, shape, false)
+}
+
+// fromSliceIn copies data into a new CPU tensor, in page-locked memory when pinned.
+func fromSliceIn[E any](data []E, dtype DType, shape []int64, pinned bool) *Tensor {
 	if len(shape) == 0 && len(data) != 1 {
 		shape = []int64{int64(len(data))}
 	}
@@ -56,10 +61,19 @@ func fromSlice[E any](data []E, dtype DType, shape []int64) *Tensor {
 		p = unsafe.Pointer(&data[0])
 	}
 	var out C.gt_tensor
-	must("from_slice", C.gt_from_data(p, C.int64_t(len(data)*dtype.Size()), shapePtr(shape), C.int(len(shape)),
-		C.int(dtype), C.int(CPUDevice), 0, &out))
+	n := C.int64_t(len(data) * dtype.Size())
+	if pinned {
+		must("from_slice", C.gt_from_data_pinned(p, n, shapePtr(shape), C.int(len(shape)), C.int(dtype), &out))
+	} else {
+		must("from_slice", C.gt_from_data(p, n, shapePtr(shape), C.int(len(shape)), C.int(dtype), C.int(CPUDevice), 0, &out))
+	}
 	return wrap(out)
 }
+
+// PinnedUint8 is FromUint8 into page-locked memory (ordinary memory without CUDA), the
+// source CopyAsync wants, made with one copy of data where FromUint8(...).PinMemory()
+// makes two.
+func PinnedUint8(data []uint8, shape ...int64) *Tensor { return fromSliceIn(data, Uint8, shape, true) }
 
 // FromFloat32 copies values into a new CPU float32 tensor of the given shape (a vector
 // when no shape is given).

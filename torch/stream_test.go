@@ -1,6 +1,7 @@
 package torch
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -26,6 +27,25 @@ func TestCopyAsyncRefusals(t *testing.T) {
 		var c *Copy
 		c.Wait(x) // a nil copy: nothing to wait for
 		c.Free()
+	})
+	if d := Live() - base; d != 0 {
+		t.Fatalf("%d tensors leaked", d)
+	}
+}
+
+// PinnedUint8 holds the values given, as a CPU uint8 tensor of the shape given (pinned
+// where CUDA is present; ordinary memory here), and refuses a shape that does not fit.
+func TestPinnedUint8(t *testing.T) {
+	base := Live()
+	WithScope(func() {
+		data := []uint8{0, 1, 2, 250, 251, 255}
+		x := PinnedUint8(data, 2, 3)
+		if x.DType() != Uint8 || x.Device() != CPU || !slices.Equal(x.Shape(), []int64{2, 3}) || !slices.Equal(x.Bytes(), data) {
+			t.Fatalf("PinnedUint8 gave %v %v %v %v", x.DType(), x.Device(), x.Shape(), x.Bytes())
+		}
+		if err := Try(func() { PinnedUint8(data, 4, 2) }); err == nil {
+			t.Fatal("6 values for shape [4 2] were accepted")
+		}
 	})
 	if d := Live() - base; d != 0 {
 		t.Fatalf("%d tensors leaked", d)

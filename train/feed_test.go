@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"goclip/clip"
 	"goclip/dataset"
 	"goclip/torch"
 )
@@ -59,11 +60,13 @@ func TestFeedNormalizeBitwise(t *testing.T) {
 	}
 }
 
-// The default input path (uint8 batches, made one step ahead, normalised in the step)
-// must give the host path's losses bit for bit (fp32, CPU): over two epochs (the
-// read-ahead meets the epoch's end and the next StartAt), with augmentation and with
-// gradient accumulation, and leave no tensor behind.
+// The device input path (uint8 batches, made one step ahead, normalised in the step;
+// forced on the CPU with feedOnCPU) must give the host path's losses bit for bit (fp32):
+// over two epochs (the read-ahead meets the epoch's end and the next StartAt), with
+// augmentation and with gradient accumulation, and leave no tensor behind.
 func TestDeviceInputLossesEqual(t *testing.T) {
+	feedOnCPU = true
+	defer func() { feedOnCPU = false }()
 	f := synthData(t, 48, "base")
 	cfg := tinyConfig(t, f.tok)
 	for _, c := range []struct {
@@ -176,4 +179,46 @@ func TestFeedReadsAheadInStep(t *testing.T) {
 	if d := torch.Live() - live; d != 0 {
 		t.Fatalf("%d tensors leaked", d)
 	}
+}
+
+// BenchmarkNormalize32x224 compares the two normalisations of a batch of 32 crops of 224
+// on this machine: the host's NormalizeInto (the loader's workers, one image each) and
+// the feed's table lookup on the batch's device (here the CPU).
+func BenchmarkNormalize32x224(b *testing.B) {
+	const n, s = 32, 224
+	pix := make([]uint8, n*s*s*3)
+	for i := range pix {
+		pix[i] = uint8(i * 31)
+	}
+	b.Run("host", func(b *testing.B) {
+		dst := make([]float32, n*3*s*s)
+		for b.Loop() {
+			for k := range n {
+				dataset.NormalizeInto(dst[k*3*s*s:(k+1)*3*s*s], pix[k*s*s*3:(k+1)*s*s*3])
+			}
+		}
+	})
+	b.Run("device", func(b *testing.B) {
+		cfg, err := clip.Preset("tiny")
+		if err != nil {
+			b.Fatal(err)
+		}
+		m, err := clip.New(cfg, torch.CPU)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer m.Free()
+		fd, err := newFeed(nil, m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { fd.lut.Free(); fd.offs.Free() }()
+		torch.WithScope(func() {
+			fd.cur = &feedBatch{pix: torch.FromUint8(pix, n, s, s, 3), ids: torch.FromInt64([]int64{1}, 1, 1)}
+			for b.Loop() {
+				torch.WithScope(func() { fd.inputs() })
+			}
+			fd.cur = nil
+		})
+	})
 }

@@ -81,9 +81,11 @@ type Options struct {
 	Augment  dataset.AugmentOptions // training augmentation
 	CacheDir string                 // a dataset cache ("" for none)
 	Report   *dataset.Report        // unreadable images are recorded here
-	// HostInput normalises the images on the host and copies each batch in its step, as
-	// before the device input path (feed.go) that is the default: uint8 crops copied one
-	// step ahead and normalised on the device, bit for bit the same pixels.
+	// HostInput makes a CUDA run normalise the images on the host and copy each batch in
+	// its step, instead of the default device input path (feed.go): uint8 crops copied one
+	// step ahead and normalised on the device, bit for bit the same pixels. On the CPU,
+	// where there is nothing to copy, the loader's workers always normalise (a table
+	// lookup in the step costs ~35x their time there).
 	HostInput bool
 
 	// Folder is Out already taken with OpenRun (the command line takes it before it
@@ -243,7 +245,7 @@ type trainer struct {
 	sched  Schedule
 	scaler *LossScaler
 	dp     *DataParallel // nil: one process
-	feed   *feed         // the device input path (nil: Options.HostInput)
+	feed   *feed         // the device input path (nil: the host path)
 	// afterForward, set for one step, runs once that step's first forward is queued,
 	// before the host waits for its loss (the feed reads the next batch ahead there).
 	afterForward func()
@@ -465,8 +467,9 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		Size: size, BatchSize: opts.BatchSize, Workers: opts.Workers, Seed: int64(st.seed),
 		Shuffle: true, DropLast: true, Augment: opts.Augment, CacheDir: opts.CacheDir, Report: opts.Report,
 		Tokenize: func(c string) []int64 { ids, _ := tok.Batch([]string{c}, ctxLen); return ids },
-		Uint8:    !opts.HostInput, // the feed normalises on the device
 	}
+	useFeed := !opts.HostInput && (m.Device().IsCUDA() || feedOnCPU)
+	lopts.Uint8 = useFeed // the feed normalises on the device
 	if t.dp != nil {
 		lopts.Rank, lopts.World = t.dp.Rank(), t.dp.World() // this rank's share of each batch
 	}
@@ -480,7 +483,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 	} else {
 		loader = dataset.NewLoader(job.Train, lopts)
 	}
-	if !opts.HostInput {
+	if useFeed {
 		if t.feed, err = newFeed(loader, m); err != nil {
 			loader.Close()
 			return nil, err

@@ -93,7 +93,7 @@ func trainingFlags(epochs int, lr float64, batch int) []cli.Flag {
 		&cli.PathFlag{Name: "cache", Usage: "a goclip cache folder of preprocessed images (default: the data set's, when built)", EnvVars: []string{"GOCLIP_CACHE"}, Category: catCompute},
 		batchSizeFlag(batch, "the global batch: image/caption pairs per optimizer step"),
 		workersFlag, seedFlag, distTimeoutFlag, gradCheckpointingFlag,
-		&cli.BoolFlag{Name: "device-input", Usage: "batches travel as uint8 crops, copied one step ahead (pinned, on a side stream on CUDA) and normalised on the device (exact; =false: normalised on the host and copied in the step)",
+		&cli.BoolFlag{Name: "device-input", Usage: "on CUDA, batches travel as uint8 crops copied one step ahead from pinned memory on a side stream and are normalised on the GPU (exact; =false: normalised on the host and copied in the step, as on the CPU)",
 			Value: true, EnvVars: []string{"GOCLIP_DEVICE_INPUT"}, Category: catCompute},
 	}
 	f = append(f, dataFlags()...)

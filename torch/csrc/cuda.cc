@@ -109,7 +109,7 @@ gt_status gt_copy_async(const gt_tensor *ts, int n, int dev_index, gt_tensor *ou
                         gt_copy *done) {
   GT_TRY({
 #ifdef GOCLIP_WITH_CUDA
-    if (!torch::cuda::is_available()) no_cuda();
+    if (!torch::cuda::is_available()) throw std::runtime_error("no CUDA device is available");
     const auto dev = static_cast<c10::DeviceIndex>(dev_index);
     const c10::Device target(c10::DeviceType::CUDA, dev);
     std::vector<at::Tensor> srcs;

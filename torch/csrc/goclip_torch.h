@@ -51,6 +51,10 @@ void gt_free(gt_tensor t); /* NULL allowed; never fails */
 /* Copies nbytes of host data into a new tensor of the given shape and dtype on a device. */
 gt_status gt_from_data(const void *data, int64_t nbytes, const int64_t *shape, int ndim,
                        int dtype, int dev_type, int dev_index, gt_tensor *out);
+/* gt_from_data for a CPU tensor in page-locked memory (ordinary memory where CUDA is
+   absent): one copy, where gt_from_data then gt_pin_memory make two. */
+gt_status gt_from_data_pinned(const void *data, int64_t nbytes, const int64_t *shape, int ndim,
+                              int dtype, gt_tensor *out);
 /* Copies a tensor's values (converted to contiguous CPU layout) into dst (nbytes exactly). */
 gt_status gt_to_host(gt_tensor t, void *dst, int64_t nbytes);
 /* Shape: writes ndim and up to 16 sizes. */

@@ -102,6 +102,20 @@ gt_status gt_from_data(const void *data, int64_t nbytes, const int64_t *shape, i
   });
 }
 
+gt_status gt_from_data_pinned(const void *data, int64_t nbytes, const int64_t *shape, int ndim,
+                              int dtype, gt_tensor *out) {
+  GT_TRY({
+    auto opts = options(dtype, GT_CPU, 0).pinned_memory(at::hasCUDA());
+    auto cpu = at::empty(dims(shape, ndim), opts);
+    int64_t want = cpu.numel() * static_cast<int64_t>(cpu.element_size());
+    if (want != nbytes)
+      throw std::invalid_argument("from_data_pinned: " + std::to_string(nbytes) +
+                                  " bytes for a tensor of " + std::to_string(want));
+    if (nbytes > 0) std::memcpy(cpu.data_ptr(), data, nbytes);
+    *out = own(cpu);
+  });
+}
+
 gt_status gt_to_host(gt_tensor t, void *dst, int64_t nbytes) {
   GT_TRY({
     auto c = T(t).detach().to(c10::kCPU).contiguous();

@@ -37,7 +37,7 @@ func TestCopyAsync(t *testing.T) {
 			ids[i] = int64(r*1000 + i)
 			sum += float64(ids[i])
 		}
-		outs, c := torch.CopyAsync(dev, torch.FromUint8(u8, n).PinMemory(), torch.FromInt64(ids, 64).PinMemory())
+		outs, c := torch.CopyAsync(dev, torch.PinnedUint8(u8, n), torch.FromInt64(ids, 64).PinMemory())
 		c.Wait(outs...)
 		if outs[0].Device() != dev || outs[0].DType() != torch.Uint8 || outs[1].DType() != torch.Int64 {
 			t.Fatalf("round %d: copies are %v and %v", r, outs[0], outs[1])
