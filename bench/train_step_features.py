@@ -8,7 +8,12 @@ falls on all of them alike; a setting's step time is the median over its runs of
 run's median step (and the fastest run's, the least disturbed by other work), its memory
 the largest peak RSS (VmHWM) of its runs.
 
-usage: python3 bench/train_step_features.py OUT.md [--rounds 2] [--quick]
+usage: python3 bench/train_step_features.py OUT.md [--rounds 2] [--lora-bf16]
+
+--lora-bf16 instead measures a LoRA step under --precision bf16 (r=64 on q/k/v of
+ViT-B/16, batch 4) with the frozen base kept in bf16 (the default) and with the
+float32 base that autocast casts at every step (--bf16-base=false)
+(bench/results/train-step-bf16-base-cpu.md).
 """
 import argparse
 import json
@@ -33,6 +38,18 @@ CASES = [  # name, bench flags
 ]
 
 
+LORA_BF16_SETTINGS = [
+    ("float32 base, autocast casts it (--bf16-base=false)", ["--bf16-base=false"]),
+    ("bf16 base (the default)", []),
+]
+
+LORA_BF16_CASES = [
+    ("vit-b-16 LoRA r=64 q/k/v, bf16, batch 4",
+     ["--config", "vit-b-16", "--lora-r", "64", "--lora-alpha", "128", "--precision", "bf16",
+      "--batch-size", "4", "--steps", "2", "--warmup", "1"]),
+]
+
+
 def run(flags):
     out = subprocess.run(["bin/goclip", "bench", "--json", "--threads", "2", "--caption-length", "30"] + flags,
                          capture_output=True, text=True, check=True)
@@ -43,17 +60,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--lora-bf16", action="store_true")
     a = ap.parse_args()
+    settings, cases = (LORA_BF16_SETTINGS, LORA_BF16_CASES) if a.lora_bf16 else (SETTINGS, CASES)
     rows = []
-    for case, flags in CASES:
-        res = {name: [] for name, _ in SETTINGS}
+    for case, flags in cases:
+        res = {name: [] for name, _ in settings}
         for r in range(a.rounds):
-            for name, extra in SETTINGS:
+            for name, extra in settings:
                 res[name].append(run(flags + extra))
                 print(case, r, name, res[name][-1]["step_ms"], res[name][-1]["peak_memory_mb"], file=sys.stderr)
-        base = statistics.median(x["step_ms"] for x in res[SETTINGS[0][0]])
-        base_min = min(x["step_ms"] for x in res[SETTINGS[0][0]])
-        for name, _ in SETTINGS:
+        base = statistics.median(x["step_ms"] for x in res[settings[0][0]])
+        base_min = min(x["step_ms"] for x in res[settings[0][0]])
+        for name, _ in settings:
             ms = statistics.median(x["step_ms"] for x in res[name])
             fastest = min(x["step_ms"] for x in res[name])
             mem = max(x["peak_memory_mb"] for x in res[name])
@@ -63,7 +82,8 @@ def main():
     with open(a.out + ".tmp", "w") as f:
         f.write(f"<!-- written by bench/train_step_features.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} -->\n")
         f.write(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min) on {os.cpu_count()} cores\n\n")
-        f.write("| case | setting | step ms (median of runs) | vs today | fastest run ms | vs today | peak RSS MB | each run's median ms |\n")
+        ref = "vs --bf16-base=false" if a.lora_bf16 else "vs today"
+        f.write(f"| case | setting | step ms (median of runs) | {ref} | fastest run ms | {ref} | peak RSS MB | each run's median ms |\n")
         f.write("| --- | --- | --- | --- | --- | --- | --- | --- |\n")
         f.write("\n".join(rows) + "\n")
     os.replace(a.out + ".tmp", a.out)

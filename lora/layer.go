@@ -193,6 +193,17 @@ func KeepBaseIn(m *clip.Model, dtype torch.DType) (*LowPrecisionBase, error) {
 	return lb, nil
 }
 
+// Free drops the float32 copies without restoring them (a model about to be freed).
+func (lb *LowPrecisionBase) Free() {
+	if lb == nil {
+		return
+	}
+	for _, h := range lb.host {
+		h.Free()
+	}
+	lb.params, lb.host = nil, nil
+}
+
 // Len is the number of parameters converted.
 func (lb *LowPrecisionBase) Len() int { return len(lb.params) }
 

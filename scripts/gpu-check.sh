@@ -26,6 +26,7 @@ PLAN=(
   "bench-goclip-full    75"  # goclip bench: full training, seed-scratch, batch 256, bf16
   "interop             200"  # scripts/gpu/interop.py --device cuda: goclip vs transformers/peft
   "e2e                 150"  # scripts/gpu/e2e.sh: goclip finetune on cached synthetic 224 px
+  "bench-goclip-lora-fp32-base 60"  # the LoRA bench with --bf16-base=false (autocast casts)
   "tests                90"  # each other package's test binary (test-NAME), while time lasts
 )
 #
@@ -309,6 +310,10 @@ run_plan_step() { # NAME LIMIT
     bench-goclip-full)
       step "$name" "$limit" bash -c 'bin/goclip bench --config seed-scratch --batch-size 256 \
         --steps "$1" --warmup 10 --precision bf16 --device cuda --json > "$2"' _ "$nsteps" "$work/bench-goclip-full.json" ;;
+    bench-goclip-lora-fp32-base)
+      step "$name" "$limit" bash -c 'bin/goclip bench --config vit-b-16 --lora-r 64 --lora-alpha 128 \
+        --lora-targets q_proj,k_proj,v_proj --batch-size 256 --steps "$1" --warmup 10 --precision bf16 \
+        --device cuda --json --bf16-base=false > "$2"' _ "$nsteps" "$work/bench-goclip-lora-fp32-base.json" ;;
     interop)
       step "$name" "$limit" env NVIDIA_TF32_OVERRIDE=0 "$PY" scripts/gpu/interop.py --device cuda \
         --models small,vit-b-16 --work "$work" --goclip bin/goclip --fixtures build/gpu-fixtures \

@@ -87,7 +87,7 @@ Examples:
 		&cli.IntFlag{Name: "warmup", Value: 2, EnvVars: []string{"GOCLIP_BENCH_WARMUP"}, Usage: "untimed steps first", Category: catCompute},
 		&cli.StringFlag{Name: "mode", Value: "train", EnvVars: []string{"GOCLIP_BENCH_MODE"}, Usage: "train (full training steps) or embed (no-grad image and text embeddings)", Category: catCompute},
 		&cli.IntFlag{Name: "caption-length", EnvVars: []string{"GOCLIP_BENCH_CAPTION_LENGTH"}, Usage: "tokens per caption, start and end included (0: random ids at every context position)", Category: catCompute},
-		seedFlag, gradCheckpointingFlag,
+		seedFlag, gradCheckpointingFlag, bf16BaseFlag,
 		&cli.BoolFlag{Name: "json", EnvVars: []string{"GOCLIP_BENCH_JSON"}, Usage: "print the result as one JSON object", Category: catOutput},
 	}, computeFlags()...),
 	Action: torchAction(runBench),
@@ -166,6 +166,13 @@ func runBench(c *cli.Context) error {
 			return err
 		}
 		trainable = a.Trainable()
+		if prec == clip.BF16 && c.Bool(bf16BaseFlag.Name) { // as finetune's steps run
+			lb, err := lora.KeepBaseIn(m, torch.BFloat16)
+			if err != nil {
+				return err
+			}
+			defer lb.Free()
+		}
 	}
 	total, nTrain := nn.Count(m.NamedParameters())
 

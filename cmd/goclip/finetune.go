@@ -59,11 +59,14 @@ Examples:
 		&cli.PathFlag{Name: initAdapterFlag, Usage: "start from this adapter instead of a fresh one: a peft adapter folder (goclip's or save_pretrained's) or a LoRA run folder; " +
 			"r, alpha and targets come from its adapter_config.json", EnvVars: []string{"GOCLIP_INIT_ADAPTER"}, Category: catLoRA},
 		&cli.BoolFlag{Name: "dry-run", Usage: "build the model and adapters, print the parameter counts and exit", Category: catOutput},
-		&cli.BoolFlag{Name: "bf16-base", Usage: "under --precision bf16, keep the frozen base weights in bf16 on the device (the adapters and their optimizer state stay float32; the merged export is float32); =false keeps them float32 and casts them every step",
-			Value: true, EnvVars: []string{"GOCLIP_BF16_BASE"}, Category: catLoRA},
+		bf16BaseFlag,
 	}, trainingFlags(5, 1e-4, 64)...),
 	Action: torchAction(runFinetune),
 }
+
+// bf16BaseFlag is finetune's and bench's switch of the bf16 base (train.Options.FP32Base).
+var bf16BaseFlag = &cli.BoolFlag{Name: "bf16-base", Usage: "LoRA under --precision bf16: keep the frozen base weights in bf16 on the device (the adapters and their optimizer state stay float32; the merged export is float32); =false keeps them float32 and casts them every step",
+	Value: true, EnvVars: []string{"GOCLIP_BF16_BASE"}, Category: catLoRA}
 
 // initAdapterFlag names finetune's --init-adapter.
 const initAdapterFlag = "init-adapter"
@@ -77,7 +80,7 @@ func runFinetune(c *cli.Context) (err error) {
 		if s, err = checkTraining(c, true); err != nil {
 			return err
 		}
-		s.opts.FP32Base = !c.Bool("bf16-base")
+		s.opts.FP32Base = !c.Bool(bf16BaseFlag.Name)
 		defer func() { s.close(); s.cleanup(err) }()
 	} else if c.NArg() > 0 {
 		return fmt.Errorf("finetune takes no arguments (got %q)", c.Args().Slice())

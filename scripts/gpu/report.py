@@ -153,6 +153,7 @@ def main():
     pr = peer.get("results", {})
     gl = last_json(os.path.join(w, "bench-goclip-lora.json"))
     gf = last_json(os.path.join(w, "bench-goclip-full.json"))
+    gl32 = last_json(os.path.join(w, "bench-goclip-lora-fp32-base.json"))
     e2e = e2e_throughput(w)
     e2e_host = e2e_throughput(w, "e2e-run-host-input")
 
@@ -162,6 +163,7 @@ def main():
     bench = {
         "lora": {"goclip": gl, "peer": pr.get("lora")},
         "full": {"goclip": gf, "peer": pr.get("full")},
+        "lora_fp32_base": gl32,
         "e2e_finetune": e2e,
         "e2e_finetune_host_input": e2e_host,
     }
@@ -170,6 +172,8 @@ def main():
         "a_lora_memory_ratio": {"value": ratio(get(gl, "peak_memory_mb"), get(pr.get("lora"), "peak_memory_mb")), "target": "<= 0.8"},
         "b_full_speedup": {"value": ratio(get(gf, "images_per_s"), get(pr.get("full"), "images_per_s")), "target": ">= 1.2"},
         "d_e2e_vs_bench": {"value": ratio(get(e2e, "images_per_s"), get(gl, "images_per_s")), "target": ">= 0.95"},
+        "lora_bf16_base_speedup": {"value": ratio(get(gl, "images_per_s"), get(gl32, "images_per_s")), "target": ">= 1.0"},
+        "lora_bf16_base_memory_ratio": {"value": ratio(get(gl, "peak_memory_mb"), get(gl32, "peak_memory_mb")), "target": "<= 1.0"},
         "e2e_device_vs_host_input": {"value": ratio(get(e2e, "images_per_s"), get(e2e_host, "images_per_s")), "target": ">= 1.0"},
     }
     # MFU over the matmul rate measured in this call: goclip's FLOPs per step over its
@@ -258,6 +262,9 @@ def main():
                 continue
             L.append(f"| {name} | {fmt(r.get('images_per_s'))} | {fmt(r.get('step_ms'))} | "
                      f"{fmt(r.get('peak_memory_mb'), 0)} | {fmt(r.get('mfu'), 3)} | {fmt(r.get('mfu_measured'), 3)} |")
+    if isinstance(gl32, dict) and "images_per_s" in gl32:
+        L.append(f"| LoRA: goclip --bf16-base=false (float32 base, cast every step) | {fmt(gl32.get('images_per_s'))} | {fmt(gl32.get('step_ms'))} | "
+                 f"{fmt(gl32.get('peak_memory_mb'), 0)} | {fmt(gl32.get('mfu'), 3)} | |")
     if isinstance(e2e, dict) and "images_per_s" in e2e:
         L.append(f"| end-to-end goclip finetune (synthetic 224 px, cached) | {fmt(e2e['images_per_s'])} | | | | |")
     if isinstance(e2e_host, dict) and "images_per_s" in e2e_host:
