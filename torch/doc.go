@@ -1,6 +1,7 @@
 // Package torch is goclip's binding to libtorch: tensors, the operations CLIP training
 // needs (forward and, through libtorch's autograd, backward), AdamW, gradient clipping,
-// loss-scaling primitives, autocast, RNG state, CUDA queries and checkpoint files.
+// loss-scaling primitives, autocast, RNG state, CUDA queries, asynchronous host-to-device
+// copies on a side stream (CopyAsync, from pinned memory) and checkpoint files.
 //
 // It is goclip's cgo package for libtorch (internal/jpegturbo, built only with
 // -tags jpegturbo, is the other cgo package). It calls the C ABI of the shim in torch/csrc
