@@ -17,21 +17,23 @@ import (
 	"strings"
 
 	"goclip/internal/atomicfile"
+	"goclip/internal/rundir"
 	"goclip/torch"
 	"goclip/torch/serialize"
 )
 
-// File names of a Hugging Face model folder and of a goclip run folder.
+// File names of a Hugging Face model folder, and those of a goclip run folder that
+// FindCheckpoint reads (internal/rundir owns the run folder's layout).
 const (
 	ConfigFile          = "config.json"
 	SafetensorsFile     = "model.safetensors"
 	SafetensorsIndex    = serialize.SafetensorsIndexName // model.safetensors.index.json
 	PyTorchFile         = "pytorch_model.bin"
 	PreprocessorFile    = "preprocessor_config.json"
-	RunModelDir         = "model"               // RUN/model/: the final HF folder
-	RunCheckpointPath   = "checkpoints/last.pt" // RUN/checkpoints/last.pt: the resumable checkpoint
-	positionIDsSuffix   = ".position_ids"       // HF buffers, accepted and ignored
-	safetensorsFormatPT = "pt"                  // __metadata__ format transformers requires
+	RunModelDir         = rundir.ModelDir // RUN/model/: the final HF folder
+	RunCheckpointPath   = rundir.LastPath // RUN/checkpoints/last.pt: the resumable checkpoint
+	positionIDsSuffix   = ".position_ids" // HF buffers, accepted and ignored
+	safetensorsFormatPT = "pt"            // __metadata__ format transformers requires
 )
 
 // tokenizerFiles are copied by SaveHF from a tokenizer folder when present; the first
@@ -162,7 +164,7 @@ func (s *Source) readIndex(index string) error {
 // tokenizerIn returns dir when it holds vocab.json and merges.txt or tokenizer.json,
 // else dir/tokenizer when that does, else "".
 func tokenizerIn(dir string) string {
-	for _, d := range []string{dir, filepath.Join(dir, "tokenizer")} {
+	for _, d := range []string{dir, rundir.Dir(dir).Tokenizer()} {
 		if hasTokenizer(d) {
 			return d
 		}

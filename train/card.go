@@ -6,7 +6,6 @@ package train
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"goclip/internal/atomicfile"
@@ -73,5 +72,5 @@ func yamlString(s string) string {
 
 // WriteModelCard writes the card as RUN/adapter/README.md.
 func WriteModelCard(run string, mc ModelCard) error {
-	return atomicfile.WriteBytes(filepath.Join(run, AdapterDir, "README.md"), []byte(mc.Markdown()))
+	return atomicfile.WriteBytes(RunDir(run).Card(), []byte(mc.Markdown()))
 }

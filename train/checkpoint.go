@@ -13,7 +13,7 @@ package train
 //	 "rng": {"torch_cpu": uint8 tensor, "torch_cuda": uint8 tensor (CUDA runs),
 //	         "data_seed": int},
 //	 "data": {"epoch": int, "batch": int, "sample": int},
-//	 "best_val_loss": float, "skipped": int}
+//	 "best_val_loss": float, "best_step": int (-1: no evaluation yet), "skipped": int}
 
 import (
 	"errors"
@@ -23,6 +23,7 @@ import (
 	"slices"
 
 	"goclip/dataset"
+	"goclip/internal/rundir"
 	"goclip/nn"
 	"goclip/torch"
 	"goclip/torch/serialize"
@@ -31,10 +32,10 @@ import (
 // CheckpointFormat tags the checkpoints this package writes.
 const CheckpointFormat = "goclip-train/1"
 
-// Checkpoint file names under RUN/checkpoints/.
+// Checkpoint file names under RUN/checkpoints/ (see RunDir).
 const (
-	LastCheckpoint = "last.pt"
-	BestCheckpoint = "best.pt"
+	LastCheckpoint = rundir.LastFile
+	BestCheckpoint = rundir.BestFile
 )
 
 // checkpointState is what a checkpoint restores beyond tensors.

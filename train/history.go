@@ -13,28 +13,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
 	"goclip/internal/atomicfile"
+	"goclip/internal/rundir"
 )
 
 // StepCheckpoint is the file name of the checkpoint kept at step.
-func StepCheckpoint(step int) string { return "step-" + strconv.Itoa(step) + ".pt" }
-
-// stepOf parses a StepCheckpoint name.
-func stepOf(name string) (int, bool) {
-	s, ok := strings.CutPrefix(name, "step-")
-	if !ok {
-		return 0, false
-	}
-	s, ok = strings.CutSuffix(s, ".pt")
-	if !ok {
-		return 0, false
-	}
-	n, err := strconv.Atoi(s)
-	return n, err == nil && n >= 0 && strconv.Itoa(n) == s
-}
+func StepCheckpoint(step int) string { return rundir.StepFile(step) }
 
 // StepCheckpoints lists the step checkpoints in the checkpoints folder dir, by step.
 func StepCheckpoints(dir string) (steps []int, err error) {
@@ -46,7 +32,7 @@ func StepCheckpoints(dir string) (steps []int, err error) {
 		return nil, err
 	}
 	for _, e := range entries {
-		if n, ok := stepOf(e.Name()); ok && e.Type().IsRegular() {
+		if n, ok := rundir.StepOf(e.Name()); ok && e.Type().IsRegular() {
 			steps = append(steps, n)
 		}
 	}
@@ -59,16 +45,17 @@ func StepCheckpoints(dir string) (steps []int, err error) {
 // checkpoints/step-N.pt, anything else a path. It must be a file; errors name the flag
 // --resume-from.
 func ResolveCheckpoint(run, spec string) (string, error) {
-	dir := filepath.Join(run, "checkpoints")
+	rd := RunDir(run)
+	dir := rd.Checkpoints()
 	var path string
 	switch {
 	case spec == "" || spec == "latest":
-		path = filepath.Join(dir, LastCheckpoint)
+		path = rd.Last()
 	case spec == "best":
-		path = filepath.Join(dir, BestCheckpoint)
+		path = rd.Best()
 	default:
-		if _, ok := stepOf(spec + ".pt"); ok && !strings.ContainsRune(spec, os.PathSeparator) {
-			path = filepath.Join(dir, spec+".pt")
+		if step, ok := rundir.StepOf(spec + ".pt"); ok && !strings.ContainsRune(spec, os.PathSeparator) {
+			path = rd.Step(step)
 		} else {
 			path = spec
 		}

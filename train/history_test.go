@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"goclip/internal/rundir"
 	"goclip/torch/serialize"
 )
 
@@ -109,7 +110,7 @@ func TestResolveCheckpoint(t *testing.T) {
 	if _, err := ResolveCheckpoint(run, ck); err == nil || !strings.Contains(err.Error(), "not a file") {
 		t.Errorf("a folder gave %v", err)
 	}
-	if n, ok := stepOf("step-007.pt"); ok {
+	if n, ok := rundir.StepOf("step-007.pt"); ok {
 		t.Errorf("step-007.pt parsed as step %d", n)
 	}
 }

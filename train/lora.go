@@ -9,11 +9,12 @@ import (
 	"strings"
 
 	"goclip/clip"
+	"goclip/internal/rundir"
 	"goclip/lora"
 )
 
-// AdapterDir is the run folder's PEFT adapter: RUN/adapter/.
-const AdapterDir = "adapter"
+// AdapterDir is the run folder's PEFT adapter: RUN/adapter/ (see RunDir).
+const AdapterDir = rundir.AdapterDir
 
 // FinishLoRA is the Job.Finish of a LoRA run: it writes RUN/adapter/ (peft's files, with
 // baseModel as base_model_name_or_path), then merges the adapter into the model and
@@ -22,7 +23,7 @@ const AdapterDir = "adapter"
 // (the model is a plain CLIP with the merged weights).
 func FinishLoRA(a *lora.Adapter, baseModel, tokenizerDir string) func(run string) error {
 	return func(run string) error {
-		dir := filepath.Join(run, AdapterDir)
+		dir := RunDir(run).Adapter()
 		if err := a.Save(dir, baseModel); err != nil {
 			return err
 		}
@@ -43,7 +44,7 @@ func FinishLoRA(a *lora.Adapter, baseModel, tokenizerDir string) func(run string
 		if err := SaveModel(run, m, tokenizerDir); err != nil {
 			return err
 		}
-		return lora.MarkMerged(filepath.Join(run, clip.RunModelDir, clip.ConfigFile), append(merged, entry))
+		return lora.MarkMerged(RunDir(run).ModelConfig(), append(merged, entry))
 	}
 }
 
@@ -74,7 +75,7 @@ type LoRASettings struct {
 // adapter_config.json (goclip's adapter/, or peft's save_pretrained folder), or a
 // LoRA run folder's adapter/.
 func AdapterFolder(dir string) (string, error) {
-	for _, d := range []string{dir, filepath.Join(dir, AdapterDir)} {
+	for _, d := range []string{dir, RunDir(dir).Adapter()} {
 		if st, err := os.Stat(filepath.Join(d, lora.ConfigFile)); err == nil && st.Mode().IsRegular() {
 			return d, nil
 		}
@@ -83,7 +84,7 @@ func AdapterFolder(dir string) (string, error) {
 		return "", fmt.Errorf("adapter: %w", err)
 	}
 	return "", fmt.Errorf("adapter %s: no %s there nor in %s (want a peft adapter folder or a LoRA run folder)",
-		dir, lora.ConfigFile, filepath.Join(dir, AdapterDir))
+		dir, lora.ConfigFile, RunDir(dir).Adapter())
 }
 
 // InitAdapter injects the adapter that dir holds (see AdapterFolder) into m with its

@@ -29,13 +29,14 @@ import (
 
 	"goclip/clip"
 	"goclip/internal/atomicfile"
+	"goclip/internal/rundir"
 	"goclip/torch"
 )
 
-// MetricsFile and CurveFile are the run files of this file's writers.
+// MetricsFile and CurveFile are the run files of this file's writers (see RunDir).
 const (
-	MetricsFile = "metrics.jsonl"
-	CurveFile   = "learning_curve.png"
+	MetricsFile = rundir.MetricsFile
+	CurveFile   = rundir.CurveFile
 )
 
 // TrainRow is a metrics.jsonl row for logged training steps: time is when it was
@@ -97,7 +98,7 @@ type metrics struct {
 // to the rows at or before step (rows a killed run wrote after its last checkpoint).
 // Without write (ranks other than 0) it only keeps the rows in memory.
 func openMetrics(dir string, resume bool, step int, write bool) (*metrics, error) {
-	m := &metrics{path: filepath.Join(dir, MetricsFile), readOnly: !write, lastEvalStep: -1, lastZeroshotStep: -1}
+	m := &metrics{path: RunDir(dir).Metrics(), readOnly: !write, lastEvalStep: -1, lastZeroshotStep: -1}
 	if !resume {
 		if m.readOnly {
 			return m, nil

@@ -369,8 +369,9 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		return t.dp.AnyRank(stop)
 	}
 	out := opts.Out
-	ckptDir := filepath.Join(out, "checkpoints")
-	last := filepath.Join(ckptDir, LastCheckpoint)
+	rd := RunDir(out)
+	ckptDir := rd.Checkpoints()
+	last := rd.Last()
 	if isMain {
 		rf := opts.Folder
 		if rf == nil {
@@ -429,14 +430,14 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 			}
 		}
 		if isMain {
-			if err := m.Config.Save(filepath.Join(out, clip.ConfigFile)); err != nil {
+			if err := m.Config.Save(rd.Config()); err != nil {
 				return nil, err
 			}
 		}
 	}
 	if isMain && (!opts.Resume || opts.Args != nil) {
 		// A resume rewrites it once the checkpoint has loaded: the settings it runs with.
-		if err := atomicfile.WriteJSON(filepath.Join(out, "args.json"), opts.Args); err != nil {
+		if err := atomicfile.WriteJSON(rd.Args(), opts.Args); err != nil {
 			return nil, err
 		}
 	}
@@ -633,7 +634,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 			st.best, st.bestStep = ev.Loss, step
 			res.BestValLoss = ev.Loss
 			if isMain {
-				return t.saveCheckpoint(filepath.Join(ckptDir, BestCheckpoint), st)
+				return t.saveCheckpoint(rd.Best(), st)
 			}
 		}
 		return nil
@@ -656,7 +657,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		if !isMain {
 			return nil
 		}
-		return met.plot(filepath.Join(out, CurveFile), filepath.Base(filepath.Clean(out)))
+		return met.plot(rd.Curve(), filepath.Base(filepath.Clean(out)))
 	}
 
 	var (
@@ -836,7 +837,7 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		res.Test = &ev
 		prog.printf("test: %s\n", ev)
 		if isMain {
-			if err := atomicfile.WriteJSON(filepath.Join(out, "eval.json"), ev); err != nil {
+			if err := atomicfile.WriteJSON(rd.Eval(), ev); err != nil {
 				return nil, err
 			}
 		}
@@ -870,10 +871,10 @@ func (t *trainer) interrupt(save func() error, step int, path string) error {
 // SaveModel writes a run's final model: RUN/model/ (an HF folder with the tokenizer of
 // tokenizerDir) and RUN/model.pt (the state dict, HF keys).
 func SaveModel(run string, m *clip.Model, tokenizerDir string) error {
-	if err := clip.SaveHF(filepath.Join(run, clip.RunModelDir), m, m.Config, tokenizerDir); err != nil {
+	if err := clip.SaveHF(RunDir(run).Model(), m, m.Config, tokenizerDir); err != nil {
 		return err
 	}
-	return clip.SavePT(filepath.Join(run, "model.pt"), m)
+	return clip.SavePT(RunDir(run).ModelPT(), m)
 }
 
 func logw(o Options) io.Writer {

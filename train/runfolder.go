@@ -16,13 +16,18 @@ import (
 	"syscall"
 	"time"
 
-	"goclip/clip"
 	"goclip/internal/atomicfile"
+	"goclip/internal/rundir"
 )
 
 // RunMarker is the file that marks a folder as a goclip run and that a running goclip
 // holds locked. It records the pid and command line of the last process that held it.
-const RunMarker = ".goclip-run"
+const RunMarker = rundir.Marker
+
+// RunDir is a run folder's path, with a method per file and folder of the run (see
+// internal/rundir, the one owner of the layout): RunDir(out).Last() is
+// RUN/checkpoints/last.pt.
+type RunDir = rundir.Dir
 
 // RunFolder is a run folder held exclusively by this process (see OpenRun).
 type RunFolder struct {
@@ -43,8 +48,9 @@ type runHolder struct {
 // IsRunFolder reports whether dir is a goclip run: it holds RunMarker, or (a run of a
 // release before the marker) args.json beside metrics.jsonl or checkpoints/last.pt.
 func IsRunFolder(dir string) bool {
-	exists := func(name string) bool { _, err := os.Stat(filepath.Join(dir, name)); return err == nil }
-	return exists(RunMarker) || (exists("args.json") && (exists(MetricsFile) || exists(clip.RunCheckpointPath)))
+	rd := RunDir(dir)
+	exists := func(path string) bool { _, err := os.Stat(path); return err == nil }
+	return exists(rd.Marker()) || (exists(rd.Args()) && (exists(rd.Metrics()) || exists(rd.Last())))
 }
 
 // OpenRun takes the run folder dir for a run of this process: a new run (resume false)
@@ -58,7 +64,8 @@ func OpenRun(dir string, resume bool) (*RunFolder, error) {
 	if dir == "" {
 		return nil, errors.New("train: no run folder (--out)")
 	}
-	last := filepath.Join(dir, clip.RunCheckpointPath)
+	rd := RunDir(dir)
+	last := rd.Last()
 	_, lastErr := os.Stat(last)
 	if resume {
 		if !IsRunFolder(dir) {
@@ -93,7 +100,7 @@ func OpenRun(dir string, resume bool) (*RunFolder, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("--out %s: %w", dir, err)
 	}
-	path := filepath.Join(dir, RunMarker)
+	path := rd.Marker()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("--out %s: %w", dir, err)
@@ -112,8 +119,8 @@ func OpenRun(dir string, resume bool) (*RunFolder, error) {
 		_, err = f.WriteAt(append(data, '\n'), 0)
 	}
 	// Holding the lock, no other goclip writes here: every temporary is debris.
-	for _, sub := range []string{"", "checkpoints", clip.RunModelDir, AdapterDir, "tokenizer", TensorBoardDir} {
-		gone, err := atomicfile.RemoveStale(filepath.Join(dir, sub), true)
+	for _, sub := range rd.Folders() {
+		gone, err := atomicfile.RemoveStale(sub, true)
 		rf.Swept = append(rf.Swept, gone...)
 		if err != nil {
 			rf.Close()

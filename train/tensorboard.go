@@ -15,16 +15,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
+	"goclip/internal/rundir"
 	"goclip/internal/tfevents"
 )
 
 // TensorBoardDir is the run folder's TensorBoard log folder (`tensorboard --logdir RUN/tb`).
-const TensorBoardDir = "tb"
+const TensorBoardDir = rundir.TensorBoard
 
 // tensorBoard writes metrics rows to RUN/tb/.
 type tensorBoard struct {
@@ -44,7 +44,7 @@ func openTensorBoard(run string, rows [][]byte) (*tensorBoard, error) {
 			events = append(events, e)
 		}
 	}
-	w, err := tfevents.Create(filepath.Join(run, TensorBoardDir), time.Now(), events)
+	w, err := tfevents.Create(RunDir(run).TensorBoard(), time.Now(), events)
 	if err != nil {
 		return nil, fmt.Errorf("tensorboard: %w", err)
 	}

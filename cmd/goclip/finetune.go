@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -139,7 +138,7 @@ func runFinetune(c *cli.Context) (err error) {
 
 	// Every rank decides from the same file (rank 0 writes it only after the
 	// evaluation all of them run), and the ranks' base weights are equal (one file).
-	basePath := filepath.Join(s.out, "eval_base.json")
+	basePath := train.RunDir(s.out).EvalBase()
 	if _, err := os.Stat(basePath); err != nil && len(job.Test) > 0 {
 		if s.main() {
 			fmt.Fprintf(c.App.ErrWriter, "evaluating the base model on the test split (%d images)\n", len(job.Test))

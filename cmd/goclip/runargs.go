@@ -23,11 +23,13 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"goclip/internal/rundir"
 	"goclip/torch"
+	"goclip/train"
 )
 
-// ArgsFile is the run's settings file.
-const ArgsFile = "args.json"
+// ArgsFile is the run's settings file (see train.RunDir).
+const ArgsFile = rundir.ArgsFile
 
 // resumeMayChange are the flags a resumed run may set to other values than the run's:
 // how long it runs, how it logs, and the compute it runs on. Every other flag shapes
@@ -152,7 +154,7 @@ func newRunArgs(c *cli.Context, dev torch.Device, resolved map[string]any, prev 
 // readRunArgs reads RUN/args.json. Runs written before args.json had a "flags" object
 // kept the flags at the top level, beside "command" (the argv); both are read.
 func readRunArgs(run string) (*runArgsFile, error) {
-	path := filepath.Join(run, ArgsFile)
+	path := train.RunDir(run).Args()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -231,7 +233,7 @@ func applyRunArgs(c *cli.Context) (*runArgsFile, map[string][2]json.RawMessage, 
 		}
 		if !resumeMayChange[name] {
 			return nil, nil, fmt.Errorf("--resume: --%s %s differs from the run's %s (%s): a resumed run keeps its model, data and optimizer settings; drop --%s or start a new run",
-				name, now, rec, filepath.Join(run, ArgsFile), name)
+				name, now, rec, train.RunDir(run).Args(), name)
 		}
 		changed[name] = [2]json.RawMessage{rec, now}
 	}

@@ -273,7 +273,7 @@ func (s *trainSetup) openData(c *cli.Context) error {
 func (s *trainSetup) checkFresh() error {
 	if !s.main() {
 		if s.resume {
-			if _, err := os.Stat(filepath.Join(s.out, clip.RunCheckpointPath)); err != nil {
+			if _, err := os.Stat(train.RunDir(s.out).Last()); err != nil {
 				return fmt.Errorf("--resume: %s holds no checkpoint (%s)", s.out, clip.RunCheckpointPath)
 			}
 		}
@@ -297,10 +297,11 @@ func (s *trainSetup) cleanup(err error) {
 	if err == nil || !s.created || !s.main() {
 		return
 	}
-	if _, e := os.Stat(filepath.Join(s.out, clip.RunCheckpointPath)); e == nil {
+	rd := train.RunDir(s.out)
+	if _, e := os.Stat(rd.Last()); e == nil {
 		return
 	}
-	if st, e := os.Stat(filepath.Join(s.out, train.MetricsFile)); e == nil && st.Size() > 0 {
+	if st, e := os.Stat(rd.Metrics()); e == nil && st.Size() > 0 {
 		return
 	}
 	os.RemoveAll(s.out)
@@ -383,7 +384,7 @@ func runTrain(c *cli.Context) (err error) {
 			return err
 		}
 	} else {
-		tokDir = filepath.Join(s.out, "tokenizer")
+		tokDir = train.RunDir(s.out).Tokenizer()
 		tok, err = scratchTokenizer(c, s, tokDir)
 		if err != nil {
 			return err
