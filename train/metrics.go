@@ -194,6 +194,46 @@ func (m *metrics) add(row any) error {
 	return m.tb.add(data)
 }
 
+// metricsLog is the metrics as an observer of the run: a TrainRow per logging window
+// (the means over its finite steps), an EvalRow per evaluation, a ZeroshotRow per
+// zero-shot measurement.
+type metricsLog struct {
+	*metrics
+	t          *trainer // the model's logit scale and bias, the loss scaler
+	loss, norm float64  // sums over the window's finite steps
+	n          int      // the window's finite steps
+}
+
+func (l *metricsLog) stepDone(e stepEvent) error {
+	if e.res.outcome != stepBad {
+		l.loss += e.res.loss
+		l.norm += e.res.gradNorm
+		l.n++
+	}
+	if !e.logRow {
+		return nil
+	}
+	n, loss, norm := l.n, l.loss, l.norm
+	l.loss, l.norm, l.n = 0, 0, 0
+	if n == 0 {
+		return nil // a window of skipped steps only
+	}
+	row := TrainRow{Time: nowText(), Step: e.step, Epoch: e.epoch, LR: e.lr, TrainLoss: loss / float64(n), GradNorm: norm / float64(n),
+		ImagesPerS: e.imagesPerS, Skipped: e.skipped, LogitScale: logitScale(l.t.model), LogitBias: l.t.logitBias()}
+	if l.t.scaler != nil {
+		row.LossScale = l.t.scaler.Scale
+	}
+	return l.add(row)
+}
+
+func (l *metricsLog) evaluated(step int, epoch float64, ev EvalResult) error {
+	return l.add(EvalRow{Time: nowText(), Step: step, Epoch: epoch, ValLoss: ev.Loss, ImageToText: ev.ImageToText, TextToImage: ev.TextToImage})
+}
+
+func (l *metricsLog) zeroshotDone(step int, epoch float64, zs ZeroshotResult) error {
+	return l.add(ZeroshotRow{Time: nowText(), Step: step, Epoch: epoch, Top1: zs.Top1, Top5: zs.Top5})
+}
+
 // recallPoint is one evaluation's retrieval recall.
 type recallPoint struct {
 	step     int

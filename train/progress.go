@@ -213,3 +213,21 @@ func (t *Task) Done() {
 	fmt.Fprintf(t.w, "%s: %s, %d/%s in %s\n", t.desc, state, t.done, Plural(t.total, t.unit),
 		time.Since(t.start).Round(time.Millisecond))
 }
+
+// stepDone is progress as an observer of the run: the bar (or line) of each step.
+func (p *progress) stepDone(e stepEvent) error {
+	p.update(e.step, e.res.loss, e.lr, e.imagesPerS)
+	return nil
+}
+
+// evaluated reports a validation evaluation.
+func (p *progress) evaluated(step int, epoch float64, ev EvalResult) error {
+	p.printf("step %d (epoch %.2f) validation: %s\n", step, epoch, ev)
+	return nil
+}
+
+// zeroshotDone reports a zero-shot measurement.
+func (p *progress) zeroshotDone(step int, epoch float64, zs ZeroshotResult) error {
+	p.printf("step %d (epoch %.2f) %s\n", step, epoch, zs)
+	return nil
+}

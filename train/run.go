@@ -21,141 +21,6 @@ import (
 	"goclip/torch"
 )
 
-// Options configure Run. Zero values take the defaults given, except where a field
-// says what zero means. Validate checks the ranges, naming each field by its goclip
-// train flag.
-type Options struct {
-	Out    string // the run folder
-	Resume bool   // continue from Out/checkpoints/last.pt (or ResumeFrom)
-	// ResumeFrom is, with Resume, the checkpoint file to continue from ("": last.pt;
-	// ResolveCheckpoint turns latest, best and step-N into paths). Step checkpoints
-	// after its step are removed, as metrics.jsonl drops its rows after that step.
-	ResumeFrom string
-
-	Epochs    int // passes over the training split (0: as many as MaxSteps needs, 1 without MaxSteps)
-	MaxSteps  int // stop after this many optimizer steps (0: no limit)
-	BatchSize int // the global batch (default 32)
-	GradAccum int // micro-batches per step (default 1)
-
-	LR          float64 // peak learning rate (default 5e-4)
-	MinLR       float64 // the cosine's floor (default 0)
-	Warmup      int     // linear warmup steps
-	Schedule    string  // Cosine (default) or Constant
-	WeightDecay float64 // decoupled, on weight matrices only (default 0.1)
-	Beta1       float64 // default 0.9
-	Beta2       float64 // default 0.98
-	Eps         float64 // default 1e-6
-	ClipGrad    float64 // max gradient 2-norm (0: no clipping)
-
-	Precision   clip.Precision // fp32, bf16 or fp16 (default fp32)
-	InitScale   float64        // fp16's initial loss scale (default 65536)
-	MaxBadSteps int            // non-finite steps in a row tolerated (default 10)
-	// FP32Base keeps a LoRA run's frozen base in float32 under BF16 (autocast then casts
-	// it at every step). By default a LoRA run (Job.Adapter) under BF16 keeps it in bf16
-	// on the device (lora.KeepBaseIn) and puts the float32 base back before Job.Finish.
-	FP32Base bool
-
-	LogEvery      int // steps between metrics.jsonl training rows (default 10)
-	EvalEvery     int // steps between evaluations (0: at the end of each epoch)
-	EvalBatchSize int // evaluation batch (default 256)
-	SaveEvery     int // steps between extra writes of last.pt, each also kept as checkpoints/step-N.pt (0: only at evaluations, none kept)
-	Keep          int // the step checkpoints kept: the newest Keep (0: all)
-
-	// Zeroshot, when set, is an image folder (dataset.ReadImageFolder) whose zero-shot
-	// accuracy (see Zeroshot) is measured every ZeroshotEvery steps (0: at each
-	// validation evaluation) and at the end, with ZeroshotTemplates (default
-	// ImageNetTemplates), each a ZeroshotRow of metrics.jsonl.
-	Zeroshot          *dataset.ImageFolder
-	ZeroshotTemplates []string
-	ZeroshotEvery     int
-
-	Lock Lock // frozen towers (LiT; see lock.go)
-	// Loss is LossCLIP (default: the symmetric contrastive loss) or LossSigLIP (the
-	// pairwise sigmoid loss, siglip.go, with a learnable bias logit_bias that the
-	// trainer owns and the checkpoints carry; a new SigLIP run starts logit_scale at
-	// SigLIPInitLogitScale). Validation losses are CLIP's contrastive loss either way.
-	Loss string
-
-	Workers  int                    // image decoders (default runtime.NumCPU())
-	Seed     uint64                 // data order, caption draws and augmentation
-	Augment  dataset.AugmentOptions // training augmentation
-	CacheDir string                 // a dataset cache ("" for none)
-	Report   *dataset.Report        // unreadable images are recorded here
-	// HostInput makes a CUDA run normalise the images on the host and copy each batch in
-	// its step, instead of the default device input path (feed.go): uint8 crops copied one
-	// step ahead and normalised on the device, bit for bit the same pixels. On the CPU,
-	// where there is nothing to copy, the loader's workers always normalise (a table
-	// lookup in the step costs ~35x their time there).
-	HostInput bool
-
-	// Folder is Out already taken with OpenRun (the command line takes it before it
-	// writes into Out); nil: Run takes it on the main rank and releases it at the end.
-	Folder *RunFolder
-
-	Args any       // written to args.json (the command line's settings; rewritten on resume)
-	Log  io.Writer // progress and messages (nil: none)
-
-	// ProcessGroup, when set, makes the run data parallel over its ranks (see
-	// DataParallel): each rank loads its contiguous share of every global batch of
-	// BatchSize, the loss is taken over the features of the whole batch, the gradients
-	// are averaged, and evaluations split their images and captions over the ranks.
-	// Every rank runs Run with the same options and data; rank 0 alone writes the run
-	// folder (a resumed run reads checkpoints/last.pt on every rank, so Out must be on
-	// storage they share). nil: one process.
-	ProcessGroup *torch.ProcessGroup
-
-	// AfterStep, when set, is called after every optimizer step with the number of
-	// steps taken (tests use it to interrupt a run by cancelling its context).
-	AfterStep func(step int, loss float64)
-}
-
-// defaults fills the zero fields that have a default; negative values are left for
-// Validate to refuse.
-func (o *Options) defaults() {
-	if o.Epochs == 0 && o.MaxSteps == 0 {
-		o.Epochs = 1
-	}
-	if o.BatchSize == 0 {
-		o.BatchSize = 32
-	}
-	if o.GradAccum == 0 {
-		o.GradAccum = 1
-	}
-	if o.LR == 0 {
-		o.LR = 5e-4
-	}
-	if o.Schedule == "" {
-		o.Schedule = Cosine
-	}
-	if o.Beta1 == 0 {
-		o.Beta1 = 0.9
-	}
-	if o.Beta2 == 0 {
-		o.Beta2 = 0.98
-	}
-	if o.Eps == 0 {
-		o.Eps = 1e-6
-	}
-	if o.Precision == "" {
-		o.Precision = clip.FP32
-	}
-	if o.InitScale == 0 {
-		o.InitScale = DefaultInitScale
-	}
-	if o.MaxBadSteps == 0 {
-		o.MaxBadSteps = 10
-	}
-	if o.LogEvery == 0 {
-		o.LogEvery = 10
-	}
-	if o.EvalBatchSize == 0 {
-		o.EvalBatchSize = DefaultEvalBatch
-	}
-	if o.Workers == 0 {
-		o.Workers = runtime.NumCPU()
-	}
-}
-
 // Job is what to train: a built model and the data. Training from scratch, full
 // fine-tuning and LoRA fine-tuning differ only here.
 type Job struct {
@@ -233,7 +98,9 @@ func (e *BadStepsError) Error() string {
 	return msg + " (lower --lr, raise --warmup, set --clip-grad, or use --precision fp32)"
 }
 
-// trainer is the state of one run.
+// trainer is the state of one run: the optimizer over the trained parameters (what
+// newTrainer builds, all a Stepper needs) and, for Run, the loop's state, which prepare
+// sets up and trainEpoch, evaluate and checkpoint advance.
 type trainer struct {
 	job    Job
 	opts   Options
@@ -249,6 +116,31 @@ type trainer struct {
 	// afterForward, set for one step, runs once that step's first forward is queued,
 	// before the host waits for its loss (the feed reads the next batch ahead there).
 	afterForward func()
+
+	// The loop's state (Run).
+	ctx       context.Context // cancelled: stop after the current step
+	dataCtx   context.Context // what the loader waits under (not cancellable in a distributed run)
+	rd        RunDir
+	from      string          // the checkpoint a resume loaded
+	st        checkpointState // what the checkpoint holds beyond tensors
+	loader    dataset.BatchSource
+	lowBase   *lora.LowPrecisionBase // the bf16 base of a LoRA run (nil: none)
+	perEpoch  int                    // steps (batches) per epoch
+	total     int                    // steps of the run
+	images    int                    // training images (one epoch's samples)
+	vals      *valSet
+	met       *metrics
+	prog      *progress
+	observers []observer // progress, then metrics (in the order they hear of events)
+	res       *Result
+
+	badStreak        int  // non-finite steps in a row
+	wroteCheckpoint  bool // last.pt was written (or resumed from)
+	savedStep        int  // the step last.pt was last written at by this process (-1: none)
+	lastEvalStep     int  // a resumed run does not evaluate the same step twice
+	lastZeroshotStep int  // nor measure zero-shot accuracy twice
+	windowImages     int  // images since the last logging window began
+	windowStart      time.Time
 }
 
 // main reports whether this process writes the run folder (rank 0, or the only one).
@@ -324,11 +216,12 @@ func (t *trainer) allParams() []nn.Named {
 // run folder opts.Out (see DESIGN.md, "Files a run writes"). It returns an
 // *InterruptedError when ctx is cancelled (after saving the checkpoint) and a
 // *BadStepsError when too many steps in a row were not finite.
-func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
+func Run(ctx context.Context, job Job, opts Options) (res *Result, err error) {
 	runtime.LockOSThread() // grad mode and autocast are per OS thread
 	defer runtime.UnlockOSThread()
 	root := torch.NewScope() // the run's root scope: nothing the run makes outlives it unowned
 	defer root.Close()
+	defer recoverTorch(&err) // a tensor panic outside a step's own recovery is the error
 	began := time.Now()
 	if opts.Out == "" {
 		return nil, errors.New("train: no run folder (Options.Out)")
@@ -342,193 +235,245 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		return nil, err
 	}
 	defer t.free()
-	opts = t.opts
-	m := job.Model
+	release, err := t.prepare(ctx)
+	defer release()
+	if err != nil {
+		return nil, err
+	}
+	if err := t.train(); err != nil {
+		return nil, err
+	}
+	if err := t.finish(); err != nil {
+		return nil, err
+	}
+	t.res.Steps, t.res.Skipped = t.st.step, t.st.skipped
+	t.res.TrainLosses = t.met.trainLosses
+	t.res.Duration = time.Since(began)
+	return t.res, nil
+}
+
+// recoverTorch turns a *torch.Error panic into *err; other panics go on.
+func recoverTorch(err *error) {
+	if r := recover(); r != nil {
+		te, ok := r.(*torch.Error)
+		if !ok {
+			panic(r)
+		}
+		*err = te
+	}
+}
+
+// prepare readies the run: the process group's checks, the run folder (taken, or on
+// ranks other than 0 checked), the checkpoint resumed from, config.json and args.json,
+// the ranks' shared starting weights, the loader, the schedule, metrics.jsonl and the
+// progress report. release undoes what it took (the loader, the folder's lock, the
+// progress bar) and is to be called whatever the error.
+func (t *trainer) prepare(ctx context.Context) (release func(), err error) {
+	var undo []func()
+	release = func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	opts := &t.opts
+	t.ctx, t.dataCtx, t.rd = ctx, ctx, RunDir(opts.Out)
 	if pg := opts.ProcessGroup; pg != nil {
 		if opts.BatchSize/pg.World() < opts.GradAccum {
-			return nil, fmt.Errorf("train: a global batch of %d over %d ranks gives shares of %d samples, fewer than the %d micro-batches of --grad-accum",
+			return release, fmt.Errorf("train: a global batch of %d over %d ranks gives shares of %d samples, fewer than the %d micro-batches of --grad-accum",
 				opts.BatchSize, pg.World(), opts.BatchSize/pg.World(), opts.GradAccum)
 		}
 		t.dp = NewDataParallel(pg, t.allParams())
+		// Collectives must not be abandoned by some ranks only: a distributed run waits
+		// for data without ctx, and the ranks agree on stopping once per step.
+		t.dataCtx = context.WithoutCancel(ctx)
 	}
-	isMain := t.main()
-	if !isMain {
+	if !t.main() {
 		opts.Log = nil // rank 0 reports progress
 	}
-	// Collectives must not be abandoned by some ranks only: a distributed run waits for
-	// data without ctx, and the ranks agree on stopping once per step.
-	dataCtx := ctx
-	if t.dp != nil {
-		dataCtx = context.WithoutCancel(ctx)
-	}
-	stopping := func() (bool, error) {
-		stop := ctx.Err() != nil
-		if t.dp == nil {
-			return stop, nil
-		}
-		return t.dp.AnyRank(stop)
-	}
-	out := opts.Out
-	rd := RunDir(out)
-	ckptDir := rd.Checkpoints()
-	last := rd.Last()
-	if isMain {
+	if t.main() {
 		rf := opts.Folder
 		if rf == nil {
-			if rf, err = OpenRun(out, opts.Resume); err != nil {
-				return nil, err
+			if rf, err = OpenRun(opts.Out, opts.Resume); err != nil {
+				return release, err
 			}
-			defer rf.Close()
+			undo = append(undo, func() { rf.Close() })
 		}
-		reportSwept(opts, rf)
-	} else {
-		if !opts.Resume {
-			if _, err := os.Stat(last); err == nil {
-				return nil, fmt.Errorf("%s already holds a run (%s): continue it with --resume, or choose another --out", out, last)
-			}
-		} else if _, err := os.Stat(last); err != nil {
-			return nil, fmt.Errorf("--resume: %s has no checkpoint to resume from (%s)", out, last)
+		reportSwept(*opts, rf)
+	} else if err := CheckRunFolder(opts.Out, opts.Resume); err != nil {
+		return release, err
+	}
+	if len(t.job.Train) == 0 && t.job.TrainShards == nil {
+		return release, errors.New("train: the training split holds no images")
+	}
+	if t.main() {
+		if err := os.MkdirAll(t.rd.Checkpoints(), 0o755); err != nil {
+			return release, err
 		}
 	}
-	if len(job.Train) == 0 && job.TrainShards == nil {
-		return nil, errors.New("train: the training split holds no images")
+	if err := t.resume(); err != nil {
+		return release, err
 	}
-	if isMain {
-		if err := os.MkdirAll(ckptDir, 0o755); err != nil {
-			return nil, err
-		}
-	}
-
-	st := checkpointState{seed: opts.Seed, best: math.Inf(1), bestStep: -1}
-	from := last
-	if opts.Resume && opts.ResumeFrom != "" {
-		from = opts.ResumeFrom
-	}
-	if opts.Resume {
-		if st, err = t.loadCheckpoint(from); err != nil {
-			return nil, err
-		}
-		if from != last {
-			fmt.Fprintf(logw(opts), "resume: from %s (step %d)\n", from, st.step)
-		}
-		if isMain {
-			gone, err := dropStepCheckpointsAfter(ckptDir, st.step)
-			if err != nil {
-				return nil, err
-			}
-			if len(gone) > 0 {
-				fmt.Fprintf(logw(opts), "resume: removed the step checkpoints after step %d: %s\n", st.step, strings.Join(gone, ", "))
-			}
-		}
-		if st.seed != opts.Seed {
-			fmt.Fprintf(logw(opts), "resume: using the checkpoint's data seed %d (not %d)\n", st.seed, opts.Seed)
-		}
-	} else {
-		if opts.Loss == LossSigLIP {
-			if err := torch.Try(func() { torch.NoGrad(func() { m.LogitScale.Fill(SigLIPInitLogitScale) }) }); err != nil {
-				return nil, err
-			}
-		}
-		if isMain {
-			if err := m.Config.Save(rd.Config()); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if isMain && (!opts.Resume || opts.Args != nil) {
+	if t.main() && (!opts.Resume || opts.Args != nil) {
 		// A resume rewrites it once the checkpoint has loaded: the settings it runs with.
-		if err := atomicfile.WriteJSON(rd.Args(), opts.Args); err != nil {
-			return nil, err
+		if err := atomicfile.WriteJSON(t.rd.Args(), opts.Args); err != nil {
+			return release, err
 		}
 	}
-
 	if t.dp != nil {
 		// Every rank starts from rank 0's weights (a fresh init may differ by rank; a
 		// resumed run's are equal already, and so is the optimizer state all ranks read).
 		if err := t.dp.SyncParameters(); err != nil {
-			return nil, err
+			return release, err
 		}
 	}
-	var lowBase *lora.LowPrecisionBase // the bf16 base of a LoRA run (nil: none)
-	if job.Adapter && opts.Precision == clip.BF16 && !opts.FP32Base {
-		if lowBase, err = lora.KeepBaseIn(m, torch.BFloat16); err != nil {
-			return nil, err
+	if t.job.Adapter && opts.Precision == clip.BF16 && !opts.FP32Base {
+		if t.lowBase, err = lora.KeepBaseIn(t.model, torch.BFloat16); err != nil {
+			return release, err
 		}
-		defer func() { // a run that stops early: the model is float32 again (no-op after Finish's restore)
-			if err := lowBase.Restore(); err != nil {
-				fmt.Fprintf(logw(opts), "warning: %v\n", err)
+		undo = append(undo, func() { // a run that stops early: the model is float32 again (no-op after finish's restore)
+			if err := t.lowBase.Restore(); err != nil {
+				fmt.Fprintf(logw(t.opts), "warning: %v\n", err)
 			}
-		}()
+		})
 	}
-
-	size := int(m.Config.Vision.ImageSize)
-	ctxLen := int(m.Config.Text.MaxPositionEmbeddings)
-	tok := job.Tokenizer
-	lopts := dataset.LoaderOptions{
-		Size: size, BatchSize: opts.BatchSize, Workers: opts.Workers, Seed: int64(st.seed),
-		Shuffle: true, DropLast: true, Augment: opts.Augment, CacheDir: opts.CacheDir, Report: opts.Report,
-		Tokenize: func(c string) []int64 { ids, _ := tok.Batch([]string{c}, ctxLen); return ids },
+	if err := t.openLoader(); err != nil {
+		return release, err
 	}
-	useFeed := !opts.HostInput && (m.Device().IsCUDA() || feedOnCPU)
-	lopts.Uint8 = useFeed // the feed normalises on the device
-	if t.dp != nil {
-		lopts.Rank, lopts.World = t.dp.Rank(), t.dp.World() // this rank's share of each batch
-	}
-	var loader dataset.BatchSource
-	trainImages := len(job.Train)
-	if job.TrainShards != nil {
-		if loader, err = dataset.NewStreamLoader(job.TrainShards, lopts); err != nil {
-			return nil, err
-		}
-		trainImages, _ = job.TrainShards.EpochSamples()
-	} else {
-		loader = dataset.NewLoader(job.Train, lopts)
-	}
-	if useFeed {
-		if t.feed, err = newFeed(loader, m); err != nil {
-			loader.Close()
-			return nil, err
-		}
-		loader = t.feed
-	}
-	defer loader.Close()
-	perEpoch := loader.Len()
-	if perEpoch == 0 {
-		return nil, fmt.Errorf("train: the training split has %d images, fewer than one batch of %d", trainImages, opts.BatchSize)
-	}
-	if opts.Resume {
-		samples := len(job.Train)
-		if job.TrainShards != nil {
-			samples = math.MaxInt // a stream's position counts the samples read, bad ones included
-		}
-		if err := st.checkPosition(from, perEpoch, samples); err != nil {
-			return nil, err
-		}
-	}
+	undo = append(undo, func() { t.loader.Close() })
 	epochs := opts.Epochs
 	if epochs <= 0 {
 		epochs = 1
 		if opts.MaxSteps > 0 {
-			epochs = (opts.MaxSteps + perEpoch - 1) / perEpoch
+			epochs = (opts.MaxSteps + t.perEpoch - 1) / t.perEpoch
 		}
 	}
-	total := epochs * perEpoch
+	t.total = epochs * t.perEpoch
 	if opts.MaxSteps > 0 {
-		total = min(total, opts.MaxSteps)
+		t.total = min(t.total, opts.MaxSteps)
 	}
-	t.sched = Schedule{Kind: opts.Schedule, Base: opts.LR, MinLR: opts.MinLR, Warmup: opts.Warmup, Total: total}
+	t.sched = Schedule{Kind: opts.Schedule, Base: opts.LR, MinLR: opts.MinLR, Warmup: opts.Warmup, Total: t.total}
 	if err := t.sched.Validate(); err != nil {
-		return nil, err
+		return release, err
 	}
-	met, err := openMetrics(out, opts.Resume, st.step, isMain)
-	if err != nil {
-		return nil, err
+	if t.met, err = openMetrics(opts.Out, opts.Resume, t.st.step, t.main()); err != nil {
+		return release, err
 	}
-	prog := newProgress(opts.Log, epochs, perEpoch, total, st.step, opts.LogEvery)
-	defer prog.close()
-	totalParams, trainable := nn.Count(m.NamedParameters())
-	prog.printf("training %d images (%s of %d per epoch, %s, %s in all), %s, %s of %s parameters trained\n",
-		trainImages, Plural(perEpoch, "step"), opts.BatchSize, Plural(prog.epochs, "epoch"), Plural(total, "step"), opts.Precision, fmtCount(trainable), fmtCount(totalParams))
+	t.prog = newProgress(opts.Log, epochs, t.perEpoch, t.total, t.st.step, opts.LogEvery)
+	undo = append(undo, t.prog.close)
+	t.observers = []observer{t.prog, &metricsLog{metrics: t.met, t: t}}
+	t.banner()
+
+	t.res = &Result{BestValLoss: math.NaN()}
+	if !math.IsInf(t.st.best, 1) {
+		t.res.BestValLoss = t.st.best
+	}
+	// The validation set is fixed now (a distributed run's ranks must evaluate the same
+	// items, so there it is taken as given).
+	if len(t.job.Val) > 0 && t.dp == nil {
+		t.vals = fixValSet(t.job.Val, opts.Report)
+	}
+	t.wroteCheckpoint = opts.Resume
+	t.savedStep = -1
+	t.lastEvalStep, t.lastZeroshotStep = t.met.lastEvalStep, t.met.lastZeroshotStep
+	return release, nil
+}
+
+// resume loads the checkpoint of a resumed run (dropping the step checkpoints after
+// it); a new run starts SigLIP's logit scale and writes config.json.
+func (t *trainer) resume() error {
+	opts, m := t.opts, t.model
+	t.st = checkpointState{seed: opts.Seed, best: math.Inf(1), bestStep: -1}
+	if !opts.Resume {
+		if opts.Loss == LossSigLIP {
+			if err := torch.Try(func() { torch.NoGrad(func() { m.LogitScale.Fill(SigLIPInitLogitScale) }) }); err != nil {
+				return err
+			}
+		}
+		if t.main() {
+			return m.Config.Save(t.rd.Config())
+		}
+		return nil
+	}
+	t.from = t.rd.Last()
+	if opts.ResumeFrom != "" {
+		t.from = opts.ResumeFrom
+	}
+	var err error
+	if t.st, err = t.loadCheckpoint(t.from); err != nil {
+		return err
+	}
+	log := logw(opts)
+	if t.from != t.rd.Last() {
+		fmt.Fprintf(log, "resume: from %s (step %d)\n", t.from, t.st.step)
+	}
+	if t.main() {
+		gone, err := dropStepCheckpointsAfter(t.rd.Checkpoints(), t.st.step)
+		if err != nil {
+			return err
+		}
+		if len(gone) > 0 {
+			fmt.Fprintf(log, "resume: removed the step checkpoints after step %d: %s\n", t.st.step, strings.Join(gone, ", "))
+		}
+	}
+	if t.st.seed != opts.Seed {
+		fmt.Fprintf(log, "resume: using the checkpoint's data seed %d (not %d)\n", t.st.seed, opts.Seed)
+	}
+	return nil
+}
+
+// openLoader wires the training loader: this rank's share of each global batch, from
+// the checkpoint's data seed, and checks a resumed position against it.
+func (t *trainer) openLoader() error {
+	opts, job := t.opts, t.job
+	ctxLen := int(t.model.Config.Text.MaxPositionEmbeddings)
+	tok := job.Tokenizer
+	lopts := dataset.LoaderOptions{
+		Size: int(t.model.Config.Vision.ImageSize), BatchSize: opts.BatchSize, Workers: opts.Workers, Seed: int64(t.st.seed),
+		Shuffle: true, DropLast: true, Augment: opts.Augment, CacheDir: opts.CacheDir, Report: opts.Report,
+		Tokenize: func(c string) []int64 { ids, _ := tok.Batch([]string{c}, ctxLen); return ids },
+	}
+	useFeed := !opts.HostInput && (t.model.Device().IsCUDA() || feedOnCPU)
+	lopts.Uint8 = useFeed // the feed normalises on the device
+	if t.dp != nil {
+		lopts.Rank, lopts.World = t.dp.Rank(), t.dp.World() // this rank's share of each batch
+	}
+	t.images = len(job.Train)
+	if job.TrainShards != nil {
+		var err error
+		if t.loader, err = dataset.NewStreamLoader(job.TrainShards, lopts); err != nil {
+			return err
+		}
+		t.images, _ = job.TrainShards.EpochSamples()
+	} else {
+		t.loader = dataset.NewLoader(job.Train, lopts)
+	}
+	if useFeed {
+		var err error
+		if t.feed, err = newFeed(t.loader, t.model); err != nil {
+			t.loader.Close()
+			return err
+		}
+		t.loader = t.feed
+	}
+	if t.perEpoch = t.loader.Len(); t.perEpoch == 0 {
+		return fmt.Errorf("train: the training split has %d images, fewer than one batch of %d", t.images, opts.BatchSize)
+	}
+	if !opts.Resume {
+		return nil
+	}
+	samples := len(job.Train)
+	if job.TrainShards != nil {
+		samples = math.MaxInt // a stream's position counts the samples read, bad ones included
+	}
+	return t.st.checkPosition(t.from, t.perEpoch, samples)
+}
+
+// banner reports what the run trains, before its first step.
+func (t *trainer) banner() {
+	opts, p := t.opts, t.prog
+	totalParams, trainable := nn.Count(t.model.NamedParameters())
+	p.printf("training %d images (%s of %d per epoch, %s, %s in all), %s, %s of %s parameters trained\n",
+		t.images, Plural(t.perEpoch, "step"), opts.BatchSize, Plural(p.epochs, "epoch"), Plural(t.total, "step"), opts.Precision, fmtCount(trainable), fmtCount(totalParams))
 	if l := opts.Lock; l.Any() {
 		var parts []string
 		if l.Image && l.ImageUnlockedLayers > 0 {
@@ -539,333 +484,390 @@ func Run(ctx context.Context, job Job, opts Options) (*Result, error) {
 		if l.Text {
 			parts = append(parts, "text tower")
 		}
-		prog.printf("locked (frozen, in evaluation mode): %s\n", strings.Join(parts, ", "))
+		p.printf("locked (frozen, in evaluation mode): %s\n", strings.Join(parts, ", "))
 	}
-	if opts.Warmup > total {
-		prog.printf("warning: --warmup %d is longer than the run's %s: the learning rate never reaches its peak %g\n", opts.Warmup, Plural(total, "step"), opts.LR)
+	if opts.Warmup > t.total {
+		p.printf("warning: --warmup %d is longer than the run's %s: the learning rate never reaches its peak %g\n", opts.Warmup, Plural(t.total, "step"), opts.LR)
 	}
 	if t.dp != nil {
-		prog.printf("data parallel: %d ranks (%s), %d samples of each batch per rank\n", t.dp.World(), t.dp.PG.Backend(), opts.BatchSize/t.dp.World())
+		p.printf("data parallel: %d ranks (%s), %d samples of each batch per rank\n", t.dp.World(), t.dp.PG.Backend(), opts.BatchSize/t.dp.World())
 	}
 	if opts.Resume {
-		prog.printf("resuming at step %d (epoch %d, batch %d)\n", st.step, st.pos.Epoch+1, st.pos.Batch)
+		p.printf("resuming at step %d (epoch %d, batch %d)\n", t.st.step, t.st.pos.Epoch+1, t.st.pos.Batch)
 	}
+}
 
-	badStreak := 0 // non-finite steps in a row
-	res := &Result{BestValLoss: math.NaN()}
-	if !math.IsInf(st.best, 1) {
-		res.BestValLoss = st.best
-	}
-	// The validation set is fixed now (a distributed run's ranks must evaluate the same
-	// items, so there it is taken as given).
-	var vals *valSet
-	if len(job.Val) > 0 && t.dp == nil {
-		vals = fixValSet(job.Val, opts.Report)
-	}
-	wroteCheckpoint := opts.Resume
-	lastZeroshotStep := met.lastZeroshotStep // a resumed run does not measure the same step twice
-	zeroshot := func(step int, epoch float64) error {
-		if opts.Zeroshot == nil {
-			return nil
-		}
-		templates := opts.ZeroshotTemplates
-		if len(templates) == 0 {
-			templates = ImageNetTemplates
-		}
-		// Not cancellable, as the evaluation; unreadable images are not reported again.
-		zs, err := Zeroshot(context.WithoutCancel(ctx), m, tok, opts.Zeroshot, templates, opts.EvalOptions(&dataset.Report{}, nil))
-		m.SetTrain(true)
-		t.opts.Lock.setModes(m)
-		if err != nil {
-			return fmt.Errorf("step %d: %w", step, err)
-		}
-		lastZeroshotStep = step
-		res.Zeroshot = &zs
-		prog.printf("step %d (epoch %.2f) %s\n", step, epoch, zs)
-		return met.add(ZeroshotRow{Time: nowText(), Step: step, Epoch: epoch, Top1: zs.Top1, Top5: zs.Top5})
-	}
-	evaluate := func(step int, epoch float64) error {
-		if opts.ZeroshotEvery == 0 {
-			if err := zeroshot(step, epoch); err != nil {
-				return err
-			}
-		}
-		if len(job.Val) == 0 {
-			return nil
-		}
-		items, evRep := job.Val, opts.Report
-		if vals != nil {
-			var err error
-			if items, err = vals.current(); err != nil {
-				return fmt.Errorf("step %d: %w", step, err)
-			}
-			evRep = &dataset.Report{} // images unreadable now are not recounted at every evaluation
-		}
-		// Not cancellable: an interrupt during an evaluation is honoured after it, with
-		// the checkpoint written.
-		ev, err := Evaluate(context.WithoutCancel(ctx), m, tok, items, opts.EvalOptions(evRep, nil))
-		m.SetTrain(true)
-		t.opts.Lock.setModes(m)
+// train runs epochs until the run's steps are taken, then the end-of-run evaluation.
+func (t *trainer) train() error {
+	t.trainMode()
+	t.windowStart = time.Now()
+	for t.st.step < t.total {
+		epoch := t.st.pos.Epoch
+		done, err := t.trainEpoch()
 		if err != nil {
 			return err
 		}
-		if vals != nil {
-			if err := vals.check(items, ev.Images, evRep); err != nil {
-				return fmt.Errorf("step %d: %w", step, err)
-			}
-			if evRep.Skipped() > 0 {
-				prog.printf("step %d validation: %s\n", step, evRep.Summary())
-			}
+		if done {
+			t.st.pos = dataset.Position{Epoch: epoch + 1}
+			err = t.checkpoint(endOfEpoch, float64(epoch+1))
+		} else {
+			err = t.checkpoint(stepsTaken, 0)
 		}
-		res.Val = &ev
-		prog.printf("step %d (epoch %.2f) validation: %s\n", step, epoch, ev)
-		if err := met.add(EvalRow{Time: nowText(), Step: step, Epoch: epoch, ValLoss: ev.Loss, ImageToText: ev.ImageToText, TextToImage: ev.TextToImage}); err != nil {
+		if err != nil {
 			return err
 		}
-		if math.IsNaN(ev.Loss) || math.IsInf(ev.Loss, 0) {
-			// The bad-step policy: stop, keeping the last good checkpoint.
-			ck := ""
-			if wroteCheckpoint {
-				ck = last
-			}
-			return &BadStepsError{Step: step, Checkpoint: ck, ValLoss: ev.Loss, Validation: true}
+	}
+	return t.checkpoint(endOfRun, t.epochAt())
+}
+
+// trainEpoch takes the steps of the current epoch from the data position on, until the
+// epoch's data ends (done) or the run's steps are taken. An interrupt writes the
+// checkpoint and returns an *InterruptedError.
+func (t *trainer) trainEpoch() (done bool, err error) {
+	epoch := t.st.pos.Epoch
+	if err := t.loader.StartAt(t.st.pos); err != nil {
+		return false, err
+	}
+	t.prog.startEpoch(epoch, t.perEpoch, t.st.pos.Batch)
+	defer t.prog.finishEpoch()
+	for t.st.step < t.total {
+		if stop, err := t.stopping(); err != nil {
+			return false, fmt.Errorf("step %d: %w", t.st.step+1, err)
+		} else if stop {
+			return false, t.interrupt()
 		}
-		if ev.Loss < st.best {
-			st.best, st.bestStep = ev.Loss, step
-			res.BestValLoss = ev.Loss
-			if isMain {
-				return t.saveCheckpoint(rd.Best(), st)
-			}
+		b, err := t.loader.Next(t.dataCtx)
+		if err == io.EOF {
+			return true, nil
 		}
+		if err != nil {
+			if t.ctx.Err() != nil {
+				return false, t.interrupt()
+			}
+			return false, err
+		}
+		lr := t.sched.At(t.st.step)
+		sr, err := t.stepBatch(b, lr) // inputs are made and freed in the step's scope
+		images := b.Len()
+		if t.dp != nil {
+			images = t.opts.BatchSize // the global batch, for images/s
+		}
+		t.st.pos = b.Next
+		b.Release()
+		if err != nil {
+			return false, fmt.Errorf("step %d: %w", t.st.step+1, err)
+		}
+		t.st.step++
+		if err := t.count(sr); err != nil {
+			return false, err
+		}
+		if err := t.notifyStep(sr, lr, images); err != nil {
+			return false, err
+		}
+		if t.opts.AfterStep != nil {
+			t.opts.AfterStep(t.st.step, sr.loss)
+		}
+		if err := t.checkpoint(afterStep, t.epochAt()); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// stopping reports whether the run is to stop now (the context is cancelled; in a
+// distributed run, on any rank).
+func (t *trainer) stopping() (bool, error) {
+	stop := t.ctx.Err() != nil
+	if t.dp == nil {
+		return stop, nil
+	}
+	return t.dp.AnyRank(stop)
+}
+
+// count applies the bad-step policy to a step's outcome: skipped steps are counted, and
+// more than MaxBadSteps non-finite ones in a row stop the run.
+func (t *trainer) count(sr stepResult) error {
+	switch sr.outcome {
+	case stepBad:
+		t.badStreak++
+		t.st.skipped++
+		t.prog.printf("step %d: non-finite loss or gradient (loss %v), step skipped (%d in a row)\n", t.st.step, sr.loss, t.badStreak)
+		if t.badStreak > t.opts.MaxBadSteps {
+			return &BadStepsError{Streak: t.badStreak, Step: t.st.step, Checkpoint: t.lastGood()}
+		}
+	case stepOverflow:
+		t.st.skipped++
+		t.prog.printf("step %d: fp16 gradient overflow, step skipped; loss scale now %g\n", t.st.step, t.scaler.Scale)
+	default:
+		t.badStreak = 0
+	}
+	return nil
+}
+
+// lastGood is the checkpoint a stopped run leaves ("" when none was written).
+func (t *trainer) lastGood() string {
+	if t.wroteCheckpoint {
+		return t.rd.Last()
+	}
+	return ""
+}
+
+// epochAt is the fractional epoch of the data position.
+func (t *trainer) epochAt() float64 {
+	return float64(t.st.pos.Epoch) + float64(t.st.pos.Batch)/float64(t.perEpoch)
+}
+
+// notifyStep tells the observers of the step just taken; a logging window (LogEvery
+// steps, or the run's last) ends with it when it is due.
+func (t *trainer) notifyStep(sr stepResult, lr float64, images int) error {
+	t.windowImages += images
+	elapsed := time.Since(t.windowStart).Seconds()
+	e := stepEvent{step: t.st.step, epoch: t.epochAt(), lr: lr, res: sr, skipped: t.st.skipped,
+		imagesPerS: float64(t.windowImages) / math.Max(elapsed, 1e-9),
+		logRow:     t.st.step%t.opts.LogEvery == 0 || t.st.step == t.total}
+	for _, o := range t.observers {
+		if err := o.stepDone(e); err != nil {
+			return err
+		}
+	}
+	if e.logRow {
+		t.windowImages, t.windowStart = 0, time.Now()
+	}
+	return nil
+}
+
+// moment is when the loop applies its evaluate/save policy.
+type moment int
+
+const (
+	afterStep  moment = iota // after each step
+	endOfEpoch               // the epoch's data ended
+	stepsTaken               // the run's steps were taken part-way through an epoch
+	endOfRun                 // after the last epoch
+)
+
+// checkpoint is the run's evaluate/save policy, in one place: at the moment at (epoch,
+// the fractional epoch, labels the rows), what is measured and written, in this order:
+// zero-shot accuracy on its own schedule (ZeroshotEvery), the validation evaluation
+// (evaluate; with ZeroshotEvery 0 it measures zero-shot accuracy too), last.pt, the
+// final zero-shot measurement, the learning curve and the kept step checkpoint.
+//
+//   - after a step: zero-shot every ZeroshotEvery steps; evaluate, save and plot every
+//     EvalEvery steps; save every SaveEvery steps (keeping it as step-N.pt);
+//   - at the end of an epoch: evaluate (EvalEvery 0, once per step), save and plot;
+//   - when the steps run out mid-epoch: save and plot;
+//   - at the end of the run: evaluate and save unless the last step was evaluated,
+//     zero-shot unless measured at the last step, plot.
+func (t *trainer) checkpoint(at moment, epoch float64) error {
+	o, step := t.opts, t.st.step
+	var zeroshot, eval, save, final, plot, keep bool
+	switch at {
+	case afterStep:
+		zeroshot = o.ZeroshotEvery > 0 && step%o.ZeroshotEvery == 0
+		eval = o.EvalEvery > 0 && step%o.EvalEvery == 0
+		keep = o.SaveEvery > 0 && step%o.SaveEvery == 0
+		save, plot = eval || keep, eval
+	case endOfEpoch:
+		eval = o.EvalEvery == 0 && t.lastEvalStep != step
+		save, plot = true, true
+	case stepsTaken:
+		save, plot = true, true
+	case endOfRun:
+		eval = t.lastEvalStep != step && len(t.job.Val) > 0
+		save, final, plot = eval, t.lastZeroshotStep != step, true
+	}
+	if zeroshot {
+		if err := t.zeroshot(step, epoch); err != nil {
+			return err
+		}
+	}
+	if eval {
+		if err := t.evaluate(step, epoch); err != nil {
+			return err
+		}
+		t.lastEvalStep = step
+	}
+	if save {
+		if err := t.save(); err != nil {
+			return err
+		}
+		t.wroteCheckpoint = true
+	}
+	if final {
+		if err := t.zeroshot(step, epoch); err != nil {
+			return err
+		}
+	}
+	if plot && t.main() {
+		if err := t.met.plot(t.rd.Curve(), filepath.Base(filepath.Clean(t.opts.Out))); err != nil {
+			return err
+		}
+	}
+	if keep && t.savedStep == step {
+		return keepStepCheckpoint(t.rd.Checkpoints(), t.rd.Last(), step, o.Keep)
+	}
+	return nil
+}
+
+// save writes last.pt on the main rank, unless the current steps are non-finite (the
+// last good checkpoint is kept).
+func (t *trainer) save() error {
+	if t.badStreak > 0 || !t.main() {
 		return nil
 	}
-	savedStep := -1 // the step last.pt was last written at by this process
-	save := func() error {
-		if badStreak > 0 || !isMain {
-			return nil // keep the last good checkpoint
-		}
-		if t.scaler != nil {
-			st.skipped = max(st.skipped, t.scaler.Skipped)
-		}
-		if err := t.saveCheckpoint(last, st); err != nil {
-			return err
-		}
-		savedStep = st.step
-		return nil
+	if t.scaler != nil {
+		t.st.skipped = max(t.st.skipped, t.scaler.Skipped)
 	}
-	plot := func() error {
-		if !isMain {
-			return nil
-		}
-		return met.plot(rd.Curve(), filepath.Base(filepath.Clean(out)))
+	if err := t.saveCheckpoint(t.rd.Last(), t.st); err != nil {
+		return err
 	}
-
-	var (
-		windowLoss, windowNorm float64
-		windowN, windowImgs    int
-		windowStart            = time.Now()
-		lastEvalStep           = met.lastEvalStep // a resumed run does not evaluate the same step twice
-	)
-	m.SetTrain(true)
-	opts.Lock.setModes(m)
-	for st.step < total {
-		epoch := st.pos.Epoch
-		if err := loader.StartAt(st.pos); err != nil {
-			return nil, err
-		}
-		prog.startEpoch(epoch, perEpoch, st.pos.Batch)
-		epochDone := false
-		for st.step < total {
-			if stop, err := stopping(); err != nil {
-				return nil, fmt.Errorf("step %d: %w", st.step+1, err)
-			} else if stop {
-				prog.finishEpoch()
-				return nil, t.interrupt(save, st.step, last)
-			}
-			b, err := loader.Next(dataCtx)
-			if err == io.EOF {
-				epochDone = true
-				break
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					prog.finishEpoch()
-					return nil, t.interrupt(save, st.step, last)
-				}
-				return nil, err
-			}
-			lr := t.sched.At(st.step)
-			sr, err := t.stepBatch(b, lr) // inputs are made and freed in the step's scope
-			images := b.Len()
-			if t.dp != nil {
-				images = opts.BatchSize // the global batch, for images/s
-			}
-			st.pos = b.Next
-			b.Release()
-			if err != nil {
-				return nil, fmt.Errorf("step %d: %w", st.step+1, err)
-			}
-			st.step++
-			switch sr.outcome {
-			case stepBad:
-				badStreak++
-				st.skipped++
-				prog.printf("step %d: non-finite loss or gradient (loss %v), step skipped (%d in a row)\n", st.step, sr.loss, badStreak)
-				if badStreak > opts.MaxBadSteps {
-					ck := ""
-					if wroteCheckpoint {
-						ck = last
-					}
-					prog.finishEpoch()
-					return nil, &BadStepsError{Streak: badStreak, Step: st.step, Checkpoint: ck}
-				}
-			case stepOverflow:
-				st.skipped++
-				prog.printf("step %d: fp16 gradient overflow, step skipped; loss scale now %g\n", st.step, t.scaler.Scale)
-			default:
-				badStreak = 0
-			}
-			if sr.outcome != stepBad {
-				windowLoss += sr.loss
-				windowNorm += sr.gradNorm
-				windowN++
-			}
-			windowImgs += images
-			elapsed := time.Since(windowStart).Seconds()
-			ips := float64(windowImgs) / math.Max(elapsed, 1e-9)
-			prog.update(st.step, sr.loss, lr, ips)
-			fracEpoch := float64(epoch) + float64(st.pos.Batch)/float64(perEpoch)
-			if st.step%opts.LogEvery == 0 || st.step == total {
-				row := TrainRow{Time: nowText(), Step: st.step, Epoch: fracEpoch, LR: lr, TrainLoss: math.NaN(), ImagesPerS: ips, Skipped: st.skipped,
-					LogitScale: logitScale(m), LogitBias: t.logitBias()}
-				if windowN > 0 {
-					row.TrainLoss = windowLoss / float64(windowN)
-					row.GradNorm = windowNorm / float64(windowN)
-				}
-				if t.scaler != nil {
-					row.LossScale = t.scaler.Scale
-				}
-				if windowN > 0 {
-					if err := met.add(row); err != nil {
-						return nil, err
-					}
-				}
-				windowLoss, windowNorm, windowN, windowImgs, windowStart = 0, 0, 0, 0, time.Now()
-			}
-			if opts.AfterStep != nil {
-				opts.AfterStep(st.step, sr.loss)
-			}
-			if opts.ZeroshotEvery > 0 && st.step%opts.ZeroshotEvery == 0 {
-				if err := zeroshot(st.step, fracEpoch); err != nil {
-					return nil, err
-				}
-			}
-			if opts.EvalEvery > 0 && st.step%opts.EvalEvery == 0 {
-				if err := evaluate(st.step, fracEpoch); err != nil {
-					return nil, err
-				}
-				lastEvalStep = st.step
-				if err := save(); err != nil {
-					return nil, err
-				}
-				wroteCheckpoint = true
-				if err := plot(); err != nil {
-					return nil, err
-				}
-			} else if opts.SaveEvery > 0 && st.step%opts.SaveEvery == 0 {
-				if err := save(); err != nil {
-					return nil, err
-				}
-				wroteCheckpoint = true
-			}
-			if opts.SaveEvery > 0 && st.step%opts.SaveEvery == 0 && savedStep == st.step {
-				if err := keepStepCheckpoint(ckptDir, last, st.step, opts.Keep); err != nil {
-					return nil, err
-				}
-			}
-		}
-		prog.finishEpoch()
-		if epochDone {
-			st.pos = dataset.Position{Epoch: epoch + 1}
-		}
-		if opts.EvalEvery == 0 && epochDone && lastEvalStep != st.step {
-			if err := evaluate(st.step, float64(epoch+1)); err != nil {
-				return nil, err
-			}
-			lastEvalStep = st.step
-		}
-		if err := save(); err != nil {
-			return nil, err
-		}
-		wroteCheckpoint = true
-		if err := plot(); err != nil {
-			return nil, err
-		}
-	}
-	if lastEvalStep != st.step && len(job.Val) > 0 {
-		// The run stopped between evaluations (--max-steps), or was resumed finished.
-		if err := evaluate(st.step, float64(st.pos.Epoch)+float64(st.pos.Batch)/float64(perEpoch)); err != nil {
-			return nil, err
-		}
-		if err := save(); err != nil {
-			return nil, err
-		}
-	}
-	if lastZeroshotStep != st.step {
-		if err := zeroshot(st.step, float64(st.pos.Epoch)+float64(st.pos.Batch)/float64(perEpoch)); err != nil {
-			return nil, err
-		}
-	}
-	if err := plot(); err != nil {
-		return nil, err
-	}
-
-	if len(job.Test) > 0 {
-		// The run's bar (left open by a run cut short) ends before the pass's; the main
-		// process reports the pass.
-		prog.close()
-		var w io.Writer
-		if isMain {
-			w = opts.Log
-		}
-		task := NewTask(w, "test evaluation", "item")
-		ev, err := Evaluate(dataCtx, m, tok, job.Test, opts.EvalOptions(opts.Report, task.Update))
-		task.Done()
-		if err != nil {
-			return nil, fmt.Errorf("test evaluation: %w", err)
-		}
-		res.Test = &ev
-		prog.printf("test: %s\n", ev)
-		if isMain {
-			if err := atomicfile.WriteJSON(rd.Eval(), ev); err != nil {
-				return nil, err
-			}
-		}
-	}
-	finish := job.Finish
-	if finish == nil {
-		finish = func(run string) error { return SaveModel(run, m, job.TokenizerDir) }
-	}
-	if err := lowBase.Restore(); err != nil { // the merge and the export are float32
-		return nil, err
-	}
-	if isMain {
-		if err := finish(out); err != nil {
-			return nil, err
-		}
-	}
-	res.Steps, res.Skipped = st.step, st.skipped
-	res.TrainLosses = met.trainLosses
-	res.Duration = time.Since(began)
-	return res, nil
+	t.savedStep = t.st.step
+	return nil
 }
 
 // interrupt writes the checkpoint of an interrupted run.
-func (t *trainer) interrupt(save func() error, step int, path string) error {
-	if err := save(); err != nil {
-		return fmt.Errorf("interrupted after step %d, and the checkpoint could not be written: %w", step, err)
+func (t *trainer) interrupt() error {
+	if err := t.save(); err != nil {
+		return fmt.Errorf("interrupted after step %d, and the checkpoint could not be written: %w", t.st.step, err)
 	}
-	return &InterruptedError{Step: step, Checkpoint: path}
+	return &InterruptedError{Step: t.st.step, Checkpoint: t.rd.Last()}
+}
+
+// trainMode puts the model back in training mode, its locked towers in evaluation mode.
+func (t *trainer) trainMode() {
+	t.model.SetTrain(true)
+	t.opts.Lock.setModes(t.model)
+}
+
+// zeroshot measures the zero-shot accuracy of Options.Zeroshot (nothing without it).
+func (t *trainer) zeroshot(step int, epoch float64) error {
+	if t.opts.Zeroshot == nil {
+		return nil
+	}
+	templates := t.opts.ZeroshotTemplates
+	if len(templates) == 0 {
+		templates = ImageNetTemplates
+	}
+	// Not cancellable, as the evaluation; unreadable images are not reported again.
+	zs, err := Zeroshot(context.WithoutCancel(t.ctx), t.model, t.job.Tokenizer, t.opts.Zeroshot, templates, t.opts.EvalOptions(&dataset.Report{}, nil))
+	t.trainMode()
+	if err != nil {
+		return fmt.Errorf("step %d: %w", step, err)
+	}
+	t.lastZeroshotStep = step
+	t.res.Zeroshot = &zs
+	for _, o := range t.observers {
+		if err := o.zeroshotDone(step, epoch, zs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// evaluate is one validation evaluation (zero-shot accuracy first, with ZeroshotEvery
+// 0): its rows, the stop on a non-finite loss, best.pt on a new best.
+func (t *trainer) evaluate(step int, epoch float64) error {
+	if t.opts.ZeroshotEvery == 0 {
+		if err := t.zeroshot(step, epoch); err != nil {
+			return err
+		}
+	}
+	if len(t.job.Val) == 0 {
+		return nil
+	}
+	items, rep := t.job.Val, t.opts.Report
+	if t.vals != nil {
+		var err error
+		if items, err = t.vals.current(); err != nil {
+			return fmt.Errorf("step %d: %w", step, err)
+		}
+		rep = &dataset.Report{} // images unreadable now are not recounted at every evaluation
+	}
+	// Not cancellable: an interrupt during an evaluation is honoured after it, with the
+	// checkpoint written.
+	ev, err := Evaluate(context.WithoutCancel(t.ctx), t.model, t.job.Tokenizer, items, t.opts.EvalOptions(rep, nil))
+	t.trainMode()
+	if err != nil {
+		return err
+	}
+	if t.vals != nil {
+		if err := t.vals.check(items, ev.Images, rep); err != nil {
+			return fmt.Errorf("step %d: %w", step, err)
+		}
+		if rep.Skipped() > 0 {
+			t.prog.printf("step %d validation: %s\n", step, rep.Summary())
+		}
+	}
+	t.res.Val = &ev
+	for _, o := range t.observers {
+		if err := o.evaluated(step, epoch, ev); err != nil {
+			return err
+		}
+	}
+	if math.IsNaN(ev.Loss) || math.IsInf(ev.Loss, 0) {
+		// The bad-step policy: stop, keeping the last good checkpoint.
+		return &BadStepsError{Step: step, Checkpoint: t.lastGood(), ValLoss: ev.Loss, Validation: true}
+	}
+	if ev.Loss < t.st.best {
+		t.st.best, t.st.bestStep = ev.Loss, step
+		t.res.BestValLoss = ev.Loss
+		if t.main() {
+			return t.saveCheckpoint(t.rd.Best(), t.st)
+		}
+	}
+	return nil
+}
+
+// finish evaluates the test split into eval.json and exports the model (the main rank
+// writes both).
+func (t *trainer) finish() error {
+	if len(t.job.Test) > 0 {
+		// The run's bar (left open by a run cut short) ends before the pass's; the main
+		// process reports the pass.
+		t.prog.close()
+		task := NewTask(t.opts.Log, "test evaluation", "item")
+		ev, err := Evaluate(t.dataCtx, t.model, t.job.Tokenizer, t.job.Test, t.opts.EvalOptions(t.opts.Report, task.Update))
+		task.Done()
+		if err != nil {
+			return fmt.Errorf("test evaluation: %w", err)
+		}
+		t.res.Test = &ev
+		t.prog.printf("test: %s\n", ev)
+		if t.main() {
+			if err := atomicfile.WriteJSON(t.rd.Eval(), ev); err != nil {
+				return err
+			}
+		}
+	}
+	if err := t.lowBase.Restore(); err != nil { // the merge and the export are float32
+		return err
+	}
+	if !t.main() {
+		return nil
+	}
+	if t.job.Finish != nil {
+		return t.job.Finish(t.opts.Out)
+	}
+	return SaveModel(t.opts.Out, t.model, t.job.TokenizerDir)
+}
+
+// stepEvent is one optimizer step as the observers hear of it.
+type stepEvent struct {
+	step       int     // steps taken over the run, this one included
+	epoch      float64 // the fractional epoch after it
+	lr         float64 // its learning rate
+	res        stepResult
+	skipped    int     // steps skipped over the run so far
+	imagesPerS float64 // the throughput since the logging window began
+	logRow     bool    // the step ends a logging window (LogEvery steps, or the run's last)
+}
+
+// observer follows a run's events: the progress report (progress) and the metrics
+// (metricsLog: metrics.jsonl, RUN/tb/ and the learning curve's data).
+type observer interface {
+	stepDone(e stepEvent) error
+	evaluated(step int, epoch float64, ev EvalResult) error
+	zeroshotDone(step int, epoch float64, zs ZeroshotResult) error
 }
 
 // SaveModel writes a run's final model: RUN/model/ (an HF folder with the tokenizer of

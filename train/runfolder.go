@@ -65,36 +65,28 @@ func OpenRun(dir string, resume bool) (*RunFolder, error) {
 		return nil, errors.New("train: no run folder (--out)")
 	}
 	rd := RunDir(dir)
-	last := rd.Last()
-	_, lastErr := os.Stat(last)
-	if resume {
-		if !IsRunFolder(dir) {
-			return nil, fmt.Errorf("--resume: %s is not a goclip run folder", dir)
+	if resume && !IsRunFolder(dir) {
+		return nil, fmt.Errorf("--resume: %s is not a goclip run folder", dir)
+	}
+	if err := CheckRunFolder(dir, resume); err != nil {
+		return nil, err
+	}
+	if !resume && !IsRunFolder(dir) {
+		entries, err := os.ReadDir(dir)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("--out %s: %w", dir, err)
 		}
-		if lastErr != nil {
-			return nil, fmt.Errorf("--resume: %s has no checkpoint to resume from (%s)", dir, last)
-		}
-	} else {
-		if lastErr == nil {
-			return nil, fmt.Errorf("%s already holds a run (%s): continue it with --resume, or choose another --out", dir, last)
-		}
-		if !IsRunFolder(dir) {
-			entries, err := os.ReadDir(dir)
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				return nil, fmt.Errorf("--out %s: %w", dir, err)
+		if len(entries) > 0 {
+			names := make([]string, 0, 4)
+			for _, e := range entries[:min(len(entries), 4)] {
+				names = append(names, e.Name())
 			}
-			if len(entries) > 0 {
-				names := make([]string, 0, 4)
-				for _, e := range entries[:min(len(entries), 4)] {
-					names = append(names, e.Name())
-				}
-				more := ""
-				if len(entries) > 4 {
-					more = fmt.Sprintf(", ... %d more", len(entries)-4)
-				}
-				return nil, fmt.Errorf("--out %s is not empty and is not a goclip run (it holds %s%s): choose a new or empty folder",
-					dir, strings.Join(names, ", "), more)
+			more := ""
+			if len(entries) > 4 {
+				more = fmt.Sprintf(", ... %d more", len(entries)-4)
 			}
+			return nil, fmt.Errorf("--out %s is not empty and is not a goclip run (it holds %s%s): choose a new or empty folder",
+				dir, strings.Join(names, ", "), more)
 		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -128,6 +120,22 @@ func OpenRun(dir string, resume bool) (*RunFolder, error) {
 		}
 	}
 	return rf, nil
+}
+
+// CheckRunFolder is the fresh-run/resume rule on dir's checkpoint, which OpenRun
+// applies before it takes the folder: a new run (resume false) needs no
+// checkpoints/last.pt in dir, a resumed run needs one. Ranks other than 0 of a
+// distributed run, which do not take the folder, check only this.
+func CheckRunFolder(dir string, resume bool) error {
+	last := RunDir(dir).Last()
+	_, err := os.Stat(last)
+	switch {
+	case resume && err != nil:
+		return fmt.Errorf("--resume: %s has no checkpoint to resume from (%s)", dir, last)
+	case !resume && err == nil:
+		return fmt.Errorf("%s already holds a run (%s): continue it with --resume, or choose another --out", dir, last)
+	}
+	return nil
 }
 
 // holderOf describes the process recorded in a locked marker: " (pid 123: goclip

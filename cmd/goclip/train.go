@@ -269,15 +269,10 @@ func (s *trainSetup) openData(c *cli.Context) error {
 
 // checkFresh takes the run folder (train.OpenRun): it refuses to start a new run over
 // an existing one or in a folder that is not a run, and holds the folder locked until
-// close. Ranks other than 0 only check that the checkpoint is there to resume.
+// close. Ranks other than 0 only check the checkpoint (train.CheckRunFolder).
 func (s *trainSetup) checkFresh() error {
 	if !s.main() {
-		if s.resume {
-			if _, err := os.Stat(train.RunDir(s.out).Last()); err != nil {
-				return fmt.Errorf("--resume: %s holds no checkpoint (%s)", s.out, clip.RunCheckpointPath)
-			}
-		}
-		return nil
+		return train.CheckRunFolder(s.out, s.resume)
 	}
 	if _, err := os.Stat(s.out); errors.Is(err, os.ErrNotExist) {
 		s.created = true
