@@ -120,8 +120,8 @@ func newModel(t testing.TB, cfg clip.Config, seed uint64) *clip.Model {
 // runJob trains a fresh model and returns the result.
 func runJob(t testing.TB, f *fixture, m *clip.Model, opts Options) (*Result, error) {
 	t.Helper()
-	job := Job{Model: m, Tokenizer: f.tok, Train: f.ds.Split(dataset.Train), Val: f.ds.Split(dataset.Val),
-		Finish: func(string) error { return nil }}
+	job := Job{Model: m, Tokenizer: f.tok, Train: f.ds.Split(dataset.Train), Val: f.ds.Split(dataset.Val)}
+	opts.SkipExport = true
 	if opts.Workers == 0 {
 		opts.Workers = 2
 	}

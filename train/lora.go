@@ -16,36 +16,44 @@ import (
 // AdapterDir is the run folder's PEFT adapter: RUN/adapter/ (see RunDir).
 const AdapterDir = rundir.AdapterDir
 
-// FinishLoRA is the Job.Finish of a LoRA run: it writes RUN/adapter/ (peft's files, with
-// baseModel as base_model_name_or_path), then merges the adapter into the model and
-// writes the merged model as RUN/model/ and RUN/model.pt, RUN/model/config.json
-// recording the adapter as merged (lora.MarkMerged). The adapter is unloaded afterwards
-// (the model is a plain CLIP with the merged weights).
-func FinishLoRA(a *lora.Adapter, baseModel, tokenizerDir string) func(run string) error {
-	return func(run string) error {
-		dir := RunDir(run).Adapter()
-		if err := a.Save(dir, baseModel); err != nil {
-			return err
-		}
-		// model/config.json records what is merged into it (the base's own record
-		// first), so that the adapter is never applied to it again.
-		merged, err := lora.MergedInto(baseModel)
-		if err != nil {
-			return err
-		}
-		entry, err := a.MergedEntry(dir)
-		if err != nil {
-			return err
-		}
-		m := a.Model()
-		if err := a.MergeAndUnload(); err != nil {
-			return err
-		}
-		if err := SaveModel(run, m, tokenizerDir); err != nil {
-			return err
-		}
-		return lora.MarkMerged(RunDir(run).ModelConfig(), append(merged, entry))
+// LoRA is a LoRA run, one value: the adapter injected into Job.Model (lora.Inject,
+// InitAdapter) and the base model it records. From it the trainer derives the trained
+// parameters (the adapter's, Adapter.Trainable), the checkpoint's contents (its
+// tensors under "adapter" instead of "model") and the export (see export).
+type LoRA struct {
+	Adapter *lora.Adapter
+	// BaseModel is adapter_config.json's base_model_name_or_path (BaseModelName).
+	BaseModel string
+}
+
+// export writes RUN/adapter/ (peft's files), then merges the adapter into the model and
+// writes the merged model as RUN/model/ (with the tokenizer of tokenizerDir) and
+// RUN/model.pt, RUN/model/config.json recording the adapter as merged
+// (lora.MarkMerged). The adapter is unloaded afterwards (the model is a plain CLIP with
+// the merged weights).
+func (l *LoRA) export(run, tokenizerDir string) error {
+	a, rd := l.Adapter, RunDir(run)
+	if err := a.Save(rd.Adapter(), l.BaseModel); err != nil {
+		return err
 	}
+	// model/config.json records what is merged into it (the base's own record first),
+	// so that the adapter is never applied to it again.
+	merged, err := lora.MergedInto(l.BaseModel)
+	if err != nil {
+		return err
+	}
+	entry, err := a.MergedEntry(rd.Adapter())
+	if err != nil {
+		return err
+	}
+	m := a.Model()
+	if err := a.MergeAndUnload(); err != nil {
+		return err
+	}
+	if err := SaveModel(run, m, tokenizerDir); err != nil {
+		return err
+	}
+	return lora.MarkMerged(rd.ModelConfig(), append(merged, entry))
 }
 
 // absPath is path made absolute when possible (for adapter_config.json).

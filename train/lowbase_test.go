@@ -42,8 +42,8 @@ func TestBF16BaseMatchesAutocast(t *testing.T) {
 		fp0 := a.BaseFingerprint()
 		var o outcome
 		live := torch.Live()
-		job := Job{Model: m, Tokenizer: f.tok, Train: f.ds.Split(dataset.Train), Params: a.Trainable(), Adapter: true,
-			Finish: func(string) error {
+		job := Job{Model: m, Tokenizer: f.tok, Train: f.ds.Split(dataset.Train), LoRA: &LoRA{Adapter: a},
+			exportHook: func(string) error {
 				for _, p := range m.NamedParameters() { // what the merge and the export read
 					if p.T.DType() != torch.Float32 {
 						t.Errorf("FP32Base %v: %s is %v at Finish", fp32Base, p.Name, p.T.DType())

@@ -176,7 +176,8 @@ func trainRSSChild(t *testing.T, steps, warm, batch int) {
 				peak2 = max(peak2, rss)
 			}
 		}}
-	job := Job{Model: m, Tokenizer: f.tok, Train: train[:steps*batch], Finish: func(string) error { return nil }}
+	job := Job{Model: m, Tokenizer: f.tok, Train: train[:steps*batch]}
+	opts.SkipExport = true
 	res, err := Run(context.Background(), job, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -41,8 +41,8 @@ type Options struct {
 	InitScale   float64        // fp16's initial loss scale (default 65536)
 	MaxBadSteps int            // non-finite steps in a row tolerated (default 10)
 	// FP32Base keeps a LoRA run's frozen base in float32 under BF16 (autocast then casts
-	// it at every step). By default a LoRA run (Job.Adapter) under BF16 keeps it in bf16
-	// on the device (lora.KeepBaseIn) and puts the float32 base back before Job.Finish.
+	// it at every step). By default a LoRA run (Job.LoRA) under BF16 keeps it in bf16
+	// on the device (lora.KeepBaseIn) and puts the float32 base back before the export.
 	FP32Base bool
 
 	LogEvery      int // steps between metrics.jsonl training rows (default 10)
@@ -81,6 +81,10 @@ type Options struct {
 	// Folder is Out already taken with OpenRun (the command line takes it before it
 	// writes into Out); nil: Run takes it on the main rank and releases it at the end.
 	Folder *RunFolder
+
+	// SkipExport leaves out the final model files (model/, model.pt, adapter/): a run
+	// that only needs its checkpoints, metrics and evaluations.
+	SkipExport bool
 
 	Args any       // written to args.json (the command line's settings; rewritten on resume)
 	Log  io.Writer // progress and messages (nil: none)

@@ -33,24 +33,45 @@ type Job struct {
 	// (dataset.StreamLoader) instead of Train.
 	TrainShards *dataset.Shards
 
-	// Params are the parameters to train (they must require grad); nil trains every
-	// parameter of the model. Their names key the checkpoint's tensors.
-	Params []nn.Named
-	// Adapter marks a LoRA run: the checkpoint holds its tensors under "adapter"
-	// instead of "model".
-	Adapter bool
+	// LoRA, when set, makes the run a LoRA fine-tune of the adapter injected into
+	// Model (see LoRA); nil trains every parameter of the model and exports model/
+	// (an HF folder, clip.SaveHF) and model.pt (clip.SavePT).
+	LoRA *LoRA
 
-	// Finish writes the final model files into the run folder; nil writes model/ (an
-	// HF folder, clip.SaveHF) and model.pt (clip.SavePT). LoRA runs pass a function
-	// that also writes adapter/ and saves the merged model.
-	Finish func(run string) error
+	params     []nn.Named             // NewStepper's parameters to train (nil: see trainable)
+	exportHook func(run string) error // tests: runs instead of the export
 }
 
+// trainable are the parameters the job trains (they must require grad): the adapter's
+// of a LoRA run, else every parameter of the model. Their names key the checkpoint's
+// tensors.
+func (j *Job) trainable() []nn.Named {
+	switch {
+	case j.LoRA != nil:
+		return j.LoRA.Adapter.Trainable()
+	case j.params != nil:
+		return j.params
+	}
+	return j.Model.NamedParameters()
+}
+
+// key is the checkpoint's entry of the trained tensors.
 func (j *Job) key() string {
-	if j.Adapter {
+	if j.LoRA != nil {
 		return "adapter"
 	}
 	return "model"
+}
+
+// export writes the final model files into the run folder run.
+func (j *Job) export(run string) error {
+	if j.exportHook != nil {
+		return j.exportHook(run)
+	}
+	if j.LoRA != nil {
+		return j.LoRA.export(run, j.TokenizerDir)
+	}
+	return SaveModel(run, j.Model, j.TokenizerDir)
 }
 
 // Result summarises a finished run.
@@ -150,10 +171,7 @@ func (t *trainer) main() bool { return t.dp == nil || t.dp.IsMain() }
 func newTrainer(job Job, opts Options) (*trainer, error) {
 	opts.defaults()
 	t := &trainer{job: job, opts: opts, model: job.Model}
-	params := job.Params
-	if params == nil {
-		params = job.Model.NamedParameters()
-	}
+	params := job.trainable()
 	if err := opts.Lock.Check(job.Model.Config); err != nil {
 		return nil, err
 	}
@@ -326,7 +344,7 @@ func (t *trainer) prepare(ctx context.Context) (release func(), err error) {
 			return release, err
 		}
 	}
-	if t.job.Adapter && opts.Precision == clip.BF16 && !opts.FP32Base {
+	if t.job.LoRA != nil && opts.Precision == clip.BF16 && !opts.FP32Base {
 		if t.lowBase, err = lora.KeepBaseIn(t.model, torch.BFloat16); err != nil {
 			return release, err
 		}
@@ -819,7 +837,7 @@ func (t *trainer) evaluate(step int, epoch float64) error {
 }
 
 // finish evaluates the test split into eval.json and exports the model (the main rank
-// writes both).
+// writes both; see Job.LoRA and Options.SkipExport).
 func (t *trainer) finish() error {
 	if len(t.job.Test) > 0 {
 		// The run's bar (left open by a run cut short) ends before the pass's; the main
@@ -842,13 +860,10 @@ func (t *trainer) finish() error {
 	if err := t.lowBase.Restore(); err != nil { // the merge and the export are float32
 		return err
 	}
-	if !t.main() {
+	if !t.main() || t.opts.SkipExport {
 		return nil
 	}
-	if t.job.Finish != nil {
-		return t.job.Finish(t.opts.Out)
-	}
-	return SaveModel(t.opts.Out, t.model, t.job.TokenizerDir)
+	return t.job.export(t.opts.Out)
 }
 
 // stepEvent is one optimizer step as the observers hear of it.

@@ -42,8 +42,8 @@ func TestResumeEquivalence(t *testing.T) {
 		}
 	}
 	m := newModel(t, cfg, 42)
-	job := Job{Model: m, Tokenizer: f.tok, Train: f.ds.Split(dataset.Train), Val: f.ds.Split(dataset.Val),
-		Finish: func(string) error { return nil }}
+	job := Job{Model: m, Tokenizer: f.tok, Train: f.ds.Split(dataset.Train), Val: f.ds.Split(dataset.Val)}
+	cut.SkipExport = true
 	_, err = Run(ctx, job, cut)
 	var ie *InterruptedError
 	if !errors.As(err, &ie) || ie.Step != stopAt {
@@ -150,7 +150,7 @@ func TestLoRAImprovesShiftedRecall(t *testing.T) {
 	}
 	out := t.TempDir()
 	job := Job{Model: m, Tokenizer: base.tok, Train: shifted.ds.Split(dataset.Train), Val: shifted.ds.Split(dataset.Val),
-		Test: test, Params: a.Trainable(), Adapter: true, Finish: FinishLoRA(a, "base", "")}
+		Test: test, LoRA: &LoRA{Adapter: a, BaseModel: "base"}}
 	res, err := Run(context.Background(), job, Options{Out: out, Epochs: 5, BatchSize: 16, LR: 5e-3, Warmup: 3, Workers: 2})
 	if err != nil {
 		t.Fatal(err)

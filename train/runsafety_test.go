@@ -367,8 +367,8 @@ func TestValidationSetFixed(t *testing.T) {
 	// losing 2 stops it.
 	run := func(rep *dataset.Report, steps int, after func(int)) error {
 		m := newModel(t, tinyConfig(t, tok), 6)
-		job := Job{Model: m, Tokenizer: tok, Train: ds.Split(dataset.Train), Val: val, Finish: func(string) error { return nil }}
-		opts := Options{Out: t.TempDir(), MaxSteps: steps, BatchSize: 8, EvalEvery: 1, Workers: 2, Report: rep,
+		job := Job{Model: m, Tokenizer: tok, Train: ds.Split(dataset.Train), Val: val}
+		opts := Options{Out: t.TempDir(), MaxSteps: steps, BatchSize: 8, EvalEvery: 1, Workers: 2, Report: rep, SkipExport: true,
 			AfterStep: func(step int, _ float64) { after(step) }}
 		_, err := Run(context.Background(), job, opts)
 		return err

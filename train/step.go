@@ -56,7 +56,7 @@ type Stepper struct{ t *trainer }
 // NewStepper builds the optimizer over params (nil: every parameter of m) as Run does,
 // with opts' optimizer, precision and accumulation settings.
 func NewStepper(m *clip.Model, params []nn.Named, opts Options) (*Stepper, error) {
-	t, err := newTrainer(Job{Model: m, Params: params}, opts)
+	t, err := newTrainer(Job{Model: m, params: params}, opts)
 	if err != nil {
 		return nil, err
 	}

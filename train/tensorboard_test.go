@@ -166,8 +166,8 @@ func TestTensorBoardMatchesMetrics(t *testing.T) {
 			cancel()
 		}
 	}
-	job := Job{Model: newModel(t, cfg, 42), Tokenizer: f.tok, Train: f.ds.Split(dataset.Train), Val: f.ds.Split(dataset.Val),
-		Finish: func(string) error { return nil }}
+	job := Job{Model: newModel(t, cfg, 42), Tokenizer: f.tok, Train: f.ds.Split(dataset.Train), Val: f.ds.Split(dataset.Val)}
+	opts.SkipExport = true
 	_, err := Run(ctx, job, opts)
 	var ie *InterruptedError
 	if !errors.As(err, &ie) {

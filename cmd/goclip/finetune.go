@@ -133,8 +133,7 @@ func runFinetune(c *cli.Context) (err error) {
 		return nil
 	}
 	job := s.job(m, tok, tokDir)
-	job.Params, job.Adapter = a.Trainable(), true
-	job.Finish = train.FinishLoRA(a, baseName, tokDir)
+	job.LoRA = &train.LoRA{Adapter: a, BaseModel: baseName}
 
 	// Every rank decides from the same file (rank 0 writes it only after the
 	// evaluation all of them run), and the ranks' base weights are equal (one file).

@@ -330,7 +330,7 @@ func (s *trainSetup) run(c *cli.Context, job train.Job) (*train.Result, error) {
 	}
 	fmt.Fprintf(w, "done: %s (%d skipped) in %s; best validation loss %.4f\n", train.Plural(res.Steps, "step"), res.Skipped, res.Duration.Round(1e9), res.BestValLoss)
 	adapter := ""
-	if job.Adapter {
+	if job.LoRA != nil {
 		adapter = train.AdapterDir + "/, "
 	}
 	fmt.Fprintf(w, "run folder %s: %smodel/, model.pt, metrics.jsonl, %s, %s/, checkpoints/\n", s.out, adapter, train.CurveFile, train.TensorBoardDir)
