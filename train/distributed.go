@@ -17,6 +17,7 @@ package train
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"goclip/clip"
 	"goclip/nn"
@@ -26,6 +27,36 @@ import (
 // DefaultBucketBytes is the size of the flat buffers gradients are all-reduced in, as
 // PyTorch DDP's bucket_cap_mb default (25 MB).
 const DefaultBucketBytes = 25 << 20
+
+// JoinFromEnv joins the process group that torchrun or goclip launch describe in the
+// environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), with NCCL on
+// CUDA and Gloo on the CPU, every collective waiting at most timeout. On CUDA the rank
+// runs on its own GPU, cuda:LOCAL_RANK, unless pinned (the device was given with an
+// index); the device returned is the one to use. Without WORLD_SIZE, or with
+// WORLD_SIZE=1, it returns a nil group and dev: one process.
+func JoinFromEnv(dev torch.Device, pinned bool, timeout time.Duration) (*torch.ProcessGroup, torch.Device, error) {
+	rv, err := torch.EnvRendezvous()
+	if err != nil {
+		return nil, dev, err
+	}
+	if !rv.FromEnv || rv.World < 2 {
+		return nil, dev, nil
+	}
+	if dev.Type == torch.CUDADevice && !pinned {
+		dev.Index = rv.LocalRank
+		if err := torch.CheckDevice(dev); err != nil {
+			return nil, dev, fmt.Errorf("rank %d (LOCAL_RANK %d): %w", rv.Rank, rv.LocalRank, err)
+		}
+	}
+	pg, err := rv.NewProcessGroup(torch.DefaultBackend(dev), timeout)
+	if err != nil {
+		return nil, dev, fmt.Errorf("rank %d of %d joining the process group at %s:%d: %w", rv.Rank, rv.World, rv.Addr, rv.Port, err)
+	}
+	return pg, dev, nil
+}
+
+// IsMainRank reports whether this process is rank 0 of pg, or the only process (nil).
+func IsMainRank(pg *torch.ProcessGroup) bool { return pg == nil || pg.Rank() == 0 }
 
 // DataParallel keeps the parameters of one model in sync over a process group.
 type DataParallel struct {

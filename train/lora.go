@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"goclip/clip"
+	"goclip/internal/atomicfile"
 	"goclip/internal/rundir"
 	"goclip/lora"
 )
@@ -54,6 +56,43 @@ func (l *LoRA) export(run, tokenizerDir string) error {
 		return err
 	}
 	return lora.MarkMerged(rd.ModelConfig(), append(merged, entry))
+}
+
+// EvaluateBase is a fine-tune's baseline: job.Model, before training, evaluated on
+// job.Test into RUN/eval_base.json (RUN is opts.Out), with the run's evaluation
+// settings. A run folder that holds eval_base.json already (a resumed run) or a job
+// without a test split evaluates nothing and returns nil. In a distributed run every
+// rank takes part (each decides from the same file, which rank 0 writes only after the
+// evaluation all of them run; the ranks' base weights are equal, read from one file);
+// rank 0 reports to opts.Log and writes.
+func EvaluateBase(ctx context.Context, job Job, opts Options) (*EvalResult, error) {
+	opts.defaults()
+	path := RunDir(opts.Out).EvalBase()
+	if _, err := os.Stat(path); err == nil || len(job.Test) == 0 {
+		return nil, nil
+	}
+	main := IsMainRank(opts.ProcessGroup)
+	if !main {
+		opts.Log = nil // the main process reports the pass
+	}
+	fmt.Fprintf(logw(opts), "evaluating the base model on the test split (%d images)\n", len(job.Test))
+	task := NewTask(opts.Log, "base evaluation", "item")
+	ev, err := Evaluate(ctx, job.Model, job.Tokenizer, job.Test, opts.EvalOptions(opts.Report, task.Update))
+	task.Done()
+	if err != nil {
+		return nil, fmt.Errorf("base evaluation: %w", err)
+	}
+	if !main {
+		return &ev, nil
+	}
+	fmt.Fprintf(logw(opts), "base: %s\n", ev)
+	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
+		return nil, err
+	}
+	if err := atomicfile.WriteJSON(path, ev); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", path, err)
+	}
+	return &ev, nil
 }
 
 // absPath is path made absolute when possible (for adapter_config.json).

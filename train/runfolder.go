@@ -138,6 +138,18 @@ func CheckRunFolder(dir string, resume bool) error {
 	return nil
 }
 
+// Started reports whether the run in dir has written anything of its own: a checkpoint
+// or a metrics row. A command that created dir removes it when a run fails before it
+// started.
+func Started(dir string) bool {
+	rd := RunDir(dir)
+	if _, err := os.Stat(rd.Last()); err == nil {
+		return true
+	}
+	st, err := os.Stat(rd.Metrics())
+	return err == nil && st.Size() > 0
+}
+
 // holderOf describes the process recorded in a locked marker: " (pid 123: goclip
 // train ...)", or "" when the file says nothing readable.
 func holderOf(f *os.File) string {

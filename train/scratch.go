@@ -4,6 +4,7 @@ import (
 	"goclip/clip"
 	"goclip/clip/tokenizer"
 	"goclip/dataset"
+	"goclip/torch"
 )
 
 // DefaultVocabSize is the BPE vocabulary trained for a from-scratch run on captions
@@ -29,6 +30,23 @@ func TrainTokenizer(items []dataset.Item, vocabSize int, progress func(done, tot
 		caps = append(caps, it.Captions...)
 	}
 	return tokenizer.TrainProgress(caps, vocabSize, progress)
+}
+
+// NewScratchModel builds the model of a from-scratch run on dev: the architecture cfg
+// fitted to tok (WithTokenizer), with contextLength text positions (0: cfg's), its
+// weights drawn from the torch generator seeded with seed.
+func NewScratchModel(cfg clip.Config, tok *tokenizer.Tokenizer, contextLength int, seed uint64, dev torch.Device) (*clip.Model, error) {
+	cfg = WithTokenizer(cfg, tok)
+	if contextLength > 0 {
+		cfg.Text.MaxPositionEmbeddings = int64(contextLength)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := torch.Try(func() { torch.ManualSeed(seed) }); err != nil {
+		return nil, err
+	}
+	return clip.New(cfg, dev)
 }
 
 // WithTokenizer fits a from-scratch architecture to a tokenizer: the text vocabulary is

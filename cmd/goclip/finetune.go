@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"goclip/clip"
-	"goclip/internal/atomicfile"
 	"goclip/lora"
 	"goclip/torch"
 	"goclip/train"
@@ -134,33 +132,8 @@ func runFinetune(c *cli.Context) (err error) {
 	}
 	job := s.job(m, tok, tokDir)
 	job.LoRA = &train.LoRA{Adapter: a, BaseModel: baseName}
-
-	// Every rank decides from the same file (rank 0 writes it only after the
-	// evaluation all of them run), and the ranks' base weights are equal (one file).
-	basePath := train.RunDir(s.out).EvalBase()
-	if _, err := os.Stat(basePath); err != nil && len(job.Test) > 0 {
-		if s.main() {
-			fmt.Fprintf(c.App.ErrWriter, "evaluating the base model on the test split (%d images)\n", len(job.Test))
-		}
-		var w io.Writer // the main process reports the pass
-		if s.main() {
-			w = c.App.ErrWriter
-		}
-		task := train.NewTask(w, "base evaluation", "item")
-		ev, err := train.Evaluate(context.Background(), m, tok, job.Test, s.opts.EvalOptions(&s.ds.Report, task.Update))
-		task.Done()
-		if err != nil {
-			return fmt.Errorf("base evaluation: %w", err)
-		}
-		if s.main() {
-			fmt.Fprintf(c.App.ErrWriter, "base: %s\n", ev)
-			if err := os.MkdirAll(s.out, 0o755); err != nil {
-				return err
-			}
-			if err := atomicfile.WriteJSON(basePath, ev); err != nil {
-				return fmt.Errorf("writing %s: %w", basePath, err)
-			}
-		}
+	if _, err := train.EvaluateBase(context.Background(), job, s.opts); err != nil {
+		return err
 	}
 	res, err := s.run(c, job)
 	if err != nil || !s.main() {
@@ -170,7 +143,7 @@ func runFinetune(c *cli.Context) (err error) {
 		Data: absIfExists(s.ds.Root), TrainSize: len(job.Train), Steps: res.Steps, Final: res.Test,
 		Command: strings.Join(s.args.Argv, " ")}
 	var base train.EvalResult
-	if data, err := os.ReadFile(basePath); err == nil && json.Unmarshal(data, &base) == nil {
+	if data, err := os.ReadFile(train.RunDir(s.out).EvalBase()); err == nil && json.Unmarshal(data, &base) == nil {
 		card.Base = &base
 	}
 	return train.WriteModelCard(s.out, card)

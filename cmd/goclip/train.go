@@ -35,31 +35,6 @@ var (
 		Value: 5 * time.Minute, EnvVars: []string{"GOCLIP_DIST_TIMEOUT"}, Category: catCompute}
 )
 
-// joinProcessGroup joins the process group that torchrun or goclip launch describe in
-// the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), on the
-// rank's GPU (cuda:LOCAL_RANK unless --device names one) with NCCL, or with Gloo on the
-// CPU. Without WORLD_SIZE, or with WORLD_SIZE=1, it returns nil: one process.
-func joinProcessGroup(c *cli.Context, dev torch.Device) (*torch.ProcessGroup, torch.Device, error) {
-	rv, err := torch.EnvRendezvous()
-	if err != nil {
-		return nil, dev, err
-	}
-	if !rv.FromEnv || rv.World < 2 {
-		return nil, dev, nil
-	}
-	if dev.Type == torch.CUDADevice && !strings.Contains(c.String(deviceFlag.Name), ":") {
-		dev.Index = rv.LocalRank
-		if err := torch.CheckDevice(dev); err != nil {
-			return nil, dev, fmt.Errorf("rank %d (LOCAL_RANK %d): %w", rv.Rank, rv.LocalRank, err)
-		}
-	}
-	pg, err := rv.NewProcessGroup(torch.DefaultBackend(dev), c.Duration(distTimeoutFlag.Name))
-	if err != nil {
-		return nil, dev, fmt.Errorf("rank %d of %d joining the process group at %s:%d: %w", rv.Rank, rv.World, rv.Addr, rv.Port, err)
-	}
-	return pg, dev, nil
-}
-
 // trainingFlags are the flags of the training loop, shared by train and finetune;
 // epochs and lr differ in default between the two.
 func trainingFlags(epochs int, lr float64, batch int) []cli.Flag {
@@ -162,7 +137,7 @@ type trainSetup struct {
 }
 
 // main reports whether this process writes files (rank 0, or the only process).
-func (s *trainSetup) main() bool { return s.pg == nil || s.pg.Rank() == 0 }
+func (s *trainSetup) main() bool { return train.IsMainRank(s.pg) }
 
 // close releases the run folder and leaves the process group.
 func (s *trainSetup) close() {
@@ -243,7 +218,8 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 	}
 	// The rendezvous (when torchrun or goclip launch started this process) comes last:
 	// every rank has checked its flags, and rank 0 alone takes the run folder.
-	pg, dev, err := joinProcessGroup(c, dev)
+	pinned := strings.Contains(c.String(deviceFlag.Name), ":") // --device cuda:N: every rank on it
+	pg, dev, err := train.JoinFromEnv(dev, pinned, c.Duration(distTimeoutFlag.Name))
 	if err != nil {
 		return nil, err
 	}
@@ -292,14 +268,9 @@ func (s *trainSetup) cleanup(err error) {
 	if err == nil || !s.created || !s.main() {
 		return
 	}
-	rd := train.RunDir(s.out)
-	if _, e := os.Stat(rd.Last()); e == nil {
-		return
+	if !train.Started(s.out) {
+		os.RemoveAll(s.out)
 	}
-	if st, e := os.Stat(rd.Metrics()); e == nil && st.Size() > 0 {
-		return
-	}
-	os.RemoveAll(s.out)
 }
 
 // job is a Job over the data set's splits.
@@ -384,15 +355,7 @@ func runTrain(c *cli.Context) (err error) {
 		if err != nil {
 			return err
 		}
-		cfg = train.WithTokenizer(cfg, tok)
-		if n := c.Int("context-length"); n > 0 {
-			cfg.Text.MaxPositionEmbeddings = int64(n)
-		}
-		if err := cfg.Validate(); err != nil {
-			return err
-		}
-		torch.ManualSeed(c.Uint64(seedFlag.Name))
-		if m, err = clip.New(cfg, s.dev); err != nil {
+		if m, err = train.NewScratchModel(cfg, tok, c.Int("context-length"), c.Uint64(seedFlag.Name), s.dev); err != nil {
 			return err
 		}
 	}
