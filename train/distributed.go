@@ -89,7 +89,8 @@ func (dp *DataParallel) IsMain() bool { return dp.PG.Rank() == 0 }
 
 // SyncParameters overwrites every parameter with rank 0's values. Call it once after
 // the model is built, loaded or resumed, before the first step.
-func (dp *DataParallel) SyncParameters() error {
+func (dp *DataParallel) SyncParameters() (err error) {
+	defer recoverTorch(&err)
 	for _, p := range dp.params {
 		if err := dp.PG.Broadcast(p.T, 0); err != nil {
 			return fmt.Errorf("train: broadcasting %s from rank 0: %w", p.Name, err)
@@ -105,6 +106,7 @@ func (dp *DataParallel) SyncParameters() error {
 // step. Parameters without a gradient are skipped: the set with one must be the same on
 // every rank, as it is for a model whose every parameter is used in each step.
 func (dp *DataParallel) AverageGradients() (err error) {
+	defer recoverTorch(&err)
 	if dp.PG.World() == 1 {
 		return nil
 	}
@@ -164,7 +166,8 @@ func (dp *DataParallel) Slice(n int) (start, end int) {
 }
 
 // MeanScalar is the mean of v over the ranks (a step's loss for the log).
-func (dp *DataParallel) MeanScalar(v float64) (float64, error) {
+func (dp *DataParallel) MeanScalar(v float64) (_ float64, err error) {
+	defer recoverTorch(&err)
 	t := torch.FromFloat64([]float64{v}, 1)
 	defer t.Free()
 	if err := dp.PG.AllReduceOp(torch.ReduceAvg, t); err != nil {
@@ -175,7 +178,8 @@ func (dp *DataParallel) MeanScalar(v float64) (float64, error) {
 
 // AnyRank reports whether v is true on any rank (a collective: every rank calls it).
 // Ranks use it to agree on stopping, e.g. after an interrupt that reached some of them.
-func (dp *DataParallel) AnyRank(v bool) (bool, error) {
+func (dp *DataParallel) AnyRank(v bool) (_ bool, err error) {
+	defer recoverTorch(&err)
 	x := 0.0
 	if v {
 		x = 1
@@ -198,9 +202,16 @@ func (dp *DataParallel) AnyRank(v bool) (bool, error) {
 // logits_per_image and logits_per_text [b, N] (open_clip's local loss), scaled by
 // W·b/N so that the mean over ranks is the global-batch loss. After backward on every
 // rank and AverageGradients, the gradients equal those of the global-batch loss.
-// With a nil pg it is the ordinary loss over the local batch. It panics like tensor
-// operations, also when a collective fails.
-func ContrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.ProcessGroup) *torch.Tensor {
+// With a nil pg it is the ordinary loss over the local batch. A failed tensor operation
+// or collective is the error.
+func ContrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.ProcessGroup) (loss *torch.Tensor, err error) {
+	err = torch.Try(func() { loss = contrastiveLossGathered(img, txt, logitScale, pg) })
+	return loss, err
+}
+
+// contrastiveLossGathered is ContrastiveLossGathered inside tensor maths: it panics
+// with a *torch.Error, a failed collective's included, for the caller to recover.
+func contrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.ProcessGroup) *torch.Tensor {
 	in := clip.Normalized(img) // [b, P]
 	tn := clip.Normalized(txt) // [b, P]
 	allImg, allTxt := in, tn   // [N, P]
@@ -235,14 +246,17 @@ func ContrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.Proce
 	return loss.MulScalar(0.5 * float64(world) * float64(b) / float64(n))                 // []
 }
 
-// mustDist panics with err as a *torch.Error (what torch.Try recovers) unless it is nil.
+// mustDist re-raises a collective's error inside tensor maths (a step, a loss, an
+// embedding pass), where the caller's torch.Try recovers it into an error: the process
+// group reports its failures as *torch.Error (wrapped or not), and that *torch.Error is
+// what panics. Exported functions do not let it out: they return the error.
 func mustDist(err error) {
 	if err == nil {
 		return
 	}
 	var te *torch.Error
-	if errors.As(err, &te) {
-		panic(te)
+	if !errors.As(err, &te) {
+		panic(err) // not a collective's failure but a bug: it is not recovered
 	}
-	panic(&torch.Error{Op: "dist", Msg: err.Error()})
+	panic(te)
 }

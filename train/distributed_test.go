@@ -120,7 +120,10 @@ func TestDataParallelRank(t *testing.T) {
 	}
 	start, end := dp.Slice(n)
 	img, txt = m.embed(x.Narrow(0, int64(start), int64(end-start)), y.Narrow(0, int64(start), int64(end-start)))
-	loss := ContrastiveLossGathered(img, txt, m.scale, pg)
+	loss, err := ContrastiveLossGathered(img, txt, m.scale, pg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	loss.Backward()
 	if err := dp.AverageGradients(); err != nil {
 		t.Fatal(err)
@@ -212,7 +215,11 @@ func TestContrastiveLossGatheredLocal(t *testing.T) {
 	img := torch.Randn([]int64{5, 4}, torch.Float32, torch.CPU)
 	txt := torch.Randn([]int64{5, 4}, torch.Float32, torch.CPU)
 	scale := torch.FromFloat32([]float32{2.5})
-	got := ContrastiveLossGathered(img, txt, scale, nil).Item()
+	loss, err := ContrastiveLossGathered(img, txt, scale, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := loss.Item()
 	in, tn := img.Normalize(2, -1, 1e-12), txt.Normalize(2, -1, 1e-12)
 	want := clip.ContrastiveLoss(in.Matmul(tn.T()).Mul(scale.Exp())).Item()
 	if math.Abs(got-want) > 1e-6 {

@@ -49,9 +49,15 @@ var (
 // rows together cover every pair once. The share is scaled by W/N so that the mean
 // over ranks is the global-batch loss; after backward on every rank and
 // AverageGradients, the gradients equal the global-batch loss's. With a nil pg it is
-// the loss of the local batch. It panics like tensor operations, also when a
-// collective fails.
-func SigLIPLossGathered(img, txt, logitScale, logitBias *torch.Tensor, pg *torch.ProcessGroup) *torch.Tensor {
+// the loss of the local batch. A failed tensor operation or collective is the error.
+func SigLIPLossGathered(img, txt, logitScale, logitBias *torch.Tensor, pg *torch.ProcessGroup) (loss *torch.Tensor, err error) {
+	err = torch.Try(func() { loss = sigLIPLossGathered(img, txt, logitScale, logitBias, pg) })
+	return loss, err
+}
+
+// sigLIPLossGathered is SigLIPLossGathered inside tensor maths: it panics with a
+// *torch.Error, a failed collective's included, for the caller to recover.
+func sigLIPLossGathered(img, txt, logitScale, logitBias *torch.Tensor, pg *torch.ProcessGroup) *torch.Tensor {
 	in := clip.Normalized(img) // [b, P]
 	tn := clip.Normalized(txt) // [b, P]
 	allTxt := tn               // [N, P]

@@ -38,7 +38,10 @@ func TestSigLIPLossMatchesPython(t *testing.T) {
 		txt := torch.FromFloat32(txtData, n, p).SetRequiresGrad(true)
 		scale := torch.FromFloat32([]float32{float32(c.scale)}).SetRequiresGrad(true)
 		bias := torch.FromFloat32([]float32{float32(c.bias)}).SetRequiresGrad(true)
-		loss := SigLIPLossGathered(img, txt, scale, bias, nil)
+		loss, err := SigLIPLossGathered(img, txt, scale, bias, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		loss.Backward()
 		got := map[string][]float64{"loss": {loss.Item()}, "img": img.Grad().Float64s(), "txt": txt.Grad().Float64s(),
 			"scale": scale.Grad().Float64s(), "bias": bias.Grad().Float64s()}
@@ -106,7 +109,10 @@ func TestSigLIPRank(t *testing.T) {
 	y := torch.Randn([]int64{int64(n), 5}, torch.Float32, torch.CPU) // [N, Dt]
 
 	img, txt := m.embed(x, y)
-	refLoss := SigLIPLossGathered(img, txt, m.scale, bias, nil)
+	refLoss, err := SigLIPLossGathered(img, txt, m.scale, bias, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	refLoss.Backward()
 	var ref [][]float64
 	for _, p := range named {
@@ -119,7 +125,10 @@ func TestSigLIPRank(t *testing.T) {
 	dp := NewDataParallel(pg, named)
 	start, end := dp.Slice(n)
 	img, txt = m.embed(x.Narrow(0, int64(start), int64(end-start)), y.Narrow(0, int64(start), int64(end-start)))
-	loss := SigLIPLossGathered(img, txt, m.scale, bias, pg)
+	loss, err := SigLIPLossGathered(img, txt, m.scale, bias, pg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	loss.Backward()
 	if err := dp.AverageGradients(); err != nil {
 		t.Fatal(err)

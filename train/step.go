@@ -14,7 +14,7 @@ import (
 )
 
 // MaxLogitScale is the clamp of logit_scale after each step: ln(100).
-var MaxLogitScale = math.Log(100)
+const MaxLogitScale = 4.605170185988092
 
 // stepOutcome says what became of one step.
 type stepOutcome int
@@ -144,12 +144,12 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 	// SigLIP's (nil: CLIP's loss).
 	lossOf := func(img, txt, scale, bias *torch.Tensor) *torch.Tensor {
 		if bias != nil {
-			return SigLIPLossGathered(img, txt, scale, bias, pg)
+			return sigLIPLossGathered(img, txt, scale, bias, pg)
 		}
 		if pg == nil {
 			return clip.ContrastiveLoss(clip.Logits(clip.Normalized(img), clip.Normalized(txt), scale)) // [B, B] -> []
 		}
-		return ContrastiveLossGathered(img, txt, scale, pg)
+		return contrastiveLossGathered(img, txt, scale, pg)
 	}
 
 	// backward runs backward of loss·lossScale unless the loss is not finite, and
@@ -258,7 +258,7 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 		return res
 	}
 	if err := t.opt.Update(lr); err != nil {
-		panic(&torch.Error{Op: "adamw", Msg: err.Error()})
+		panic(err) // the shim's *torch.Error as it came, recovered by stepWith
 	}
 	t.opt.ZeroGrad()
 	torch.NoGrad(func() { m.LogitScale.ClampMaxInPlace(MaxLogitScale) })
