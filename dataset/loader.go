@@ -112,8 +112,10 @@ func (b *Batch) Release() {
 // index). Workers decode ahead in order, at most a bounded window of images beyond
 // the Prefetch finished batches, and a single assembler puts results back in order.
 //
-// Unreadable images are skipped: counted once (Skipped, LoaderOptions.Report) and
-// replaced by the next images of the order, so batches stay full.
+// Unreadable images are skipped and counted once (Skipped, LoaderOptions.Report). In
+// one process they are replaced by the next images of the order, so batches stay full;
+// with World > 1 they are left out of the rank's share, which may then be short (see
+// LoaderOptions.Rank).
 //
 // Start (or StartAt) begins an epoch, Next returns its batches then io.EOF, Close
 // stops every goroutine. Start, Next and Close are meant for one consumer goroutine.
