@@ -7,8 +7,12 @@
 // checkpoints and the final model.
 //
 // One entry point, Run, serves training from scratch, full fine-tuning and LoRA
-// fine-tuning: the caller builds the model (and injects adapters) and names the
-// parameters to train; everything else is the same loop.
+// fine-tuning: the caller builds the model (NewScratchModel, or a loaded one) and, for
+// LoRA, injects the adapter and names it in Job.LoRA; everything else is the same loop.
+// Run's trainer prepares the run (options, run folder, resume, ranks, loader), takes the
+// epochs' steps (trainEpoch), applies one evaluate/save policy (checkpoint) and tells
+// its observers, the progress report and the metrics files, of every step and
+// evaluation. RunDir names every file of the run folder.
 //
 // # Exact Resume
 //
@@ -33,7 +37,10 @@
 // # Error Handling
 //
 // Each step runs inside a torch.Scope and torch.Try: a tensor panic (a bad shape, an
-// out-of-memory) becomes the error Run returns. A non-finite loss or gradient norm is not
+// out-of-memory) becomes the error Run returns. Panics (*torch.Error) stay inside tensor
+// maths (the step, the losses' unexported cores, collectives within them); every
+// exported function returns an error, recovering at its entry where it runs tensor
+// code. A non-finite loss or gradient norm is not
 // an error: the step is skipped and counted; more than Options.MaxBadSteps in a row stop
 // the run with a *BadStepsError, the last good checkpoint left in place. In fp16 an
 // overflow of the scaled gradients halves the loss scale and skips the step (LossScaler).
