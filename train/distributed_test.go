@@ -226,3 +226,37 @@ func TestContrastiveLossGatheredLocal(t *testing.T) {
 		t.Fatalf("loss %v, want %v", got, want)
 	}
 }
+
+// TestJoinFromEnv: without WORLD_SIZE, or with WORLD_SIZE=1, the process runs alone on
+// the device given; a bad or incomplete torchrun environment is an error naming the
+// variable, before any connection.
+func TestJoinFromEnv(t *testing.T) {
+	for _, k := range []string{"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"} {
+		if v, ok := os.LookupEnv(k); ok {
+			t.Cleanup(func() { os.Setenv(k, v) })
+		} else {
+			t.Cleanup(func() { os.Unsetenv(k) })
+		}
+		os.Unsetenv(k)
+	}
+	dev := torch.Device{Type: torch.CUDADevice, Index: 3}
+	for _, ws := range []string{"", "1"} {
+		if ws != "" {
+			t.Setenv("WORLD_SIZE", ws)
+			t.Setenv("RANK", "0")
+		}
+		pg, got, err := JoinFromEnv(dev, false, time.Second)
+		if err != nil || pg != nil || got != dev {
+			t.Fatalf("WORLD_SIZE=%q: %v, %v, %v; want one process on %v", ws, pg, got, err, dev)
+		}
+	}
+	t.Setenv("WORLD_SIZE", "2")
+	t.Setenv("RANK", "5")
+	if _, _, err := JoinFromEnv(torch.CPU, false, time.Second); err == nil || !strings.Contains(err.Error(), "RANK") {
+		t.Fatalf("RANK=5 of 2 gave %v", err)
+	}
+	t.Setenv("RANK", "1")
+	if _, _, err := JoinFromEnv(torch.CPU, false, time.Second); err == nil || !strings.Contains(err.Error(), "MASTER_ADDR") {
+		t.Fatalf("no MASTER_ADDR gave %v", err)
+	}
+}
