@@ -1,6 +1,12 @@
 package train
 
 import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
 	"goclip/clip"
 	"goclip/clip/tokenizer"
 	"goclip/dataset"
@@ -20,6 +26,60 @@ func DefaultVocabSize(captions int) int {
 		return 32768
 	}
 	return 49408
+}
+
+// ScratchVocabulary says where a from-scratch run's tokenizer comes from (see
+// ScratchTokenizer).
+type ScratchVocabulary struct {
+	Run      string           // the run folder: its tokenizer/ holds the vocabulary
+	Resume   bool             // a resumed run: the run's own tokenizer/
+	Path     string           // a vocabulary to use (tokenizer.Load's forms); "": train one
+	Data     *dataset.Dataset // whose training captions a new vocabulary learns from
+	Streamed bool             // the training data are webdataset shards: no captions to learn from
+	Size     int              // tokens of a trained vocabulary (0: DefaultVocabSize of the captions)
+	Save     bool             // write it to RUN/tokenizer/ (the main rank)
+	Log      io.Writer        // the training's report (nil: none)
+}
+
+// ScratchTokenizer is a from-scratch run's tokenizer: on resume the run's own
+// (RUN/tokenizer/, which must be there), else the vocabulary at v.Path, else a BPE
+// vocabulary of v.Size tokens trained on v.Data's training captions. In a distributed
+// run every rank builds the same one; with v.Save a new run writes it to
+// RUN/tokenizer/. Errors name the flags (--tokenizer, --resume).
+func ScratchTokenizer(v ScratchVocabulary) (*tokenizer.Tokenizer, error) {
+	dir := RunDir(v.Run).Tokenizer()
+	if v.Resume {
+		// The run's own vocabulary; a resume writes nothing before the run starts.
+		if _, err := os.Stat(filepath.Join(dir, tokenizer.VocabFile)); err != nil {
+			return nil, fmt.Errorf("--resume: %s has no tokenizer (%s)", v.Run, filepath.Join(dir, tokenizer.VocabFile))
+		}
+		return tokenizer.Load(dir)
+	}
+	var tok *tokenizer.Tokenizer
+	var err error
+	switch {
+	case v.Path != "":
+		tok, err = tokenizer.Load(v.Path)
+	case v.Streamed:
+		return nil, errors.New("--data names webdataset shards: give --tokenizer (a vocabulary is trained on a data set folder's captions only)")
+	default:
+		captions := v.Data.Captions(dataset.Train)
+		size := v.Size
+		if size <= 0 {
+			size = DefaultVocabSize(captions)
+		}
+		if v.Log == nil {
+			v.Log = io.Discard
+		}
+		fmt.Fprintf(v.Log, "tokenizer: training a %d-token BPE vocabulary on %d captions\n", size, captions)
+		task := NewTask(v.Log, "tokenizer", "merge")
+		tok, err = TrainTokenizer(v.Data.Split(dataset.Train), size, task.Update)
+		task.Done()
+	}
+	if err != nil || !v.Save {
+		return tok, err
+	}
+	return tok, tok.Save(dir)
 }
 
 // TrainTokenizer learns a BPE vocabulary of vocabSize tokens from the captions of items,

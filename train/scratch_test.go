@@ -1,10 +1,13 @@
 package train
 
 import (
+	"os"
 	"reflect"
+	"strings"
 	"testing"
 
 	"goclip/clip"
+	"goclip/dataset"
 	"goclip/torch"
 )
 
@@ -40,5 +43,50 @@ func TestNewScratchModel(t *testing.T) {
 	bad.Text.NumAttentionHeads = 3 // does not divide the width 64
 	if _, err := NewScratchModel(bad, f.tok, 0, 1, torch.CPU); err == nil {
 		t.Fatal("an invalid architecture was accepted")
+	}
+}
+
+// TestScratchTokenizer: a new run trains a vocabulary of the size asked on the training
+// captions and saves it in RUN/tokenizer/ (on the main rank only); a resume loads that
+// one, and a resume without it, or shards without --tokenizer, are errors naming the
+// flag.
+func TestScratchTokenizer(t *testing.T) {
+	f := synthData(t, 24, "base")
+	run := t.TempDir()
+	var log strings.Builder
+	v := ScratchVocabulary{Run: run, Data: f.ds, Size: 600, Log: &log}
+	if _, err := ScratchTokenizer(ScratchVocabulary{Run: run, Resume: true}); err == nil || !strings.Contains(err.Error(), "--resume") {
+		t.Fatalf("resuming without RUN/tokenizer/ gave %v", err)
+	}
+	if _, err := ScratchTokenizer(ScratchVocabulary{Run: run, Streamed: true}); err == nil || !strings.Contains(err.Error(), "--tokenizer") {
+		t.Fatalf("shards without a vocabulary gave %v", err)
+	}
+	tok, err := ScratchTokenizer(v) // not saved
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.VocabSize() > 600 || !strings.Contains(log.String(), "training a 600-token BPE vocabulary") {
+		t.Fatalf("%d tokens; log %q", tok.VocabSize(), log.String())
+	}
+	if _, err := os.Stat(RunDir(run).Tokenizer()); err == nil {
+		t.Fatal("RUN/tokenizer/ written without Save")
+	}
+	v.Save = true
+	if tok, err = ScratchTokenizer(v); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ScratchTokenizer(ScratchVocabulary{Run: run, Resume: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caption := f.ds.Split(dataset.Train)[0].Captions[0]
+	a, _ := tok.Batch([]string{caption}, 24)
+	b, _ := back.Batch([]string{caption}, 24)
+	if back.VocabSize() != tok.VocabSize() || !reflect.DeepEqual(a, b) {
+		t.Fatalf("the resumed tokenizer differs: %d tokens (%v), saved %d (%v)", back.VocabSize(), b, tok.VocabSize(), a)
+	}
+	loaded, err := ScratchTokenizer(ScratchVocabulary{Run: t.TempDir(), Path: RunDir(run).Tokenizer()})
+	if err != nil || loaded.VocabSize() != tok.VocabSize() {
+		t.Fatalf("--tokenizer %s: %v", RunDir(run).Tokenizer(), err)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -351,7 +350,8 @@ func runTrain(c *cli.Context) (err error) {
 		}
 	} else {
 		tokDir = train.RunDir(s.out).Tokenizer()
-		tok, err = scratchTokenizer(c, s, tokDir)
+		tok, err = train.ScratchTokenizer(train.ScratchVocabulary{Run: s.out, Resume: s.resume, Path: c.String("tokenizer"),
+			Data: s.ds, Streamed: s.shards != nil, Size: c.Int("vocab-size"), Save: s.main(), Log: c.App.ErrWriter})
 		if err != nil {
 			return err
 		}
@@ -362,40 +362,6 @@ func runTrain(c *cli.Context) (err error) {
 	defer m.Free()
 	_, err = s.run(c, s.job(m, tok, tokDir))
 	return err
-}
-
-// scratchTokenizer is --tokenizer, or on resume the run's tokenizer, or a vocabulary
-// trained on the training captions; it is saved to dir.
-func scratchTokenizer(c *cli.Context, s *trainSetup, dir string) (*tokenizer.Tokenizer, error) {
-	if s.resume {
-		// The run's own vocabulary; a resume writes nothing before the run starts.
-		if _, err := os.Stat(filepath.Join(dir, tokenizer.VocabFile)); err != nil {
-			return nil, fmt.Errorf("--resume: %s has no tokenizer (%s)", s.out, filepath.Join(dir, tokenizer.VocabFile))
-		}
-		return tokenizer.Load(dir)
-	}
-	// In a distributed run every rank builds the same vocabulary; rank 0 saves it.
-	var tok *tokenizer.Tokenizer
-	var err error
-	if path := c.String("tokenizer"); path != "" {
-		tok, err = tokenizer.Load(path)
-	} else if s.shards != nil {
-		return nil, errors.New("--data names webdataset shards: give --tokenizer (a vocabulary is trained on a data set folder's captions only)")
-	} else {
-		items := s.ds.Split(dataset.Train)
-		size := c.Int("vocab-size")
-		if size <= 0 {
-			size = train.DefaultVocabSize(s.ds.Captions(dataset.Train))
-		}
-		fmt.Fprintf(c.App.ErrWriter, "tokenizer: training a %d-token BPE vocabulary on %d captions\n", size, s.ds.Captions(dataset.Train))
-		task := train.NewTask(c.App.ErrWriter, "tokenizer", "merge")
-		tok, err = train.TrainTokenizer(items, size, task.Update)
-		task.Done()
-	}
-	if err != nil || !s.main() {
-		return tok, err
-	}
-	return tok, tok.Save(dir)
 }
 
 // zeroshotSet reads --zeroshot-data and --zeroshot-templates (nil, nil without them).
