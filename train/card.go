@@ -5,7 +5,9 @@ package train
 // then the text), with the LoRA settings, the data and the final evaluation.
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 
 	"goclip/internal/atomicfile"
@@ -70,7 +72,15 @@ func yamlString(s string) string {
 	return s
 }
 
-// WriteModelCard writes the card as RUN/adapter/README.md.
+// WriteModelCard writes the card as RUN/adapter/README.md. A card without Base takes
+// the run's RUN/eval_base.json (EvaluateBase's) when it is there and readable.
 func WriteModelCard(run string, mc ModelCard) error {
-	return atomicfile.WriteBytes(RunDir(run).Card(), []byte(mc.Markdown()))
+	rd := RunDir(run)
+	if mc.Base == nil {
+		var base EvalResult
+		if data, err := os.ReadFile(rd.EvalBase()); err == nil && json.Unmarshal(data, &base) == nil {
+			mc.Base = &base
+		}
+	}
+	return atomicfile.WriteBytes(rd.Card(), []byte(mc.Markdown()))
 }

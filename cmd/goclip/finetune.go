@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -142,11 +140,7 @@ func runFinetune(c *cli.Context) (err error) {
 	card := train.ModelCard{BaseModel: baseName, Config: a.Config, Trainable: trainable, Total: total,
 		Data: absIfExists(s.ds.Root), TrainSize: len(job.Train), Steps: res.Steps, Final: res.Test,
 		Command: strings.Join(s.args.Argv, " ")}
-	var base train.EvalResult
-	if data, err := os.ReadFile(train.RunDir(s.out).EvalBase()); err == nil && json.Unmarshal(data, &base) == nil {
-		card.Base = &base
-	}
-	return train.WriteModelCard(s.out, card)
+	return train.WriteModelCard(s.out, card) // with eval_base.json's base evaluation
 }
 
 // finetuneAdapter is the adapter to train: --init-adapter's, or a fresh one of the
