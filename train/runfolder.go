@@ -31,8 +31,9 @@ type RunDir = rundir.Dir
 
 // RunFolder is a run folder held exclusively by this process (see OpenRun).
 type RunFolder struct {
-	Dir  string
-	lock *os.File
+	Dir     string
+	lock    *os.File
+	created bool // dir did not exist before OpenRun
 	// Swept are the temporary files of killed writers that OpenRun removed.
 	Swept []string
 }
@@ -89,6 +90,7 @@ func OpenRun(dir string, resume bool) (*RunFolder, error) {
 				dir, strings.Join(names, ", "), more)
 		}
 	}
+	_, statErr := os.Stat(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("--out %s: %w", dir, err)
 	}
@@ -104,7 +106,7 @@ func OpenRun(dir string, resume bool) (*RunFolder, error) {
 		}
 		return nil, fmt.Errorf("locking %s: %w", path, err)
 	}
-	rf := &RunFolder{Dir: dir, lock: f}
+	rf := &RunFolder{Dir: dir, lock: f, created: errors.Is(statErr, os.ErrNotExist)}
 	h := runHolder{Format: "goclip-run/1", PID: os.Getpid(), Command: os.Args, Started: time.Now().UTC().Format(time.RFC3339)}
 	data, _ := json.Marshal(h)
 	if err := f.Truncate(0); err == nil {
@@ -178,6 +180,22 @@ func (r *RunFolder) Close() error {
 	}
 	err := r.lock.Close() // closing the descriptor releases the flock
 	r.lock = nil
+	return err
+}
+
+// Abandon releases the folder after a failed start: a folder that OpenRun created is
+// removed when the run wrote nothing of its own (see Started), so that a failed start
+// leaves no folder behind.
+func (r *RunFolder) Abandon() error {
+	if r == nil {
+		return nil
+	}
+	err := r.Close()
+	if r.created && !Started(r.Dir) {
+		if rerr := os.RemoveAll(r.Dir); err == nil {
+			err = rerr
+		}
+	}
 	return err
 }
 

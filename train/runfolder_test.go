@@ -2,6 +2,7 @@ package train
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -65,5 +66,46 @@ func TestStarted(t *testing.T) {
 	}
 	if !Started(other) {
 		t.Fatal("a checkpoint does not count as started")
+	}
+}
+
+// TestAbandon: after a failed start, a folder OpenRun created is removed unless the run
+// wrote into it; a folder that was there before stays.
+func TestAbandon(t *testing.T) {
+	open := func(dir string) *RunFolder {
+		rf, err := OpenRun(dir, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rf
+	}
+	made := filepath.Join(t.TempDir(), "new")
+	if err := open(made).Abandon(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(made); err == nil {
+		t.Fatalf("Abandon left %s, which OpenRun created", made)
+	}
+	given := t.TempDir()
+	if err := open(given).Abandon(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(given); err != nil {
+		t.Fatalf("Abandon removed %s, which was there before: %v", given, err)
+	}
+	started := filepath.Join(t.TempDir(), "started")
+	rf := open(started)
+	if err := os.WriteFile(RunDir(started).Metrics(), []byte("{\"step\":1}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := rf.Abandon(); err != nil {
+		t.Fatal(err)
+	}
+	if !Started(started) {
+		t.Fatalf("Abandon removed %s, whose run wrote a metrics row", started)
+	}
+	var none *RunFolder
+	if err := none.Abandon(); err != nil {
+		t.Fatal(err)
 	}
 }

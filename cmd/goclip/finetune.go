@@ -76,7 +76,7 @@ func runFinetune(c *cli.Context) (err error) {
 			return err
 		}
 		s.opts.FP32Base = !c.Bool(bf16BaseFlag.Name)
-		defer func() { s.close(); s.cleanup(err) }()
+		defer func() { s.close(err) }()
 	} else if c.NArg() > 0 {
 		return fmt.Errorf("finetune takes no arguments (got %q)", c.Args().Slice())
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -122,25 +121,30 @@ func init() { register(trainCommand) }
 
 // trainSetup is what train and finetune share: the device, the data and the options.
 type trainSetup struct {
-	dev     torch.Device
-	prec    clip.Precision
-	ds      *dataset.Dataset
-	shards  *dataset.Shards // webdataset shards to stream (nil: ds's items)
-	opts    train.Options
-	out     string
-	resume  bool
-	created bool                // out did not exist before this command
-	pg      *torch.ProcessGroup // nil: one process
-	args    *runArgsFile        // what args.json will hold
-	speed   clip.Speed
+	dev    torch.Device
+	prec   clip.Precision
+	ds     *dataset.Dataset
+	shards *dataset.Shards // webdataset shards to stream (nil: ds's items)
+	opts   train.Options
+	out    string
+	resume bool
+	pg     *torch.ProcessGroup // nil: one process
+	args   *runArgsFile        // what args.json will hold
+	speed  clip.Speed
 }
 
 // main reports whether this process writes files (rank 0, or the only process).
 func (s *trainSetup) main() bool { return train.IsMainRank(s.pg) }
 
-// close releases the run folder and leaves the process group.
-func (s *trainSetup) close() {
-	s.opts.Folder.Close()
+// close releases the run folder and leaves the process group. After a failed
+// command (err), a run folder it created and the run wrote nothing into is removed
+// (train.RunFolder.Abandon): a failed start leaves no folder behind.
+func (s *trainSetup) close(err error) {
+	if err != nil {
+		s.opts.Folder.Abandon()
+	} else {
+		s.opts.Folder.Close()
+	}
 	s.pg.Close()
 }
 
@@ -249,27 +253,12 @@ func (s *trainSetup) checkFresh() error {
 	if !s.main() {
 		return train.CheckRunFolder(s.out, s.resume)
 	}
-	if _, err := os.Stat(s.out); errors.Is(err, os.ErrNotExist) {
-		s.created = true
-	}
 	rf, err := train.OpenRun(s.out, s.resume)
 	if err != nil {
 		return err
 	}
 	s.opts.Folder = rf
 	return nil
-}
-
-// cleanup removes a run folder this command created when it fails before the run
-// wrote anything of its own (no checkpoint, no metrics row): a failed start leaves
-// no folder behind. Call it after close (the folder's lock is released).
-func (s *trainSetup) cleanup(err error) {
-	if err == nil || !s.created || !s.main() {
-		return
-	}
-	if !train.Started(s.out) {
-		os.RemoveAll(s.out)
-	}
 }
 
 // job is a Job over the data set's splits.
@@ -312,7 +301,7 @@ func runTrain(c *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { s.close(); s.cleanup(err) }()
+	defer func() { s.close(err) }()
 	modelDir, err := modelPath(c)
 	if err != nil {
 		return err
