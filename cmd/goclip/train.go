@@ -15,6 +15,7 @@ import (
 	"goclip/clip"
 	"goclip/clip/tokenizer"
 	"goclip/dataset"
+	"goclip/internal/rundir"
 	"goclip/torch"
 	"goclip/train"
 )
@@ -288,11 +289,11 @@ func (s *trainSetup) run(c *cli.Context, job train.Job) (*train.Result, error) {
 		fmt.Fprintf(w, "data: %s\n", s.opts.Report.Summary())
 	}
 	fmt.Fprintf(w, "done: %s (%d skipped) in %s; best validation loss %.4f\n", train.Plural(res.Steps, "step"), res.Skipped, res.Duration.Round(1e9), res.BestValLoss)
-	adapter := ""
+	files := []string{rundir.ModelDir + "/", rundir.ModelPT, rundir.MetricsFile, rundir.CurveFile, rundir.TensorBoard + "/", rundir.Checkpoints + "/"}
 	if job.LoRA != nil {
-		adapter = train.AdapterDir + "/, "
+		files = append([]string{rundir.AdapterDir + "/"}, files...)
 	}
-	fmt.Fprintf(w, "run folder %s: %smodel/, model.pt, metrics.jsonl, %s, %s/, checkpoints/\n", s.out, adapter, train.CurveFile, train.TensorBoardDir)
+	fmt.Fprintf(w, "run folder %s: %s\n", s.out, strings.Join(files, ", "))
 	return res, nil
 }
 
