@@ -218,18 +218,7 @@ func contrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.Proce
 	world, start := 1, int64(0)
 	b := in.Size(0)
 	if pg != nil {
-		world = pg.World()
-		counts, err := pg.AllGather(torch.FromInt64([]int64{b}, 1).ToDevice(in.Device(), false)) // [W]
-		mustDist(err)
-		for r, c := range counts.Int64s() {
-			if c == 0 { // every rank sees it: all fail together
-				panic(&torch.Error{Op: "contrastive_loss_gathered", Msg: fmt.Sprintf(
-					"rank %d has no sample in its share of the global batch (all its images unreadable?)", r)})
-			}
-			if r < pg.Rank() {
-				start += c
-			}
-		}
+		world, start = pg.World(), rowOffset(pg, b, in.Device(), "contrastive_loss_gathered")
 		// One gather for both towers: with two, their backward all-reduces would run in
 		// whatever order each rank's autograd engine picks for independent nodes (it
 		// follows per-thread sequence numbers), and a rank summing image gradients with
@@ -244,6 +233,25 @@ func contrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.Proce
 	target := torch.Arange(float64(start), float64(start+b), 1, torch.Int64, in.Device()) // [b]
 	loss := torch.CrossEntropy(perImage, target).Add(torch.CrossEntropy(perText, target)) // []
 	return loss.MulScalar(0.5 * float64(world) * float64(b) / float64(n))                 // []
+}
+
+// rowOffset is where this rank's b rows start in the global batch: the rows of the
+// lower ranks, gathered from every rank. A rank without rows fails every rank alike
+// (each sees the counts), as the *torch.Error of op; it panics inside tensor maths.
+func rowOffset(pg *torch.ProcessGroup, b int64, dev torch.Device, op string) int64 {
+	counts, err := pg.AllGather(torch.FromInt64([]int64{b}, 1).ToDevice(dev, false)) // [W]
+	mustDist(err)
+	var start int64
+	for r, c := range counts.Int64s() {
+		if c == 0 {
+			panic(&torch.Error{Op: op, Msg: fmt.Sprintf(
+				"rank %d has no sample in its share of the global batch (all its images unreadable?)", r)})
+		}
+		if r < pg.Rank() {
+			start += c
+		}
+	}
+	return start
 }
 
 // mustDist re-raises a collective's error inside tensor maths (a step, a loss, an

@@ -6,7 +6,6 @@ package train
 // learnable temperature t = exp(t') and bias b, initialised t' = log 10, b = -10.
 
 import (
-	"fmt"
 	"math"
 
 	"goclip/clip"
@@ -64,18 +63,7 @@ func sigLIPLossGathered(img, txt, logitScale, logitBias *torch.Tensor, pg *torch
 	world, start := 1, int64(0)
 	b := in.Size(0)
 	if pg != nil {
-		world = pg.World()
-		counts, err := pg.AllGather(torch.FromInt64([]int64{b}, 1).ToDevice(in.Device(), false)) // [W]
-		mustDist(err)
-		for r, c := range counts.Int64s() {
-			if c == 0 {
-				panic(&torch.Error{Op: "siglip_loss_gathered", Msg: fmt.Sprintf(
-					"rank %d has no sample in its share of the global batch (all its images unreadable?)", r)})
-			}
-			if r < pg.Rank() {
-				start += c
-			}
-		}
+		world, start = pg.World(), rowOffset(pg, b, in.Device(), "siglip_loss_gathered")
 		allTxt = pg.GatherWithGrad(tn) // [N, P]
 	}
 	n := allTxt.Size(0)
