@@ -99,7 +99,7 @@ func runInfo(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("info takes no arguments (got %q); use --model DIR or --config NAME", c.Args().Slice())
 	}
-	cfg, err := modelConfig(c)
+	cfg, _, err := modelArchitecture(c)
 	if err != nil {
 		return err
 	}
@@ -138,26 +138,29 @@ func runInfo(c *cli.Context) error {
 	return err
 }
 
-// modelConfig is the architecture that --model or --config names (exactly one of them).
-func modelConfig(c *cli.Context) (clip.Config, error) {
+// modelArchitecture is the architecture that --model or --config names (exactly one of
+// them), with --model's checkpoint (nil for --config: a fresh model of the architecture).
+func modelArchitecture(c *cli.Context) (clip.Config, *clip.Source, error) {
 	model, err := modelPath(c)
 	if err != nil {
-		return clip.Config{}, err
+		return clip.Config{}, nil, err
 	}
 	config := c.String(configFlag.Name)
 	switch {
 	case model != "" && config != "":
-		return clip.Config{}, errors.New("give --model DIR or --config NAME, not both")
+		return clip.Config{}, nil, errors.New("give --model DIR or --config NAME, not both")
 	case model != "":
 		src, err := clip.FindCheckpoint(model)
 		if err != nil {
-			return clip.Config{}, err
+			return clip.Config{}, nil, err
 		}
-		return src.LoadConfig()
+		cfg, err := src.LoadConfig()
+		return cfg, &src, err
 	case config != "":
-		return loadArchitecture(config)
+		cfg, err := loadArchitecture(config)
+		return cfg, nil, err
 	}
-	return clip.Config{}, errors.New("give --model DIR (a model folder) or --config NAME (one of " +
+	return clip.Config{}, nil, errors.New("give --model DIR (a model folder) or --config NAME (one of " +
 		strings.Join(clip.PresetNames, ", ") + ")")
 }
 
