@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
-	"strconv"
 	"strings"
 
 	"goclip/clip"
+	"goclip/internal/numfmt"
 )
 
 // linearModule is a linear layer of a CLIP architecture: its HF module name and the
@@ -103,22 +103,5 @@ func FormatCounts(total, trainable int64) string {
 		pct = 100 * float64(trainable) / float64(total)
 	}
 	return fmt.Sprintf("trainable params: %s || all params: %s || trainable%%: %.4f",
-		thousands(trainable), thousands(total), pct)
-}
-
-// thousands writes n with comma separators, as Python's format(n, ",").
-func thousands(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	sign := ""
-	if strings.HasPrefix(s, "-") {
-		sign, s = "-", s[1:]
-	}
-	var b strings.Builder
-	for i := range len(s) {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteByte(s[i])
-	}
-	return sign + b.String()
+		numfmt.Thousands(trainable), numfmt.Thousands(total), pct)
 }

@@ -127,11 +127,6 @@ func TestCountConfigViTB16(t *testing.T) {
 	if got := FormatCounts(0, 0); got != "trainable params: 0 || all params: 0 || trainable%: 0.0000" {
 		t.Errorf("FormatCounts(0, 0): %s", got)
 	}
-	for n, s := range map[int64]string{0: "0", 999: "999", 1000: "1,000", -1234567: "-1,234,567", 100000: "100,000"} {
-		if got := thousands(n); got != s {
-			t.Errorf("thousands(%d) = %s, want %s", n, got, s)
-		}
-	}
 }
 
 func TestConfigErrors(t *testing.T) {

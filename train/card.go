@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"goclip/internal/atomicfile"
+	"goclip/internal/numfmt"
 	"goclip/lora"
 )
 
@@ -43,7 +44,7 @@ func (mc ModelCard) Markdown() string {
 	fmt.Fprintf(&b, "| setting | value |\n| --- | --- |\n| r | %d |\n| lora_alpha | %g (scaling %g) |\n| lora_dropout | %g |\n| target_modules | %s |\n",
 		c.R, c.Alpha, c.Scaling(), c.Dropout, targets)
 	if mc.Total > 0 {
-		fmt.Fprintf(&b, "| trainable parameters | %s of %s (%.4f%%) |\n", fmtCount(mc.Trainable), fmtCount(mc.Total), 100*float64(mc.Trainable)/float64(mc.Total))
+		fmt.Fprintf(&b, "| trainable parameters | %s of %s (%.4f%%) |\n", numfmt.Thousands(mc.Trainable), numfmt.Thousands(mc.Total), 100*float64(mc.Trainable)/float64(mc.Total))
 	}
 	fmt.Fprintf(&b, "\n## Training data\n\n%s: %d training images, %s.\n", mc.Data, mc.TrainSize, Plural(mc.Steps, "optimizer step"))
 	if mc.Command != "" {

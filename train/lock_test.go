@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"goclip/internal/numfmt"
 	"goclip/nn"
 	"goclip/torch"
 	"goclip/torch/serialize"
@@ -101,7 +102,7 @@ func TestLockedImageTower(t *testing.T) {
 	if moments != len(trained) {
 		t.Errorf("the optimizer holds moments for %d tensors, want %d (the trained ones)", moments, len(trained))
 	}
-	if want := fmtCount(total-frozenN) + " of " + fmtCount(total) + " parameters trained"; !strings.Contains(log.String(), want) ||
+	if want := numfmt.Thousands(total-frozenN) + " of " + numfmt.Thousands(total) + " parameters trained"; !strings.Contains(log.String(), want) ||
 		!strings.Contains(log.String(), "locked (frozen, in evaluation mode): image tower but its last 1 layer") {
 		t.Errorf("the log does not say %q and what is locked:\n%s", want, log.String())
 	}

@@ -15,6 +15,7 @@ import (
 	"goclip/clip/tokenizer"
 	"goclip/dataset"
 	"goclip/internal/atomicfile"
+	"goclip/internal/numfmt"
 	"goclip/lora"
 	"goclip/nn"
 	"goclip/torch"
@@ -490,7 +491,7 @@ func (t *trainer) banner() {
 	opts, p := t.opts, t.prog
 	totalParams, trainable := nn.Count(t.model.NamedParameters())
 	p.printf("training %d images (%s of %d per epoch, %s, %s in all), %s, %s of %s parameters trained\n",
-		t.images, Plural(t.perEpoch, "step"), opts.BatchSize, Plural(p.epochs, "epoch"), Plural(t.total, "step"), opts.Precision, fmtCount(trainable), fmtCount(totalParams))
+		t.images, Plural(t.perEpoch, "step"), opts.BatchSize, Plural(p.epochs, "epoch"), Plural(t.total, "step"), opts.Precision, numfmt.Thousands(trainable), numfmt.Thousands(totalParams))
 	if l := opts.Lock; l.Any() {
 		var parts []string
 		if l.Image && l.ImageUnlockedLayers > 0 {
@@ -528,17 +529,4 @@ func logw(o Options) io.Writer {
 		return io.Discard
 	}
 	return o.Log
-}
-
-// fmtCount writes n with thousands separators.
-func fmtCount(n int64) string {
-	s := fmt.Sprint(n)
-	var out []byte
-	for i := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			out = append(out, ',')
-		}
-		out = append(out, s[i])
-	}
-	return string(out)
 }

@@ -11,6 +11,7 @@ import (
 
 	"goclip/clip"
 	"goclip/internal/atomicfile"
+	"goclip/internal/numfmt"
 	"goclip/lora"
 	"goclip/torch"
 )
@@ -198,7 +199,7 @@ func runConvert(c *cli.Context) error {
 		return err
 	}
 	total, _ := clip.ParamCount(cfg) // cfg was validated when the model was built
-	fmt.Fprintf(c.App.ErrWriter, "converted %s -> %s (%s parameters, %s)\n", srcPath, dst, thousands(total), dtype)
+	fmt.Fprintf(c.App.ErrWriter, "converted %s -> %s (%s parameters, %s)\n", srcPath, dst, numfmt.Thousands(total), dtype)
 	return nil
 }
 

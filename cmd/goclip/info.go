@@ -77,24 +77,6 @@ type paramCounts struct {
 	TrainablePercent float64 `json:"trainable_percent"`
 }
 
-// thousands writes n with comma separators, as Python's {:,d}.
-func thousands(n int64) string {
-	s := fmt.Sprint(n)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, r := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(r)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
-}
-
 func runInfo(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("info takes no arguments (got %q); use --model DIR or --config NAME", c.Args().Slice())
