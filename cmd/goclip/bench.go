@@ -15,6 +15,16 @@ import (
 	"goclip/train"
 )
 
+// The flags of goclip bench.
+var (
+	benchBatchSizeFlag = batchSizeFlag(32, "image-text pairs per step")
+	benchStepsFlag     = &cli.IntFlag{Name: "steps", Value: 10, EnvVars: []string{"GOCLIP_BENCH_STEPS"}, Usage: "timed steps", Category: catCompute}
+	benchWarmupFlag    = &cli.IntFlag{Name: "warmup", Value: 2, EnvVars: []string{"GOCLIP_BENCH_WARMUP"}, Usage: "untimed steps first", Category: catCompute}
+	benchModeFlag      = &cli.StringFlag{Name: "mode", Value: train.BenchTrain, EnvVars: []string{"GOCLIP_BENCH_MODE"}, Usage: "train (full training steps) or embed (no-grad image and text embeddings)", Category: catCompute}
+	captionLengthFlag  = &cli.IntFlag{Name: "caption-length", EnvVars: []string{"GOCLIP_BENCH_CAPTION_LENGTH"}, Usage: "tokens per caption, start and end included (0: random ids at every context position)", Category: catCompute}
+	benchJSONFlag      = &cli.BoolFlag{Name: "json", EnvVars: []string{"GOCLIP_BENCH_JSON"}, Usage: "print the result as one JSON object", Category: catOutput}
+)
+
 var benchCommand = &cli.Command{
 	Name:      "bench",
 	Usage:     "time training steps (or embedding passes) on random inputs",
@@ -60,25 +70,18 @@ Examples:
    goclip bench --config bench/configs/vit-b-16.json --mode embed --batch-size 32 --steps 5`,
 	Flags: append([]cli.Flag{
 		modelFlag, revisionFlag, configFlag, loraRFlag, loraAlphaFlag, loraTargetsFlag,
-		batchSizeFlag(32, "image-text pairs per step"),
-		&cli.IntFlag{Name: "steps", Value: 10, EnvVars: []string{"GOCLIP_BENCH_STEPS"}, Usage: "timed steps", Category: catCompute},
-		&cli.IntFlag{Name: "warmup", Value: 2, EnvVars: []string{"GOCLIP_BENCH_WARMUP"}, Usage: "untimed steps first", Category: catCompute},
-		&cli.StringFlag{Name: "mode", Value: "train", EnvVars: []string{"GOCLIP_BENCH_MODE"}, Usage: "train (full training steps) or embed (no-grad image and text embeddings)", Category: catCompute},
-		&cli.IntFlag{Name: "caption-length", EnvVars: []string{"GOCLIP_BENCH_CAPTION_LENGTH"}, Usage: "tokens per caption, start and end included (0: random ids at every context position)", Category: catCompute},
-		seedFlag, gradCheckpointingFlag, bf16BaseFlag,
-		&cli.BoolFlag{Name: "json", EnvVars: []string{"GOCLIP_BENCH_JSON"}, Usage: "print the result as one JSON object", Category: catOutput},
+		benchBatchSizeFlag, benchStepsFlag, benchWarmupFlag, benchModeFlag, captionLengthFlag,
+		seedFlag, gradCheckpointingFlag, bf16BaseFlag, benchJSONFlag,
 	}, computeFlags()...),
 	Action: torchAction(runBench),
 }
-
-func init() { register(benchCommand) }
 
 func runBench(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("bench takes no arguments (got %q)", c.Args().Slice())
 	}
-	opts := train.BenchOptions{Mode: c.String("mode"), BatchSize: c.Int("batch-size"), Steps: c.Int("steps"),
-		Warmup: c.Int("warmup"), CaptionLength: c.Int("caption-length")}
+	opts := train.BenchOptions{Mode: benchModeFlag.Get(c), BatchSize: benchBatchSizeFlag.Get(c), Steps: benchStepsFlag.Get(c),
+		Warmup: benchWarmupFlag.Get(c), CaptionLength: captionLengthFlag.Get(c)}
 	if err := opts.Validate(); err != nil {
 		return err
 	}
@@ -89,7 +92,7 @@ func runBench(c *cli.Context) error {
 	if opts.Precision, err = precisionOf(c, dev); err != nil {
 		return err
 	}
-	torch.ManualSeed(c.Uint64(seedFlag.Name))
+	torch.ManualSeed(seedFlag.Get(c))
 	cfg, src, err := modelArchitecture(c)
 	if err != nil {
 		return err
@@ -105,8 +108,8 @@ func runBench(c *cli.Context) error {
 	}
 	defer m.Free()
 	m.SetSpeed(speedOf(c))
-	if opts.LoRA = c.Int(loraRFlag.Name) != 0 || c.IsSet(loraTargetsFlag.Name); opts.LoRA {
-		lc, err := loraConfig(c, c.Int(loraRFlag.Name))
+	if opts.LoRA = loraRFlag.Get(c) != 0 || c.IsSet(loraTargetsFlag.Name); opts.LoRA {
+		lc, err := loraConfig(c, loraRFlag.Get(c))
 		if err != nil {
 			return err
 		}
@@ -115,7 +118,7 @@ func runBench(c *cli.Context) error {
 			return err
 		}
 		opts.Trainable = a.Trainable()
-		if opts.Precision == clip.BF16 && c.Bool(bf16BaseFlag.Name) { // as finetune's steps run
+		if opts.Precision == clip.BF16 && bf16BaseFlag.Get(c) { // as finetune's steps run
 			lb, err := lora.KeepBaseIn(m, torch.BFloat16)
 			if err != nil {
 				return err
@@ -130,7 +133,7 @@ func runBench(c *cli.Context) error {
 	if res.MemoryError != "" {
 		fmt.Fprintf(c.App.ErrWriter, "goclip bench: peak memory unavailable: %s\n", res.MemoryError)
 	}
-	if c.Bool("json") {
+	if benchJSONFlag.Get(c) {
 		return json.NewEncoder(c.App.Writer).Encode(res)
 	}
 	_, err = fmt.Fprintln(c.App.Writer, res)

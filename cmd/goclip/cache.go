@@ -9,6 +9,15 @@ import (
 	"goclip/dataset"
 )
 
+// The flags of goclip cache.
+var (
+	cacheDataFlag  = &cli.PathFlag{Name: "data", Usage: "data set folder (Kaggle Flickr30k, Karpathy JSON, captions.csv/jsonl)", Required: true, EnvVars: []string{"GOCLIP_DATA"}}
+	cacheSizeFlag  = &cli.IntFlag{Name: "size", Usage: "image side in pixels (the model's image size)", Value: 224, EnvVars: []string{"GOCLIP_CACHE_SIZE"}}
+	cacheOutFlag   = &cli.PathFlag{Name: "out", Usage: "cache folder (default: DIR/.goclip-cache)", EnvVars: []string{"GOCLIP_CACHE_OUT"}}
+	cacheForceFlag = &cli.BoolFlag{Name: "force", Usage: "rebuild even when the cache is up to date", EnvVars: []string{"GOCLIP_CACHE_FORCE"}}
+	maxPixelsFlag  = &cli.IntFlag{Name: "max-pixels", Usage: "reject images larger than this many pixels (decompression bombs)", Value: dataset.DefaultMaxPixels, EnvVars: []string{"GOCLIP_MAX_PIXELS"}}
+)
+
 var cacheCommand = &cli.Command{
 	Name:      "cache",
 	Usage:     "preprocess a data set's images once into a .npy cache that training reads",
@@ -26,36 +35,27 @@ JPEGs; random-resized-crop augmentation crops the cached SIZE x SIZE image. An i
 whose file changed since (size or modification time) is decoded again at training
 time; running this command again rebuilds a cache that no longer matches the data,
 and does nothing when it still does. Unreadable images are recorded and skipped.`,
-	Flags: []cli.Flag{
-		&cli.PathFlag{Name: "data", Usage: "data set folder (Kaggle Flickr30k, Karpathy JSON, captions.csv/jsonl)", Required: true, EnvVars: []string{"GOCLIP_DATA"}},
-		&cli.IntFlag{Name: "size", Usage: "image side in pixels (the model's image size)", Value: 224, EnvVars: []string{"GOCLIP_CACHE_SIZE"}},
-		&cli.PathFlag{Name: "out", Usage: "cache folder (default: DIR/.goclip-cache)", EnvVars: []string{"GOCLIP_CACHE_OUT"}},
-		&cli.BoolFlag{Name: "force", Usage: "rebuild even when the cache is up to date", EnvVars: []string{"GOCLIP_CACHE_FORCE"}},
-		&cli.IntFlag{Name: "max-pixels", Usage: "reject images larger than this many pixels (decompression bombs)", Value: dataset.DefaultMaxPixels, EnvVars: []string{"GOCLIP_MAX_PIXELS"}},
-		workersFlag,
-	},
+	Flags:  []cli.Flag{cacheDataFlag, cacheSizeFlag, cacheOutFlag, cacheForceFlag, maxPixelsFlag, workersFlag},
 	Action: runCache,
 }
 
-func init() { register(cacheCommand) }
-
 func runCache(c *cli.Context) error {
-	size := c.Int("size")
+	size := cacheSizeFlag.Get(c)
 	if size < 1 || size > 4096 {
 		return fmt.Errorf("cache: --size %d: want 1 to 4096", size)
 	}
-	ds, err := dataset.Open(c.Path("data"), dataset.Options{})
+	ds, err := dataset.Open(cacheDataFlag.Get(c), dataset.Options{})
 	if err != nil {
 		return err
 	}
-	out := c.Path("out")
+	out := cacheOutFlag.Get(c)
 	if out == "" {
 		out = dataset.DefaultCacheDir(ds.Root)
 	}
 	opts := dataset.CacheOptions{
-		Workers:   c.Int(workersFlag.Name),
-		MaxPixels: c.Int("max-pixels"),
-		Force:     c.Bool("force"),
+		Workers:   workersFlag.Get(c),
+		MaxPixels: maxPixelsFlag.Get(c),
+		Force:     cacheForceFlag.Get(c),
 		Report:    &ds.Report,
 	}
 	progress, closeBar := imageProgress(c.App.ErrWriter, fmt.Sprintf("cache %dpx", size))

@@ -16,6 +16,20 @@ import (
 	"goclip/torch"
 )
 
+// The flags of goclip convert.
+var (
+	convertConfigFlag = &cli.StringFlag{Name: "config", Usage: "architecture for a SRC without config.json: a preset (" +
+		strings.Join(clip.PresetNames, ", ") + "), an HF config.json or an open_clip model config JSON", EnvVars: []string{"GOCLIP_CONVERT_CONFIG"}, Category: catModel}
+	dtypeFlag          = &cli.StringFlag{Name: "dtype", EnvVars: []string{"GOCLIP_CONVERT_DTYPE"}, Usage: "dtype of the written weights: float32, float16 or bfloat16", Value: "float32", Category: catOutput}
+	formatFlag         = &cli.StringFlag{Name: "format", EnvVars: []string{"GOCLIP_CONVERT_FORMAT"}, Usage: "key layout of DST: hf (CLIPModel's keys) or open_clip (OpenAI's and open_clip's keys; a folder DST is an open_clip model folder)", Value: string(clip.LayoutHF), Category: catOutput}
+	convertAdapterFlag = &cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder, or a LoRA run folder (its adapter/), to merge into SRC (with --merge)", Category: catLoRA}
+	mergeFlag          = &cli.BoolFlag{Name: "merge", Usage: "merge --adapter into the weights and write the merged model", Category: catLoRA}
+	// convertForceFlag is convert's --force: overwrite DST, and apply --adapter despite
+	// the checks of its base (forceAdapterFlag's meaning).
+	convertForceFlag = &cli.BoolFlag{Name: forceAdapterFlag.Name, Usage: "overwrite an existing DST; and merge --adapter even when its base fingerprint differs from SRC's, or SRC records it as merged already",
+		EnvVars: []string{"GOCLIP_CONVERT_FORCE"}, Category: catOutput}
+)
+
 var convertCommand = &cli.Command{
 	Name:      "convert",
 	Usage:     "convert a CLIP checkpoint between HF folders, .safetensors and .pt files, HF and open_clip keys",
@@ -77,19 +91,11 @@ Examples:
    goclip convert --format open_clip clip-b16/ open_clip_model.safetensors
    goclip convert --adapter runs/demo-finetune/adapter --merge runs/demo-base merged/`,
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "config", Usage: "architecture for a SRC without config.json: a preset (" +
-			strings.Join(clip.PresetNames, ", ") + "), an HF config.json or an open_clip model config JSON", EnvVars: []string{"GOCLIP_CONVERT_CONFIG"}, Category: catModel},
-		&cli.StringFlag{Name: "dtype", EnvVars: []string{"GOCLIP_CONVERT_DTYPE"}, Usage: "dtype of the written weights: float32, float16 or bfloat16", Value: "float32", Category: catOutput},
-		&cli.StringFlag{Name: "format", EnvVars: []string{"GOCLIP_CONVERT_FORMAT"}, Usage: "key layout of DST: hf (CLIPModel's keys) or open_clip (OpenAI's and open_clip's keys; a folder DST is an open_clip model folder)", Value: string(clip.LayoutHF), Category: catOutput},
-		&cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder, or a LoRA run folder (its adapter/), to merge into SRC (with --merge)", Category: catLoRA},
-		revisionFlag,
-		&cli.BoolFlag{Name: "merge", Usage: "merge --adapter into the weights and write the merged model", Category: catLoRA},
+		convertConfigFlag, dtypeFlag, formatFlag, convertAdapterFlag, revisionFlag, mergeFlag,
 		convertForceFlag,
 	},
 	Action: torchAction(runConvert),
 }
-
-func init() { register(convertCommand) }
 
 // weightFileExts are the DST extensions written as a single file; any other DST is a
 // folder.
@@ -100,15 +106,15 @@ func runConvert(c *cli.Context) error {
 		return fmt.Errorf("convert takes SRC and DST, got %d argument(s); see goclip convert --help", c.NArg())
 	}
 	srcPath, dst := c.Args().Get(0), c.Args().Get(1)
-	dtype, err := parseDType(c.String("dtype"))
+	dtype, err := parseDType(dtypeFlag.Get(c))
 	if err != nil {
 		return err
 	}
-	adapter := c.String("adapter")
-	if (adapter != "") != c.Bool("merge") {
+	adapter := convertAdapterFlag.Get(c)
+	if (adapter != "") != mergeFlag.Get(c) {
 		return errors.New("--adapter DIR and --merge go together: convert writes the merged model")
 	}
-	format, err := clip.ParseLayout(c.String("format"))
+	format, err := clip.ParseLayout(formatFlag.Get(c))
 	if err != nil {
 		return fmt.Errorf("--format: %w", err)
 	}
@@ -134,7 +140,7 @@ func runConvert(c *cli.Context) error {
 		return err
 	}
 	var arch *clip.Config // nil: SRC's config.json, or inferred from open_clip shapes
-	if name := c.String("config"); name != "" {
+	if name := convertConfigFlag.Get(c); name != "" {
 		load := loadArchitecture
 		if clip.IsOpenCLIPConfigFile(name) {
 			load = clip.LoadOpenCLIPConfig
@@ -148,7 +154,7 @@ func runConvert(c *cli.Context) error {
 	if samePath(src, dst) {
 		return errors.New("SRC and DST are the same file")
 	}
-	if err := checkDestination(dst, toFile, c.Bool(convertForceFlag.Name)); err != nil {
+	if err := checkDestination(dst, toFile, convertForceFlag.Get(c)); err != nil {
 		return err
 	}
 	if err := sweepConvertTemps(c, dst, toFile); err != nil {
@@ -202,11 +208,6 @@ func runConvert(c *cli.Context) error {
 	fmt.Fprintf(c.App.ErrWriter, "converted %s -> %s (%s parameters, %s)\n", srcPath, dst, numfmt.Thousands(total), dtype)
 	return nil
 }
-
-// convertForceFlag is convert's --force: overwrite DST, and apply --adapter despite
-// the checks of its base (forceAdapterFlag's meaning).
-var convertForceFlag = &cli.BoolFlag{Name: forceAdapterFlag.Name, Usage: "overwrite an existing DST; and merge --adapter even when its base fingerprint differs from SRC's, or SRC records it as merged already",
-	EnvVars: []string{"GOCLIP_CONVERT_FORCE"}, Category: catOutput}
 
 // checkDestination refuses to overwrite an existing DST without --force: a file, or a
 // folder that already holds model files.

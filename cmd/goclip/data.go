@@ -20,24 +20,30 @@ func dataFlags() []cli.Flag {
 	return append(tableFlags(), shardReadFlags()...)
 }
 
+// How webdataset shards are read.
+var (
+	wdsCaptionKeyFlag = &cli.StringFlag{Name: "wds-caption-key", Usage: "webdataset shards: the json field holding the caption of a sample without a txt member", Value: dataset.DefaultCaptionKey, EnvVars: []string{"GOCLIP_WDS_CAPTION_KEY"}, Category: catData}
+	shuffleBufferFlag = &cli.IntFlag{Name: "shuffle-buffer", Usage: "webdataset shards: samples mixed within each rank while training (0: none)", Value: 5000, EnvVars: []string{"GOCLIP_SHUFFLE_BUFFER"}, Category: catData}
+	trainSamplesFlag  = &cli.IntFlag{Name: "train-num-samples", Usage: "webdataset shards: samples per epoch over all ranks (0: the counts of the shards' sizes.json)", EnvVars: []string{"GOCLIP_TRAIN_NUM_SAMPLES"}, Category: catData}
+	resampledFlag     = &cli.BoolFlag{Name: "dataset-resampled", Usage: "webdataset shards: each rank draws shards with replacement (an epoch is --train-num-samples samples)", EnvVars: []string{"GOCLIP_DATASET_RESAMPLED"}, Category: catData}
+)
+
 // shardReadFlags say how webdataset shards are read.
 func shardReadFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Name: "wds-caption-key", Usage: "webdataset shards: the json field holding the caption of a sample without a txt member", Value: dataset.DefaultCaptionKey, EnvVars: []string{"GOCLIP_WDS_CAPTION_KEY"}, Category: catData},
-		&cli.IntFlag{Name: "shuffle-buffer", Usage: "webdataset shards: samples mixed within each rank while training (0: none)", Value: 5000, EnvVars: []string{"GOCLIP_SHUFFLE_BUFFER"}, Category: catData},
-		&cli.IntFlag{Name: "train-num-samples", Usage: "webdataset shards: samples per epoch over all ranks (0: the counts of the shards' sizes.json)", EnvVars: []string{"GOCLIP_TRAIN_NUM_SAMPLES"}, Category: catData},
-		&cli.BoolFlag{Name: "dataset-resampled", Usage: "webdataset shards: each rank draws shards with replacement (an epoch is --train-num-samples samples)", EnvVars: []string{"GOCLIP_DATASET_RESAMPLED"}, Category: catData},
-	}
+	return []cli.Flag{wdsCaptionKeyFlag, shuffleBufferFlag, trainSamplesFlag, resampledFlag}
 }
+
+// How a CSV, TSV or JSONL file given as --data is read.
+var (
+	csvImageKeyFlag   = &cli.StringFlag{Name: "csv-img-key", Usage: "a CSV, TSV or JSONL file as --data: the column (field) of the image paths", Value: dataset.DefaultTableImageKey, EnvVars: []string{"GOCLIP_CSV_IMG_KEY"}, Category: catData}
+	csvCaptionKeyFlag = &cli.StringFlag{Name: "csv-caption-key", Usage: "a CSV, TSV or JSONL file as --data: the column (field) of the captions", Value: dataset.DefaultTableCaptionKey, EnvVars: []string{"GOCLIP_CSV_CAPTION_KEY"}, Category: catData}
+	csvSeparatorFlag  = &cli.StringFlag{Name: "csv-separator", Usage: "a CSV or TSV file as --data: the field separator (\\t or tab for a tab; default: tab for .tsv, comma otherwise)", EnvVars: []string{"GOCLIP_CSV_SEPARATOR"}, Category: catData}
+	dataRootFlag      = &cli.PathFlag{Name: "data-root", Usage: "a CSV, TSV or JSONL file as --data: the folder its relative image paths start from (default: the file's), and that absolute ones must lie in", EnvVars: []string{"GOCLIP_DATA_ROOT"}, Category: catData}
+)
 
 // tableFlags say how a CSV, TSV or JSONL file given as --data is read.
 func tableFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Name: "csv-img-key", Usage: "a CSV, TSV or JSONL file as --data: the column (field) of the image paths", Value: dataset.DefaultTableImageKey, EnvVars: []string{"GOCLIP_CSV_IMG_KEY"}, Category: catData},
-		&cli.StringFlag{Name: "csv-caption-key", Usage: "a CSV, TSV or JSONL file as --data: the column (field) of the captions", Value: dataset.DefaultTableCaptionKey, EnvVars: []string{"GOCLIP_CSV_CAPTION_KEY"}, Category: catData},
-		&cli.StringFlag{Name: "csv-separator", Usage: "a CSV or TSV file as --data: the field separator (\\t or tab for a tab; default: tab for .tsv, comma otherwise)", EnvVars: []string{"GOCLIP_CSV_SEPARATOR"}, Category: catData},
-		&cli.PathFlag{Name: "data-root", Usage: "a CSV, TSV or JSONL file as --data: the folder its relative image paths start from (default: the file's), and that absolute ones must lie in", EnvVars: []string{"GOCLIP_DATA_ROOT"}, Category: catData},
-	}
+	return []cli.Flag{csvImageKeyFlag, csvCaptionKeyFlag, csvSeparatorFlag, dataRootFlag}
 }
 
 // trainData is what --data names: a data set (a folder) or webdataset shards.
@@ -48,12 +54,13 @@ type trainData struct {
 
 // openTrainData opens --data, writing a line about it to w.
 func openTrainData(c *cli.Context, w io.Writer) (*trainData, error) {
-	spec := c.String("data")
+	spec := dataFlag.Get(c)
 	if dataset.SourceKind(spec) == dataset.SourceShards {
-		if c.Int("train-num-samples") < 0 || c.Int("shuffle-buffer") < 0 {
-			return nil, fmt.Errorf("--train-num-samples %d, --shuffle-buffer %d: want 0 or more", c.Int("train-num-samples"), c.Int("shuffle-buffer"))
+		samples, buffer := trainSamplesFlag.Get(c), shuffleBufferFlag.Get(c)
+		if samples < 0 || buffer < 0 {
+			return nil, fmt.Errorf("--train-num-samples %d, --shuffle-buffer %d: want 0 or more", samples, buffer)
 		}
-		if c.Bool("dataset-resampled") && c.Int("train-num-samples") == 0 {
+		if resampledFlag.Get(c) && samples == 0 {
 			return nil, fmt.Errorf("--dataset-resampled needs --train-num-samples (the samples of an epoch)")
 		}
 		splits := dataset.ShardSplits(spec) // goclip shard's output: train/, val/, test/
@@ -64,8 +71,8 @@ func openTrainData(c *cli.Context, w io.Writer) (*trainData, error) {
 			spec = splits[dataset.Train]
 		}
 		sh, err := dataset.OpenShards(spec, dataset.ShardOptions{
-			CaptionKey: strings.TrimSpace(c.String("wds-caption-key")), ShuffleBuffer: c.Int("shuffle-buffer"),
-			NumSamples: c.Int("train-num-samples"), Resampled: c.Bool("dataset-resampled"),
+			CaptionKey: strings.TrimSpace(wdsCaptionKeyFlag.Get(c)), ShuffleBuffer: buffer,
+			NumSamples: samples, Resampled: resampledFlag.Get(c),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("--data: %w", err)
@@ -110,8 +117,8 @@ func openDataSet(c *cli.Context, spec string) (*dataset.Dataset, error) {
 		return dataset.Open(spec, dataset.Options{})
 	}
 	ds, err := dataset.OpenTable(spec, dataset.TableOptions{
-		ImageKey: c.String("csv-img-key"), CaptionKey: c.String("csv-caption-key"),
-		Separator: c.String("csv-separator"), Root: c.String("data-root"),
+		ImageKey: csvImageKeyFlag.Get(c), CaptionKey: csvCaptionKeyFlag.Get(c),
+		Separator: csvSeparatorFlag.Get(c), Root: dataRootFlag.Get(c),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("--data: %w", err)
@@ -121,7 +128,7 @@ func openDataSet(c *cli.Context, spec string) (*dataset.Dataset, error) {
 
 // shardItems lists the samples of the shards of spec (evaluation) as items of split s.
 func shardItems(c *cli.Context, spec string, s dataset.Split, rep *dataset.Report) ([]dataset.Item, error) {
-	sh, err := dataset.OpenShards(spec, dataset.ShardOptions{CaptionKey: strings.TrimSpace(c.String("wds-caption-key"))})
+	sh, err := dataset.OpenShards(spec, dataset.ShardOptions{CaptionKey: strings.TrimSpace(wdsCaptionKeyFlag.Get(c))})
 	if err != nil {
 		return nil, fmt.Errorf("--data: %w", err)
 	}

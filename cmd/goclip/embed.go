@@ -60,8 +60,6 @@ Examples:
 	Action: torchAction(runEmbed),
 }
 
-func init() { register(embedCommand) }
-
 func runEmbed(c *cli.Context) error {
 	images := append(c.StringSlice("images"), c.Args().Slice()...)
 	textsPath := c.String("texts")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/urfave/cli/v2"
 
@@ -36,14 +37,8 @@ Examples:
 		&cli.BoolFlag{Name: "json", Usage: "print the result as JSON", Category: catOutput},
 		batchSizeFlag(train.DefaultEvalBatch, "pairs per loss batch and per forward pass"),
 		workersFlag,
-	}, computeFlags()...),
+	}, slices.Concat(computeFlags(), tableFlags(), []cli.Flag{wdsCaptionKeyFlag})...),
 	Action: torchAction(runEval),
-}
-
-func init() {
-	evalCommand.Flags = append(evalCommand.Flags, tableFlags()...)
-	evalCommand.Flags = append(evalCommand.Flags, shardReadFlags()[0]) // --wds-caption-key
-	register(evalCommand)
 }
 
 // evalCacheDir is the data set's cache folder; none for shards.

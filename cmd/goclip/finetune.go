@@ -47,9 +47,7 @@ Examples:
    goclip finetune --model runs/demo-base --init-adapter runs/demo-finetune --data runs/demo-data/shifted --out runs/demo-finetune-2`,
 	Flags: append([]cli.Flag{
 		modelFlag, revisionFlag,
-		&cli.IntFlag{Name: "lora-r", Usage: "LoRA rank", Value: 64, EnvVars: []string{"GOCLIP_LORA_R"}, Category: catLoRA},
-		loraAlphaFlag,
-		&cli.Float64Flag{Name: "lora-dropout", Usage: "dropout on the adapters' input, in training", EnvVars: []string{"GOCLIP_LORA_DROPOUT"}, Category: catLoRA},
+		finetuneLoRARFlag, loraAlphaFlag, loraDropoutFlag,
 		loraTargetsFlag, loraTowersFlag,
 		&cli.PathFlag{Name: initAdapterFlag, Usage: "start from this adapter instead of a fresh one: a peft adapter folder (goclip's or save_pretrained's) or a LoRA run folder; " +
 			"r, alpha and targets come from its adapter_config.json", EnvVars: []string{"GOCLIP_INIT_ADAPTER"}, Category: catLoRA},
@@ -65,8 +63,6 @@ var bf16BaseFlag = &cli.BoolFlag{Name: "bf16-base", Usage: "LoRA under --precisi
 
 // initAdapterFlag names finetune's --init-adapter.
 const initAdapterFlag = "init-adapter"
-
-func init() { register(finetuneCommand) }
 
 func runFinetune(c *cli.Context) (err error) {
 	dryRun := c.Bool("dry-run")
@@ -148,16 +144,16 @@ func runFinetune(c *cli.Context) (err error) {
 func finetuneAdapter(c *cli.Context, m *clip.Model) (*lora.Adapter, error) {
 	if dir := c.String(initAdapterFlag); dir != "" {
 		var given train.LoRASettings
-		if c.IsSet("lora-r") {
-			r := c.Int("lora-r")
+		if c.IsSet(finetuneLoRARFlag.Name) {
+			r := finetuneLoRARFlag.Get(c)
 			given.R = &r
 		}
 		if c.IsSet(loraAlphaFlag.Name) {
 			alpha := c.Float64(loraAlphaFlag.Name)
 			given.Alpha = &alpha
 		}
-		if c.IsSet("lora-dropout") {
-			p := c.Float64("lora-dropout")
+		if c.IsSet(loraDropoutFlag.Name) {
+			p := loraDropoutFlag.Get(c)
 			given.Dropout = &p
 		}
 		if c.IsSet(loraTargetsFlag.Name) {
@@ -168,7 +164,7 @@ func finetuneAdapter(c *cli.Context, m *clip.Model) (*lora.Adapter, error) {
 		}
 		return train.InitAdapter(m, dir, given)
 	}
-	lc, err := loraConfig(c, c.Int("lora-r"))
+	lc, err := loraConfig(c, finetuneLoRARFlag.Get(c))
 	if err != nil {
 		return nil, err
 	}

@@ -2,8 +2,16 @@ package main
 
 // Flags shared by several commands, and the helpers that turn them into settings. Every
 // command takes its common flags from here, so that --device, --threads, --precision,
-// --batch-size, --workers and --seed mean the same thing, with the same defaults and
-// GOCLIP_* environment variables, everywhere.
+// --batch-size, --workers, --seed and the --lora-* flags mean the same thing, with the
+// same defaults and GOCLIP_* environment variables, everywhere.
+//
+// How flags are named and read: each flag is one package-level variable (these, or a
+// command's own beside its command), put in the commands' Flags and read through that
+// variable, typed by its kind: seedFlag.Get(c) is a uint64, c.IsSet(seedFlag.Name)
+// whether it was given. A flag whose default differs between commands (--batch-size,
+// --lora-r) is one constructor, and each command's flag a variable of its own. No flag
+// is read by a string literal (c.Int("steps") is 0 for a misspelt name, silently);
+// TestFlagsReadByVariable holds the files to that.
 
 import (
 	"errors"
@@ -72,6 +80,52 @@ var (
 	}
 )
 
+// The architecture and LoRA flags of info, bench, train and finetune.
+var (
+	configFlag = &cli.StringFlag{
+		Name: "config",
+		Usage: "an architecture: a preset (" + strings.Join(clip.PresetNames, ", ") +
+			") or the path of an HF config.json",
+		EnvVars:  []string{"GOCLIP_CONFIG"},
+		Category: catModel,
+	}
+	// loraRFlag is --lora-r of info and bench, where 0 (the default) means no LoRA;
+	// finetuneLoRARFlag is finetune's, 64 unless given.
+	loraRFlag         = loraRankFlag(0, "LoRA rank (0: no LoRA)")
+	finetuneLoRARFlag = loraRankFlag(64, "LoRA rank")
+	loraAlphaFlag     = &cli.Float64Flag{
+		Name:     "lora-alpha",
+		Usage:    "LoRA alpha (the update is scaled by alpha/r; it does not change the counts)",
+		Value:    128,
+		EnvVars:  []string{"GOCLIP_LORA_ALPHA"},
+		Category: catLoRA,
+	}
+	loraDropoutFlag = &cli.Float64Flag{
+		Name:     "lora-dropout",
+		Usage:    "dropout on the adapters' input, in training",
+		EnvVars:  []string{"GOCLIP_LORA_DROPOUT"},
+		Category: catLoRA,
+	}
+	loraTargetsFlag = &cli.StringFlag{
+		Name:     "lora-targets",
+		Usage:    "linear layers to adapt, in peft's forms: module names, comma-separated, each matching the modules it names or ends (q_proj, k_proj, v_proj, out_proj, fc1, fc2, visual_projection, text_projection); all-linear for all of them; or a regular expression the whole module name must match ('.*vision_model.*\\.(q_proj|v_proj)')",
+		Value:    "q_proj,k_proj,v_proj",
+		EnvVars:  []string{"GOCLIP_LORA_TARGETS"},
+		Category: catLoRA,
+	}
+)
+
+// loraRankFlag is --lora-r with a command's own default.
+func loraRankFlag(def int, usage string) *cli.IntFlag {
+	return &cli.IntFlag{
+		Name:     "lora-r",
+		Usage:    usage,
+		Value:    def,
+		EnvVars:  []string{"GOCLIP_LORA_R"},
+		Category: catLoRA,
+	}
+}
+
 // batchSizeFlag is --batch-size with a command's own default.
 func batchSizeFlag(def int, usage string) *cli.IntFlag {
 	return &cli.IntFlag{
@@ -116,22 +170,22 @@ func computeFlags() []cli.Flag {
 // commands that take it (training and bench).
 func speedOf(c *cli.Context) clip.Speed {
 	return clip.Speed{
-		FullText:          !c.Bool(trimTextFlag.Name),
-		SeparateQKV:       !c.Bool(fusedQKVFlag.Name),
-		GradCheckpointing: c.Bool(gradCheckpointingFlag.Name),
+		FullText:          !trimTextFlag.Get(c),
+		SeparateQKV:       !fusedQKVFlag.Get(c),
+		GradCheckpointing: gradCheckpointingFlag.Get(c),
 	}
 }
 
 // setupCompute applies --threads and returns the device of --device, checked to exist.
 func setupCompute(c *cli.Context) (torch.Device, error) {
-	if n := c.Int(threadsFlag.Name); n > 0 {
+	if n := threadsFlag.Get(c); n > 0 {
 		if err := torch.SetThreads(n); err != nil {
 			return torch.Device{}, fmt.Errorf("--threads %d: %w", n, err)
 		}
 	} else if c.IsSet(threadsFlag.Name) {
 		return torch.Device{}, fmt.Errorf("--threads must be at least 1, got %d", n)
 	}
-	return parseDevice(c.String(deviceFlag.Name))
+	return parseDevice(deviceFlag.Get(c))
 }
 
 // parseDevice reads a --device value; empty means the default device.
@@ -152,7 +206,7 @@ func parseDevice(s string) (torch.Device, error) {
 // precisionOf reads --precision; unset, it is the device's default (bf16 on CUDA, fp32
 // on the CPU).
 func precisionOf(c *cli.Context, dev torch.Device) (clip.Precision, error) {
-	p, err := clip.ParsePrecision(c.String(precisionFlag.Name), dev)
+	p, err := clip.ParsePrecision(precisionFlag.Get(c), dev)
 	if err != nil {
 		return "", fmt.Errorf("--precision: %w", err)
 	}
@@ -222,9 +276,9 @@ func loraTargets(s string) (targets []string, regex string) {
 // loraConfig is the LoRA config of the command's --lora-* flags with rank r, its towers
 // those of --lora-towers less the ones --lock-image and --lock-text lock.
 func loraConfig(c *cli.Context, r int) (lora.Config, error) {
-	targets, regex := loraTargets(c.String(loraTargetsFlag.Name))
+	targets, regex := loraTargets(loraTargetsFlag.Get(c))
 	towers, err := loraTowers(c)
-	return lora.Config{R: r, Alpha: c.Float64(loraAlphaFlag.Name), Dropout: c.Float64("lora-dropout"),
+	return lora.Config{R: r, Alpha: loraAlphaFlag.Get(c), Dropout: loraDropoutFlag.Get(c),
 		Targets: targets, TargetRegex: regex, Towers: towers}, err
 }
 
@@ -242,18 +296,18 @@ var (
 
 // lockOf is the command's tower lock.
 func lockOf(c *cli.Context) train.Lock {
-	return train.Lock{Image: c.Bool(lockImageFlag.Name), Text: c.Bool(lockTextFlag.Name), ImageUnlockedLayers: c.Int(lockUnlockedFlag.Name)}
+	return train.Lock{Image: lockImageFlag.Get(c), Text: lockTextFlag.Get(c), ImageUnlockedLayers: lockUnlockedFlag.Get(c)}
 }
 
 // loraTowers are the towers LoRA goes into: --lora-towers, less the locked ones.
 func loraTowers(c *cli.Context) ([]string, error) {
-	given := splitList(c.String(loraTowersFlag.Name))
+	given := splitList(loraTowersFlag.Get(c))
 	if len(given) == 0 {
 		given = []string{lora.TowerVision, lora.TowerText}
 	}
 	for _, t := range given {
 		if t != lora.TowerVision && t != lora.TowerText {
-			return nil, fmt.Errorf("--lora-towers %s: unknown tower %q (want vision, text or vision,text)", c.String(loraTowersFlag.Name), t)
+			return nil, fmt.Errorf("--lora-towers %s: unknown tower %q (want vision, text or vision,text)", loraTowersFlag.Get(c), t)
 		}
 	}
 	l := lockOf(c)
@@ -264,7 +318,7 @@ func loraTowers(c *cli.Context) ([]string, error) {
 	for _, t := range given {
 		if (t == lora.TowerVision && l.Image) || (t == lora.TowerText && l.Text) {
 			if c.IsSet(loraTowersFlag.Name) {
-				return nil, fmt.Errorf("--lora-towers %s includes the %s tower that --lock-%s locks", c.String(loraTowersFlag.Name), t, map[string]string{lora.TowerVision: "image", lora.TowerText: "text"}[t])
+				return nil, fmt.Errorf("--lora-towers %s includes the %s tower that --lock-%s locks", loraTowersFlag.Get(c), t, map[string]string{lora.TowerVision: "image", lora.TowerText: "text"}[t])
 			}
 			continue
 		}

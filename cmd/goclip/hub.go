@@ -33,7 +33,7 @@ func resolveModelPath(c *cli.Context, path string) (dir string, hub bool, err er
 	if _, err := os.Stat(path); err == nil {
 		return path, false, nil
 	}
-	if dir, err = clip.HubSnapshot(path, c.String(revisionFlag.Name)); err != nil {
+	if dir, err = clip.HubSnapshot(path, revisionFlag.Get(c)); err != nil {
 		return "", false, err
 	}
 	return dir, true, nil
@@ -41,7 +41,7 @@ func resolveModelPath(c *cli.Context, path string) (dir string, hub bool, err er
 
 // modelPath is --model resolved (see resolveModelPath).
 func modelPath(c *cli.Context) (string, error) {
-	dir, _, err := resolveModelPath(c, c.String(modelFlag.Name))
+	dir, _, err := resolveModelPath(c, modelFlag.Get(c))
 	if err != nil {
 		return "", fmt.Errorf("--model: %w", err)
 	}

@@ -13,35 +13,8 @@ import (
 	"goclip/lora"
 )
 
-var (
-	configFlag = &cli.StringFlag{
-		Name: "config",
-		Usage: "an architecture: a preset (" + strings.Join(clip.PresetNames, ", ") +
-			") or the path of an HF config.json",
-		EnvVars:  []string{"GOCLIP_CONFIG"},
-		Category: catModel,
-	}
-	loraRFlag = &cli.IntFlag{
-		Name:     "lora-r",
-		Usage:    "LoRA rank (0: no LoRA)",
-		EnvVars:  []string{"GOCLIP_LORA_R"},
-		Category: catLoRA,
-	}
-	loraAlphaFlag = &cli.Float64Flag{
-		Name:     "lora-alpha",
-		Usage:    "LoRA alpha (the update is scaled by alpha/r; it does not change the counts)",
-		Value:    128,
-		EnvVars:  []string{"GOCLIP_LORA_ALPHA"},
-		Category: catLoRA,
-	}
-	loraTargetsFlag = &cli.StringFlag{
-		Name:     "lora-targets",
-		Usage:    "linear layers to adapt, in peft's forms: module names, comma-separated, each matching the modules it names or ends (q_proj, k_proj, v_proj, out_proj, fc1, fc2, visual_projection, text_projection); all-linear for all of them; or a regular expression the whole module name must match ('.*vision_model.*\\.(q_proj|v_proj)')",
-		Value:    "q_proj,k_proj,v_proj",
-		EnvVars:  []string{"GOCLIP_LORA_TARGETS"},
-		Category: catLoRA,
-	}
-)
+// infoJSONFlag is info's --json.
+var infoJSONFlag = &cli.BoolFlag{Name: "json", EnvVars: []string{"GOCLIP_INFO_JSON"}, Usage: `print {"total":..,"trainable":..,"trainable_percent":..}`, Category: catOutput}
 
 var infoCommand = &cli.Command{
 	Name:      "info",
@@ -62,13 +35,10 @@ Examples:
    goclip info --model openai/clip-vit-base-patch16 --json`,
 	Flags: []cli.Flag{
 		modelFlag, revisionFlag, configFlag, loraRFlag, loraAlphaFlag, loraTargetsFlag, loraTowersFlag,
-		lockImageFlag, lockTextFlag, lockUnlockedFlag,
-		&cli.BoolFlag{Name: "json", EnvVars: []string{"GOCLIP_INFO_JSON"}, Usage: `print {"total":..,"trainable":..,"trainable_percent":..}`, Category: catOutput},
+		lockImageFlag, lockTextFlag, lockUnlockedFlag, infoJSONFlag,
 	},
 	Action: torchAction(runInfo),
 }
-
-func init() { register(infoCommand) }
 
 // paramCounts is what `goclip info --json` prints.
 type paramCounts struct {
@@ -90,7 +60,7 @@ func runInfo(c *cli.Context) error {
 		return err
 	}
 	counts.Trainable = counts.Total
-	if r := c.Int(loraRFlag.Name); r != 0 || c.IsSet(loraTargetsFlag.Name) || c.IsSet(loraTowersFlag.Name) {
+	if r := loraRFlag.Get(c); r != 0 || c.IsSet(loraTargetsFlag.Name) || c.IsSet(loraTowersFlag.Name) {
 		if r <= 0 {
 			return fmt.Errorf("--lora-r must be positive with LoRA flags, got %d", r)
 		}
@@ -113,7 +83,7 @@ func runInfo(c *cli.Context) error {
 	if counts.Total > 0 {
 		counts.TrainablePercent = 100 * float64(counts.Trainable) / float64(counts.Total)
 	}
-	if c.Bool("json") {
+	if infoJSONFlag.Get(c) {
 		return json.NewEncoder(c.App.Writer).Encode(counts)
 	}
 	_, err = fmt.Fprintln(c.App.Writer, lora.FormatCounts(counts.Total, counts.Trainable))
@@ -127,7 +97,7 @@ func modelArchitecture(c *cli.Context) (clip.Config, *clip.Source, error) {
 	if err != nil {
 		return clip.Config{}, nil, err
 	}
-	config := c.String(configFlag.Name)
+	config := configFlag.Get(c)
 	switch {
 	case model != "" && config != "":
 		return clip.Config{}, nil, errors.New("give --model DIR or --config NAME, not both")

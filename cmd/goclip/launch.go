@@ -17,6 +17,13 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// The flags of goclip launch.
+var (
+	nprocFlag      = &cli.IntFlag{Name: "nproc", Usage: "number of processes (ranks) to start", Required: true, EnvVars: []string{"GOCLIP_NPROC"}}
+	masterPortFlag = &cli.IntFlag{Name: "master-port", Usage: "rendezvous port on 127.0.0.1 (default: a free one)", EnvVars: []string{"GOCLIP_MASTER_PORT"}}
+	graceFlag      = &cli.DurationFlag{Name: "grace", Usage: "time the other processes get to exit after SIGTERM before SIGKILL", Value: 10 * time.Second, EnvVars: []string{"GOCLIP_LAUNCH_GRACE"}}
+)
+
 var launchCommand = &cli.Command{
 	Name:      "launch",
 	Usage:     "start N local goclip processes for distributed training, as torchrun does",
@@ -46,15 +53,9 @@ SLURM's srun works the same way when it exports these variables).
 Examples:
    goclip launch --nproc 2 -- version
    goclip launch --nproc 2 -- train --config tiny --data data/synth --out runs/ddp --batch-size 32 --threads 1`,
-	Flags: []cli.Flag{
-		&cli.IntFlag{Name: "nproc", Usage: "number of processes (ranks) to start", Required: true, EnvVars: []string{"GOCLIP_NPROC"}},
-		&cli.IntFlag{Name: "master-port", Usage: "rendezvous port on 127.0.0.1 (default: a free one)", EnvVars: []string{"GOCLIP_MASTER_PORT"}},
-		&cli.DurationFlag{Name: "grace", Usage: "time the other processes get to exit after SIGTERM before SIGKILL", Value: 10 * time.Second, EnvVars: []string{"GOCLIP_LAUNCH_GRACE"}},
-	},
+	Flags:  []cli.Flag{nprocFlag, masterPortFlag, graceFlag},
 	Action: runLaunch,
 }
-
-func init() { register(launchCommand) }
 
 // launchSelf is the program launch starts and the arguments that come before COMMAND:
 // this executable. Tests replace it to start their own binary.
@@ -99,7 +100,7 @@ type rankExit struct {
 }
 
 func runLaunch(c *cli.Context) error {
-	n := c.Int("nproc")
+	n := nprocFlag.Get(c)
 	if n < 1 {
 		return fmt.Errorf("launch: --nproc must be at least 1, got %d", n)
 	}
@@ -107,7 +108,7 @@ func runLaunch(c *cli.Context) error {
 	if len(args) == 0 {
 		return errors.New("launch: no command given (goclip launch --nproc N -- COMMAND ARGS...)")
 	}
-	port := c.Int("master-port")
+	port := masterPortFlag.Get(c)
 	if port == 0 {
 		var err error
 		if port, err = freeTCPPort(); err != nil {
@@ -187,7 +188,7 @@ func runLaunch(c *cli.Context) error {
 				fmt.Fprintf(c.App.ErrWriter, "launch: rank %d failed (%v); stopping the other ranks\n", e.rank, e.err)
 				outMu.Unlock()
 				signalAll(syscall.SIGTERM, done)
-				kill = time.After(c.Duration("grace"))
+				kill = time.After(graceFlag.Get(c))
 			}
 		case s := <-sigs:
 			if interrupted != nil { // a second signal: no more waiting
@@ -196,7 +197,7 @@ func runLaunch(c *cli.Context) error {
 			}
 			interrupted = s
 			signalAll(s, done)
-			kill = time.After(c.Duration("grace"))
+			kill = time.After(graceFlag.Get(c))
 		case <-kill:
 			signalAll(syscall.SIGKILL, done)
 		}

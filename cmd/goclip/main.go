@@ -1,25 +1,35 @@
 // Command goclip trains and fine-tunes CLIP models on libtorch.
 //
-// Each command lives in its own file as a *cli.Command and registers itself with
-// register in an init function; main builds the app from the registered commands.
+// Each command lives in its own file as a *cli.Command; newApp lists them all, in
+// the order of the help.
 package main
 
 import (
 	"fmt"
 	"os"
-	"sort"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 )
 
-var commands []*cli.Command
-
-// register adds a command to the app; called from each command file's init.
-func register(c *cli.Command) { commands = append(commands, c) }
-
+// newApp is the goclip application with every command.
 func newApp() *cli.App {
-	sort.Slice(commands, func(i, j int) bool { return commands[i].Name < commands[j].Name })
+	commands := []*cli.Command{
+		benchCommand,
+		cacheCommand,
+		convertCommand,
+		embedCommand,
+		evalCommand,
+		finetuneCommand,
+		infoCommand,
+		launchCommand,
+		shardCommand,
+		synthCommand,
+		tokenizeCommand,
+		trainCommand,
+		versionCommand,
+		zeroshotCommand,
+	}
 	for _, c := range commands {
 		c.OnUsageError = onUsageError
 	}

@@ -8,6 +8,14 @@ import (
 	"goclip/dataset"
 )
 
+// The flags of goclip shard.
+var (
+	shardDataFlag   = &cli.PathFlag{Name: "data", Usage: "the data set folder, or a CSV, TSV or JSONL file (see --csv-img-key)", Required: true, EnvVars: []string{"GOCLIP_DATA"}, Category: catData}
+	shardOutFlag    = &cli.PathFlag{Name: "out", Usage: "the folder to write the shards to (one subfolder per split)", Required: true, EnvVars: []string{"GOCLIP_SHARD_OUT"}, Category: catOutput}
+	shardSizeFlag   = &cli.IntFlag{Name: "shard-size", Usage: "samples per shard", Value: 10000, EnvVars: []string{"GOCLIP_SHARD_SIZE"}, Category: catOutput}
+	shardResizeFlag = &cli.IntFlag{Name: "resize", Usage: "re-encode images as JPEG with this short side in pixels (0: copy the files)", EnvVars: []string{"GOCLIP_SHARD_RESIZE"}, Category: catOutput}
+)
+
 var shardCommand = &cli.Command{
 	Name:      "shard",
 	Usage:     "write a data set as webdataset tar shards, one shard set per split",
@@ -26,32 +34,22 @@ Train on the result with --data OUT/train (a folder of shards).
 
 Example:
    goclip shard --data /data/flickr30k --out /data/flickr30k-wds --resize 256`,
-	Flags: []cli.Flag{
-		&cli.PathFlag{Name: "data", Usage: "the data set folder, or a CSV, TSV or JSONL file (see --csv-img-key)", Required: true, EnvVars: []string{"GOCLIP_DATA"}, Category: catData},
-		&cli.PathFlag{Name: "out", Usage: "the folder to write the shards to (one subfolder per split)", Required: true, EnvVars: []string{"GOCLIP_SHARD_OUT"}, Category: catOutput},
-		&cli.IntFlag{Name: "shard-size", Usage: "samples per shard", Value: 10000, EnvVars: []string{"GOCLIP_SHARD_SIZE"}, Category: catOutput},
-		&cli.IntFlag{Name: "resize", Usage: "re-encode images as JPEG with this short side in pixels (0: copy the files)", EnvVars: []string{"GOCLIP_SHARD_RESIZE"}, Category: catOutput},
-		workersFlag,
-	},
+	Flags:  append([]cli.Flag{shardDataFlag, shardOutFlag, shardSizeFlag, shardResizeFlag, workersFlag}, tableFlags()...),
 	Action: runShard,
-}
-
-func init() {
-	shardCommand.Flags = append(shardCommand.Flags, tableFlags()...)
-	register(shardCommand)
 }
 
 func runShard(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("shard takes no arguments (got %q)", c.Args().Slice())
 	}
-	if c.Int("shard-size") < 1 {
-		return fmt.Errorf("--shard-size %d: want at least 1", c.Int("shard-size"))
+	size, resize := shardSizeFlag.Get(c), shardResizeFlag.Get(c)
+	if size < 1 {
+		return fmt.Errorf("--shard-size %d: want at least 1", size)
 	}
-	if c.Int("resize") < 0 {
-		return fmt.Errorf("--resize %d: want 0 (copy) or a side in pixels", c.Int("resize"))
+	if resize < 0 {
+		return fmt.Errorf("--resize %d: want 0 (copy) or a side in pixels", resize)
 	}
-	ds, err := openDataSet(c, c.String("data"))
+	ds, err := openDataSet(c, shardDataFlag.Get(c))
 	if err != nil {
 		return err
 	}
@@ -59,8 +57,8 @@ func runShard(c *cli.Context) error {
 	fmt.Fprintf(w, "data: %s (%s): %d train, %d val, %d test images; %s\n", ds.Root, ds.Format,
 		len(ds.Split(dataset.Train)), len(ds.Split(dataset.Val)), len(ds.Split(dataset.Test)), ds.Report.Summary())
 	var rep dataset.Report
-	res, err := dataset.WriteShards(ds, c.String("out"), dataset.ConvertOptions{
-		PerShard: c.Int("shard-size"), Resize: c.Int("resize"), Workers: c.Int(workersFlag.Name), Report: &rep,
+	res, err := dataset.WriteShards(ds, shardOutFlag.Get(c), dataset.ConvertOptions{
+		PerShard: size, Resize: resize, Workers: workersFlag.Get(c), Report: &rep,
 	})
 	if err != nil {
 		return err

@@ -10,6 +10,18 @@ import (
 	"goclip/dataset"
 )
 
+// The flags of goclip synth.
+var (
+	synthOutFlag    = &cli.StringFlag{Name: "out", Usage: "folder to write the data set to (created if needed)", Required: true, EnvVars: []string{"GOCLIP_SYNTH_OUT"}, Category: catOutput}
+	synthImagesFlag = &cli.IntFlag{Name: "images", Usage: "number of pictures", Value: 1000, EnvVars: []string{"GOCLIP_SYNTH_IMAGES"}}
+	synthSizeFlag   = &cli.IntFlag{Name: "size", Usage: "short side of each picture in pixels (32 to 4096)", Value: 224, EnvVars: []string{"GOCLIP_SYNTH_SIZE"}}
+	synthDomainFlag = &cli.StringFlag{Name: "domain", Usage: "base, or shifted for shapes, colours and textures that base never shows", Value: dataset.DomainBase, EnvVars: []string{"GOCLIP_SYNTH_DOMAIN"}}
+	synthLayoutFlag = &cli.StringFlag{Name: "layout", Usage: "flickr30k (image/caption pairs) or imagefolder (one shape per picture, DIR/<colour>_<kind>/)", Value: dataset.LayoutFlickr, EnvVars: []string{"GOCLIP_SYNTH_LAYOUT"}}
+	synthValFlag    = &cli.IntFlag{Name: "val", Usage: "pictures in the validation split (0: 5%, or 1,000 beyond 20,000 pictures; -1: none)", EnvVars: []string{"GOCLIP_SYNTH_VAL"}}
+	synthTestFlag   = &cli.IntFlag{Name: "test", Usage: "pictures in the test split (0: 5%, or 1,000 beyond 20,000 pictures; -1: none)", EnvVars: []string{"GOCLIP_SYNTH_TEST"}}
+	synthForceFlag  = &cli.BoolFlag{Name: "force", Usage: "overwrite a data set already in --out", EnvVars: []string{"GOCLIP_SYNTH_FORCE"}}
+)
+
 var synthCommand = &cli.Command{
 	Name:      "synth",
 	Usage:     "write a synthetic image/caption data set in the Kaggle Flickr30k layout",
@@ -41,36 +53,29 @@ Example: the data of the fine-tuning demo
    goclip synth --out data/shifted --images 2000 --domain shifted --seed 1
    goclip synth --out data/base-classes --images 500 --layout imagefolder --seed 2`,
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "out", Usage: "folder to write the data set to (created if needed)", Required: true, EnvVars: []string{"GOCLIP_SYNTH_OUT"}, Category: catOutput},
-		&cli.IntFlag{Name: "images", Usage: "number of pictures", Value: 1000, EnvVars: []string{"GOCLIP_SYNTH_IMAGES"}},
-		&cli.IntFlag{Name: "size", Usage: "short side of each picture in pixels (32 to 4096)", Value: 224, EnvVars: []string{"GOCLIP_SYNTH_SIZE"}},
+		synthOutFlag, synthImagesFlag, synthSizeFlag,
 		seedFlag, // the same seed writes the same files
-		&cli.StringFlag{Name: "domain", Usage: "base, or shifted for shapes, colours and textures that base never shows", Value: dataset.DomainBase, EnvVars: []string{"GOCLIP_SYNTH_DOMAIN"}},
-		&cli.StringFlag{Name: "layout", Usage: "flickr30k (image/caption pairs) or imagefolder (one shape per picture, DIR/<colour>_<kind>/)", Value: dataset.LayoutFlickr, EnvVars: []string{"GOCLIP_SYNTH_LAYOUT"}},
-		&cli.IntFlag{Name: "val", Usage: "pictures in the validation split (0: 5%, or 1,000 beyond 20,000 pictures; -1: none)", EnvVars: []string{"GOCLIP_SYNTH_VAL"}},
-		&cli.IntFlag{Name: "test", Usage: "pictures in the test split (0: 5%, or 1,000 beyond 20,000 pictures; -1: none)", EnvVars: []string{"GOCLIP_SYNTH_TEST"}},
+		synthDomainFlag, synthLayoutFlag, synthValFlag, synthTestFlag,
 		workersFlag, // drawing goroutines; the output does not depend on them
-		&cli.BoolFlag{Name: "force", Usage: "overwrite a data set already in --out", EnvVars: []string{"GOCLIP_SYNTH_FORCE"}},
+		synthForceFlag,
 	},
 	Action: runSynth,
 }
-
-func init() { register(synthCommand) }
 
 func runSynth(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("synth: unexpected argument %q (the folder goes in --out)", c.Args().First())
 	}
 	opts := dataset.SynthOptions{
-		Images:    c.Int("images"),
-		Size:      c.Int("size"),
-		Seed:      c.Uint64("seed"),
-		Domain:    c.String("domain"),
-		Layout:    c.String("layout"),
-		Val:       c.Int("val"),
-		Test:      c.Int("test"),
-		Workers:   c.Int("workers"),
-		Overwrite: c.Bool("force"),
+		Images:    synthImagesFlag.Get(c),
+		Size:      synthSizeFlag.Get(c),
+		Seed:      seedFlag.Get(c),
+		Domain:    synthDomainFlag.Get(c),
+		Layout:    synthLayoutFlag.Get(c),
+		Val:       synthValFlag.Get(c),
+		Test:      synthTestFlag.Get(c),
+		Workers:   workersFlag.Get(c),
+		Overwrite: synthForceFlag.Get(c),
 	}
 	if opts.Images < 1 {
 		return fmt.Errorf("synth: --images %d: want at least 1", opts.Images)
@@ -78,7 +83,7 @@ func runSynth(c *cli.Context) error {
 	progress, closeBar := imageProgress(c.App.ErrWriter, "synth "+opts.Domain)
 	opts.Progress = progress
 	start := time.Now()
-	res, err := dataset.Synthesize(c.String("out"), opts)
+	res, err := dataset.Synthesize(synthOutFlag.Get(c), opts)
 	closeBar()
 	if errors.Is(err, dataset.ErrExists) {
 		return fmt.Errorf("%w; pass --force to overwrite it", err)

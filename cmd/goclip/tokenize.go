@@ -14,6 +14,24 @@ import (
 	"goclip/clip/tokenizer"
 )
 
+// The flags of goclip tokenize.
+var (
+	vocabFlag = &cli.PathFlag{
+		Name:     "vocab",
+		Usage:    "vocabulary: HF model `PATH` (vocab.json + merges.txt) or bpe_simple_vocab_16e6.txt.gz",
+		EnvVars:  []string{"GOCLIP_VOCAB"},
+		Required: true,
+		Category: catModel,
+	}
+	tokenizeContextFlag = &cli.IntFlag{
+		Name:     "context-length",
+		Usage:    "cut each line to `N` ids, the end token last; 0 for no limit",
+		Value:    77,
+		EnvVars:  []string{"GOCLIP_CONTEXT_LENGTH"},
+		Category: catModel,
+	}
+)
+
 var tokenizeCommand = &cli.Command{
 	Name:      "tokenize",
 	Usage:     "print CLIP token ids for each line of standard input",
@@ -30,36 +48,19 @@ entities unescaped, white space folded, lower case.
 
 Example:
    echo "A dog runs across the grass." | goclip tokenize --vocab openai/clip-vit-base-patch16`,
-	Flags: []cli.Flag{
-		&cli.PathFlag{
-			Name:     "vocab",
-			Usage:    "vocabulary: HF model `PATH` (vocab.json + merges.txt) or bpe_simple_vocab_16e6.txt.gz",
-			EnvVars:  []string{"GOCLIP_VOCAB"},
-			Required: true,
-			Category: catModel,
-		},
-		&cli.IntFlag{
-			Name:     "context-length",
-			Usage:    "cut each line to `N` ids, the end token last; 0 for no limit",
-			Value:    77,
-			EnvVars:  []string{"GOCLIP_CONTEXT_LENGTH"},
-			Category: catModel,
-		},
-	},
+	Flags:  []cli.Flag{vocabFlag, tokenizeContextFlag},
 	Action: runTokenize,
 }
-
-func init() { register(tokenizeCommand) }
 
 func runTokenize(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("tokenize reads standard input and takes no arguments, got %q", c.Args().First())
 	}
-	ctx := c.Int("context-length")
+	ctx := tokenizeContextFlag.Get(c)
 	if ctx < 0 {
 		return fmt.Errorf("--context-length %d: want 0 (no limit) or more", ctx)
 	}
-	tok, err := tokenizer.Load(c.String("vocab"))
+	tok, err := tokenizer.Load(vocabFlag.Get(c))
 	if err != nil {
 		return err
 	}

@@ -118,8 +118,6 @@ Examples:
 	Action: torchAction(runTrain),
 }
 
-func init() { register(trainCommand) }
-
 // trainSetup is what train and finetune share: the device, the data and the options.
 type trainSetup struct {
 	dev    torch.Device

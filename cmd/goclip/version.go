@@ -14,6 +14,9 @@ import (
 // -ldflags "-X main.version=...".
 var version = "0.1.0-dev"
 
+// versionJSONFlag is version's --json.
+var versionJSONFlag = &cli.BoolFlag{Name: "json", Usage: "print one JSON object", EnvVars: []string{"GOCLIP_VERSION_JSON"}}
+
 var versionCommand = &cli.Command{
 	Name:  "version",
 	Usage: "print goclip's version, the libtorch it runs on and the CUDA devices it sees",
@@ -24,13 +27,9 @@ how many CUDA devices are visible.
 Examples:
    goclip version
    goclip version --json`,
-	Flags: []cli.Flag{
-		&cli.BoolFlag{Name: "json", Usage: "print one JSON object", EnvVars: []string{"GOCLIP_VERSION_JSON"}},
-	},
+	Flags:  []cli.Flag{versionJSONFlag},
 	Action: torchAction(runVersion),
 }
-
-func init() { register(versionCommand) }
 
 // versionInfo is what `goclip version --json` prints.
 type versionInfo struct {
@@ -56,7 +55,7 @@ func runVersion(c *cli.Context) error {
 		v.CUDADevices = torch.CUDADeviceCount()
 	}
 	w := c.App.Writer
-	if c.Bool("json") {
+	if versionJSONFlag.Get(c) {
 		return json.NewEncoder(w).Encode(v)
 	}
 	fmt.Fprintf(w, "goclip %s (%s)\n", v.Goclip, v.Go)

@@ -64,8 +64,6 @@ Examples:
 	Action: torchAction(runZeroshot),
 }
 
-func init() { register(zeroshotCommand) }
-
 // zeroshotResult is one image's line of `goclip zeroshot --json`.
 type zeroshotResult struct {
 	Image         string    `json:"image"`

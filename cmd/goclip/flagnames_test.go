@@ -1,0 +1,77 @@
+package main
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// notYetTyped are the files that still read flags by string literal: those of the
+// commands whose actions are being rewritten elsewhere this round. Each is to move to
+// the flag variables, and leave this list, when that work lands.
+var notYetTyped = map[string]bool{
+	"train.go": true, "finetune.go": true, "runargs.go": true,
+	"embed.go": true, "eval.go": true, "zeroshot.go": true,
+}
+
+// contextReaders are the methods of *cli.Context that look a flag up by its name.
+var contextReaders = map[string]bool{
+	"Int": true, "Int64": true, "Uint": true, "Uint64": true, "Float64": true, "String": true,
+	"Bool": true, "Path": true, "Duration": true, "Timestamp": true, "Generic": true, "Value": true,
+	"StringSlice": true, "IntSlice": true, "Int64Slice": true, "Float64Slice": true, "Uint64Slice": true,
+	"IsSet": true, "Count": true,
+}
+
+// TestFlagsReadByVariable holds the package to flags.go's rule: a flag is read through
+// its variable (seedFlag.Get(c), c.IsSet(seedFlag.Name)), never by a string literal,
+// which a typo turns into a silent zero.
+func TestFlagsReadByVariable(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	byFile := map[string][]string{}
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok || len(call.Args) == 0 {
+				return true
+			}
+			sel, ok := call.Fun.(*ast.SelectorExpr)
+			if !ok || !contextReaders[sel.Sel.Name] {
+				return true
+			}
+			if lit, ok := call.Args[0].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+				byFile[name] = append(byFile[name], fset.Position(call.Pos()).String()+": "+sel.Sel.Name+"("+lit.Value+")")
+			}
+			return true
+		})
+	}
+	var names []string
+	for name := range byFile {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if !notYetTyped[name] {
+			t.Errorf("flags read by name, not by their variable:\n  %s", strings.Join(byFile[name], "\n  "))
+		}
+	}
+	for name := range notYetTyped {
+		if len(byFile[name]) == 0 {
+			t.Errorf("%s reads no flag by name any more: take it off notYetTyped", name)
+		}
+	}
+}
