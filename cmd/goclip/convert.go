@@ -24,10 +24,10 @@ var (
 	formatFlag         = &cli.StringFlag{Name: "format", EnvVars: []string{"GOCLIP_CONVERT_FORMAT"}, Usage: "key layout of DST: hf (CLIPModel's keys) or open_clip (OpenAI's and open_clip's keys; a folder DST is an open_clip model folder)", Value: string(clip.LayoutHF), Category: catOutput}
 	convertAdapterFlag = &cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder, or a LoRA run folder (its adapter/), to merge into SRC (with --merge)", Category: catLoRA}
 	mergeFlag          = &cli.BoolFlag{Name: "merge", Usage: "merge --adapter into the weights and write the merged model", Category: catLoRA}
-	// convertForceFlag is convert's --force: overwrite DST, and apply --adapter despite
-	// the checks of its base (forceAdapterFlag's meaning).
-	convertForceFlag = &cli.BoolFlag{Name: forceAdapterFlag.Name, Usage: "overwrite an existing DST; and merge --adapter even when its base fingerprint differs from SRC's, or SRC records it as merged already",
-		EnvVars: []string{"GOCLIP_CONVERT_FORCE"}, Category: catOutput}
+	convertForceFlag   = &cli.BoolFlag{Name: "force", Usage: "overwrite an existing DST", EnvVars: []string{"GOCLIP_CONVERT_FORCE"}, Category: catOutput}
+	// convertForceAdapterFlag is eval's and embed's --force-adapter (forceAdapterFlag),
+	// without its second name --force, which is convert's own.
+	convertForceAdapterFlag = &cli.BoolFlag{Name: forceAdapterFlag.Name, Usage: "merge --adapter even when its base fingerprint differs from SRC's, or SRC records it as merged already", Category: catLoRA}
 )
 
 var convertCommand = &cli.Command{
@@ -79,9 +79,9 @@ and adapter_model.safetensors or adapter_model.bin, e.g. RUN/adapter) to SRC, wh
 be the base model the adapter was trained on, and writes the merged model
 (W + scaling * B @ A in each adapted layer) with HF keys only. An adapter goclip
 wrote carries a fingerprint of its base weights: SRC with other weights (another
-model, or a model that already holds the adapter merged) is an error; --force
-overrides. A merged folder's config.json records the adapters merged into it
-(goclip_merged_adapters).
+model, or a model that already holds the adapter merged) is an error; --force-adapter
+overrides (--force only overwrites DST). A merged folder's config.json records the
+adapters merged into it (goclip_merged_adapters).
 
 Examples:
    goclip convert openai/clip-vit-base-patch16 clip-b16.pt
@@ -92,7 +92,7 @@ Examples:
    goclip convert --adapter runs/demo-finetune/adapter --merge runs/demo-base merged/`,
 	Flags: []cli.Flag{
 		convertConfigFlag, dtypeFlag, formatFlag, convertAdapterFlag, revisionFlag, mergeFlag,
-		convertForceFlag,
+		convertForceFlag, convertForceAdapterFlag,
 	},
 	Action: torchAction(runConvert),
 }

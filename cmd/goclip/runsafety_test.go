@@ -25,7 +25,8 @@ func TestTrainFlagRanges(t *testing.T) {
 
 // TestRunAndAdapterSafety: train refuses an --out that holds someone else's files; a
 // LoRA run's merged model refuses its own adapter (eval and convert --merge), which
-// applies to its base model, and a merged folder written by convert records it too.
+// applies to its base model, unless --force-adapter is given (convert's --force only
+// overwrites DST), and a merged folder written by convert records it too.
 func TestRunAndAdapterSafety(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
@@ -84,6 +85,18 @@ func TestRunAndAdapterSafety(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "twice")); !os.IsNotExist(err) {
 		t.Errorf("the refused convert wrote its DST: %v", err)
+	}
+	// convert's --force only overwrites DST; --force-adapter (eval's and embed's
+	// --force) applies the adapter despite the checks.
+	_, _, err = runGoclip(t, "convert", "--force", "--adapter", adapter, "--merge", merged, filepath.Join(dir, "twice"))
+	if err == nil || !strings.Contains(err.Error(), "already merged") {
+		t.Fatalf("convert --force --merge onto the merged model: %v, want the already-merged error", err)
+	}
+	if _, errOut, err := runGoclip(t, "convert", "--force-adapter", "--adapter", adapter, "--merge", merged, filepath.Join(dir, "twice")); err != nil || !strings.Contains(errOut, "warning:") {
+		t.Errorf("convert --force-adapter --merge onto the merged model: %v, stderr %q", err, errOut)
+	}
+	if _, errOut, err := runGoclip(t, append([]string{"eval", "--model", merged, "--adapter", adapter, "--force-adapter"}, evalArgs...)...); err != nil || !strings.Contains(errOut, "warning:") {
+		t.Errorf("eval --force-adapter: %v, stderr %q", err, errOut)
 	}
 	again := filepath.Join(dir, "merged-again")
 	mustGoclip(t, "convert", "--adapter", adapter, "--merge", base, again)
