@@ -49,16 +49,7 @@ func TestFLOPsMatchFlopCounter(t *testing.T) {
 		if tokens == 0 {
 			tokens = cfg.Text.MaxPositionEmbeddings
 		}
-		// Only the sizes go to transformers (its strict config classes take them as ints).
-		archs = append(archs, arch{Name: c.preset, Tokens: tokens, Config: map[string]any{
-			"projection_dim": cfg.ProjectionDim,
-			"text_config": map[string]int64{"vocab_size": cfg.Text.VocabSize, "hidden_size": cfg.Text.HiddenSize,
-				"intermediate_size": cfg.Text.IntermediateSize, "num_hidden_layers": cfg.Text.NumHiddenLayers,
-				"num_attention_heads": cfg.Text.NumAttentionHeads, "max_position_embeddings": cfg.Text.MaxPositionEmbeddings},
-			"vision_config": map[string]int64{"hidden_size": cfg.Vision.HiddenSize, "intermediate_size": cfg.Vision.IntermediateSize,
-				"num_hidden_layers": cfg.Vision.NumHiddenLayers, "num_attention_heads": cfg.Vision.NumAttentionHeads,
-				"image_size": cfg.Vision.ImageSize, "patch_size": cfg.Vision.PatchSize, "num_channels": cfg.Vision.NumChannels},
-		}})
+		archs = append(archs, arch{Name: c.preset, Tokens: tokens, Config: transformersSizes(cfg)})
 	}
 	in, err := json.Marshal(archs)
 	if err != nil {
@@ -105,5 +96,19 @@ print(json.dumps(out))`
 		if got := cfgs[i].TextFLOPs(a.Tokens); got != float64(want[i][1]) {
 			t.Errorf("%s at %d tokens: TextFLOPs = %.0f, FlopCounterMode %d", a.Name, a.Tokens, got, want[i][1])
 		}
+	}
+}
+
+// transformersSizes are the sizes of c as transformers.CLIPConfig's keyword arguments
+// (only the sizes: its strict config classes take them as ints).
+func transformersSizes(c Config) map[string]any {
+	return map[string]any{
+		"projection_dim": c.ProjectionDim,
+		"text_config": map[string]int64{"vocab_size": c.Text.VocabSize, "hidden_size": c.Text.HiddenSize,
+			"intermediate_size": c.Text.IntermediateSize, "num_hidden_layers": c.Text.NumHiddenLayers,
+			"num_attention_heads": c.Text.NumAttentionHeads, "max_position_embeddings": c.Text.MaxPositionEmbeddings},
+		"vision_config": map[string]int64{"hidden_size": c.Vision.HiddenSize, "intermediate_size": c.Vision.IntermediateSize,
+			"num_hidden_layers": c.Vision.NumHiddenLayers, "num_attention_heads": c.Vision.NumAttentionHeads,
+			"image_size": c.Vision.ImageSize, "patch_size": c.Vision.PatchSize, "num_channels": c.Vision.NumChannels},
 	}
 }

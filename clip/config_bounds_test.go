@@ -143,17 +143,7 @@ func TestBigGCountMatchesTransformers(t *testing.T) {
 	}
 	py := testutil.PythonTorch(t, "transformers")
 	dir := t.TempDir()
-	// Only the sizes go to transformers (its strict config classes take them as ints).
-	c := bigG()
-	sizes, _ := json.Marshal(map[string]any{
-		"projection_dim": c.ProjectionDim,
-		"text_config": map[string]int64{"vocab_size": c.Text.VocabSize, "hidden_size": c.Text.HiddenSize,
-			"intermediate_size": c.Text.IntermediateSize, "num_hidden_layers": c.Text.NumHiddenLayers,
-			"num_attention_heads": c.Text.NumAttentionHeads, "max_position_embeddings": c.Text.MaxPositionEmbeddings},
-		"vision_config": map[string]int64{"hidden_size": c.Vision.HiddenSize, "intermediate_size": c.Vision.IntermediateSize,
-			"num_hidden_layers": c.Vision.NumHiddenLayers, "num_attention_heads": c.Vision.NumAttentionHeads,
-			"image_size": c.Vision.ImageSize, "patch_size": c.Vision.PatchSize, "num_channels": c.Vision.NumChannels},
-	})
+	sizes, _ := json.Marshal(transformersSizes(bigG()))
 	script := `import json, sys, torch, transformers
 cfg = transformers.CLIPConfig(**json.loads(sys.argv[1]))
 with torch.device("meta"):
