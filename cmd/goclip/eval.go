@@ -97,8 +97,9 @@ func runEval(c *cli.Context) error {
 // adapterFlag is eval's and embed's --adapter.
 var adapterFlag = &cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder, or a LoRA run folder (its adapter/), to apply to --model (its base model: a merged model already holds its adapter)", Category: catLoRA}
 
-// forceAdapterFlag overrides the checks that an adapter belongs on the model (--force
-// too, its first name; convert's --force overwrites DST, and its --force-adapter is this).
+// forceAdapterFlag overrides the checks that an adapter belongs on the model; --force,
+// its old name, still works here (convert's --force overwrites DST, and convert's
+// --force-adapter is this flag without that alias).
 var forceAdapterFlag = &cli.BoolFlag{Name: "force-adapter", Aliases: []string{"force"}, Usage: "apply --adapter even when its base fingerprint differs from the model's, or the model records it as merged already", Category: catLoRA}
 
 // adapterChecks are the lora.LoadOptions of --adapter on the model at path.
