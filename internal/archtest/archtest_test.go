@@ -28,6 +28,7 @@ type row struct {
 	any       bool     // "everything above", or the benchmark programs' "libraries"
 	testsOnly bool     // imported by tests (and test helpers) only
 	allowed   []string // package paths, "internal/*" for all of internal
+	planned   bool     // marked *(planned)*: its package may not exist yet
 }
 
 var backticked = regexp.MustCompile("`([^`]+)`")
@@ -72,7 +73,7 @@ func TestPackageMap(t *testing.T) {
 	}
 	for _, r := range rows {
 		for _, n := range r.names {
-			if !listed[n] {
+			if !listed[n] && !r.planned {
 				t.Errorf("docs/architecture.md maps %s, which no package is", n)
 			}
 		}
@@ -124,7 +125,7 @@ func readMap(t *testing.T, file string) []*row {
 		if len(cells) != 3 {
 			t.Fatalf("%s: a row of the package map without 3 cells: %q", file, line)
 		}
-		r := &row{}
+		r := &row{planned: strings.Contains(cells[1], "*(planned)*")}
 		for _, m := range backticked.FindAllStringSubmatch(cells[0], -1) {
 			r.names = append(r.names, m[1])
 		}
