@@ -17,6 +17,17 @@ import (
 	"goclip/internal/atomicfile"
 )
 
+// The flags of goclip embed.
+var (
+	embedImagesFlag    = &cli.StringSliceFlag{Name: "images", EnvVars: []string{"GOCLIP_EMBED_IMAGES"}, Usage: "image files or folders (repeatable, or comma-separated)", Category: catModel}
+	embedTextsFlag     = &cli.PathFlag{Name: "texts", EnvVars: []string{"GOCLIP_EMBED_TEXTS"}, Usage: `a file of texts, one per line ("-": stdin)`, Category: catModel}
+	embedOutFlag       = &cli.PathFlag{Name: "out", EnvVars: []string{"GOCLIP_EMBED_OUT"}, Usage: "the .npy file to write", Required: true, Category: catOutput}
+	embedNormalizeFlag = &cli.BoolFlag{Name: "normalize", EnvVars: []string{"GOCLIP_EMBED_NORMALIZE"}, Usage: "L2-normalise each embedding", Category: catOutput}
+	embedSkipBadFlag   = &cli.BoolFlag{Name: "skip-bad", EnvVars: []string{"GOCLIP_EMBED_SKIP_BAD"}, Usage: "leave out unreadable images (counted on stderr) instead of failing", Category: catOutput}
+	embedListFlag      = &cli.PathFlag{Name: "list", EnvVars: []string{"GOCLIP_EMBED_LIST"}, Usage: "also write the input of each row, one per line, to this file", Category: catOutput}
+	embedBatchSizeFlag = batchSizeFlag(64, "inputs per forward pass")
+)
+
 var embedCommand = &cli.Command{
 	Name:      "embed",
 	Usage:     "write the CLIP embeddings of images or texts to a .npy file",
@@ -48,34 +59,34 @@ Examples:
 		modelFlag, revisionFlag,
 		adapterFlag,
 		forceAdapterFlag,
-		&cli.StringSliceFlag{Name: "images", EnvVars: []string{"GOCLIP_EMBED_IMAGES"}, Usage: "image files or folders (repeatable, or comma-separated)", Category: catModel},
-		&cli.PathFlag{Name: "texts", EnvVars: []string{"GOCLIP_EMBED_TEXTS"}, Usage: `a file of texts, one per line ("-": stdin)`, Category: catModel},
-		&cli.PathFlag{Name: "out", EnvVars: []string{"GOCLIP_EMBED_OUT"}, Usage: "the .npy file to write", Required: true, Category: catOutput},
-		&cli.BoolFlag{Name: "normalize", EnvVars: []string{"GOCLIP_EMBED_NORMALIZE"}, Usage: "L2-normalise each embedding", Category: catOutput},
-		&cli.BoolFlag{Name: "skip-bad", EnvVars: []string{"GOCLIP_EMBED_SKIP_BAD"}, Usage: "leave out unreadable images (counted on stderr) instead of failing", Category: catOutput},
-		&cli.PathFlag{Name: "list", EnvVars: []string{"GOCLIP_EMBED_LIST"}, Usage: "also write the input of each row, one per line, to this file", Category: catOutput},
-		batchSizeFlag(64, "inputs per forward pass"),
+		embedImagesFlag,
+		embedTextsFlag,
+		embedOutFlag,
+		embedNormalizeFlag,
+		embedSkipBadFlag,
+		embedListFlag,
+		embedBatchSizeFlag,
 		workersFlag,
 	}, computeFlags()...),
 	Action: torchAction(runEmbed),
 }
 
 func runEmbed(c *cli.Context) error {
-	images := append(c.StringSlice("images"), c.Args().Slice()...)
-	textsPath := c.String("texts")
+	images := append(embedImagesFlag.Get(c), c.Args().Slice()...)
+	textsPath := embedTextsFlag.Get(c)
 	switch {
-	case c.NArg() > 0 && len(c.StringSlice("images")) == 0:
+	case c.NArg() > 0 && len(embedImagesFlag.Get(c)) == 0:
 		return fmt.Errorf("unexpected arguments %q: image paths need --images", c.Args().Slice())
 	case len(images) > 0 && textsPath != "":
 		return errors.New("give --images or --texts, not both")
 	case len(images) == 0 && textsPath == "":
 		return errors.New("nothing to embed: give --images PATH... or --texts FILE")
 	}
-	out := c.String("out")
+	out := embedOutFlag.Get(c)
 	if !strings.EqualFold(filepath.Ext(out), ".npy") {
 		return fmt.Errorf("--out %s: want a .npy file", out)
 	}
-	batch := c.Int("batch-size")
+	batch := embedBatchSizeFlag.Get(c)
 	if batch < 1 {
 		return fmt.Errorf("--batch-size must be at least 1, got %d", batch)
 	}
@@ -102,20 +113,20 @@ func runEmbed(c *cli.Context) error {
 		return err
 	}
 	defer lm.free()
-	emb, err := lm.embedder(c, !c.Bool("skip-bad"), texts != nil)
+	emb, err := lm.embedder(c, batch, !embedSkipBadFlag.Get(c), texts != nil)
 	if err != nil {
 		return err
 	}
 	var rows [][]float32
 	inputs := texts
 	if texts != nil {
-		if rows, err = emb.TextRows(texts, c.Bool("normalize")); err != nil {
+		if rows, err = emb.TextRows(texts, embedNormalizeFlag.Get(c)); err != nil {
 			return err
 		}
 	} else {
 		var kept []int
 		var skipped []error
-		if rows, kept, skipped, err = emb.ImageRows(context.Background(), embedding.ImageItems(images), c.Bool("normalize")); err != nil {
+		if rows, kept, skipped, err = emb.ImageRows(context.Background(), embedding.ImageItems(images), embedNormalizeFlag.Get(c)); err != nil {
 			return err
 		}
 		reportSkipped(c, skipped)
@@ -129,7 +140,7 @@ func runEmbed(c *cli.Context) error {
 	if err := atomicfile.WriteFile(out, func(w io.Writer) error { return npyio.Write(w, rows) }); err != nil {
 		return fmt.Errorf("writing %s: %w", out, err)
 	}
-	if list := c.String("list"); list != "" {
+	if list := embedListFlag.Get(c); list != "" {
 		if err := atomicfile.WriteBytes(list, []byte(strings.Join(inputs, "\n")+"\n")); err != nil {
 			return fmt.Errorf("writing %s: %w", list, err)
 		}

@@ -67,10 +67,11 @@ func loadInferenceModel(c *cli.Context) (*loadedModel, error) {
 // free releases the model.
 func (lm *loadedModel) free() { lm.model.Free() }
 
-// embedder is the embedding pipeline of the model with --batch-size, --workers and
-// --precision; strict makes an unreadable image an error. withTokenizer requires the
+// embedder is the embedding pipeline of the model with batch inputs per forward pass
+// (the command's --batch-size), --workers and --precision; strict makes an unreadable
+// image an error. withTokenizer requires the
 // tokenizer beside the model (to embed texts).
-func (lm *loadedModel) embedder(c *cli.Context, strict, withTokenizer bool) (*embedding.Embedder, error) {
+func (lm *loadedModel) embedder(c *cli.Context, batch int, strict, withTokenizer bool) (*embedding.Embedder, error) {
 	tok := lm.pre.Tokenizer
 	if withTokenizer {
 		var err error
@@ -78,7 +79,7 @@ func (lm *loadedModel) embedder(c *cli.Context, strict, withTokenizer bool) (*em
 			return nil, err
 		}
 	}
-	return embedding.New(lm.model, tok, embedding.Options{BatchSize: c.Int("batch-size"), Workers: c.Int(workersFlag.Name),
+	return embedding.New(lm.model, tok, embedding.Options{BatchSize: batch, Workers: workersFlag.Get(c),
 		Precision: lm.prec, Strict: strict}), nil
 }
 

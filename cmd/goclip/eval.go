@@ -13,6 +13,13 @@ import (
 	"goclip/train"
 )
 
+// The flags of goclip eval.
+var (
+	evalSplitFlag     = &cli.StringFlag{Name: "split", Usage: "train, val, test or all", Value: "test", EnvVars: []string{"GOCLIP_SPLIT"}}
+	evalJSONFlag      = &cli.BoolFlag{Name: "json", Usage: "print the result as JSON", Category: catOutput}
+	evalBatchSizeFlag = batchSizeFlag(train.DefaultEvalBatch, "pairs per loss batch and per forward pass")
+)
+
 var evalCommand = &cli.Command{
 	Name:      "eval",
 	Usage:     "validation loss and retrieval recall of a model on a data split",
@@ -33,9 +40,9 @@ Examples:
 		adapterFlag,
 		forceAdapterFlag,
 		dataFlag,
-		&cli.StringFlag{Name: "split", Usage: "train, val, test or all", Value: "test", EnvVars: []string{"GOCLIP_SPLIT"}},
-		&cli.BoolFlag{Name: "json", Usage: "print the result as JSON", Category: catOutput},
-		batchSizeFlag(train.DefaultEvalBatch, "pairs per loss batch and per forward pass"),
+		evalSplitFlag,
+		evalJSONFlag,
+		evalBatchSizeFlag,
 		workersFlag,
 	}, slices.Concat(computeFlags(), tableFlags(), []cli.Flag{wdsCaptionKeyFlag})...),
 	Action: torchAction(runEval),
@@ -53,14 +60,14 @@ func runEval(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("eval takes no arguments (got %q)", c.Args().Slice())
 	}
-	split, err := dataset.ParseSplit(c.String("split"))
+	split, err := dataset.ParseSplit(evalSplitFlag.Get(c))
 	if err != nil {
 		return err
 	}
-	if c.Int("batch-size") < 1 {
-		return fmt.Errorf("--batch-size must be at least 1, got %d", c.Int("batch-size"))
+	if evalBatchSizeFlag.Get(c) < 1 {
+		return fmt.Errorf("--batch-size must be at least 1, got %d", evalBatchSizeFlag.Get(c))
 	}
-	ds, err := openEvalData(c, c.String("data"), split)
+	ds, err := openEvalData(c, dataFlag.Get(c), split)
 	if err != nil {
 		return err
 	}
@@ -77,7 +84,7 @@ func runEval(c *cli.Context) error {
 	}
 	task := train.NewTask(c.App.ErrWriter, "evaluation", "item")
 	res, err := train.Evaluate(context.Background(), lm.model, tok, items, train.EvalOptions{
-		BatchSize: c.Int("batch-size"), Workers: c.Int(workersFlag.Name), Precision: lm.prec,
+		BatchSize: evalBatchSizeFlag.Get(c), Workers: c.Int(workersFlag.Name), Precision: lm.prec,
 		CacheDir: evalCacheDir(ds), Report: &ds.Report, Progress: task.Update,
 	})
 	task.Done()
@@ -87,7 +94,7 @@ func runEval(c *cli.Context) error {
 	if n := ds.Report.SkippedFor(dataset.UnreadableImage) + ds.Report.SkippedFor(dataset.OversizedImage); n > 0 {
 		fmt.Fprintf(c.App.ErrWriter, "data: %s\n", ds.Report.Summary())
 	}
-	if c.Bool("json") {
+	if evalJSONFlag.Get(c) {
 		return json.NewEncoder(c.App.Writer).Encode(res)
 	}
 	_, err = fmt.Fprintln(c.App.Writer, res)

@@ -15,6 +15,17 @@ import (
 	"goclip/train"
 )
 
+// The flags of goclip zeroshot.
+var (
+	zeroshotClassesFlag   = &cli.StringFlag{Name: "classes", EnvVars: []string{"GOCLIP_ZEROSHOT_CLASSES"}, Usage: "comma-separated class names (with IMAGE arguments)", Category: catModel}
+	zeroshotDataFlag      = &cli.PathFlag{Name: "data", EnvVars: []string{"GOCLIP_ZEROSHOT_DATA"}, Usage: "an image folder DIR/<class>/<image> to measure zero-shot accuracy on (instead of --classes and IMAGE arguments)", Category: catModel}
+	zeroshotTemplateFlag  = &cli.StringFlag{Name: "template", EnvVars: []string{"GOCLIP_ZEROSHOT_TEMPLATE"}, Usage: `prompt for each class; "{}" stands for the class name`, Value: "a photo of a {}.", Category: catModel}
+	zeroshotTemplatesFlag = &cli.PathFlag{Name: "templates", EnvVars: []string{"GOCLIP_ZEROSHOT_TEMPLATES"}, Usage: "with --data: a file of prompt templates, one per line with {} (default: OpenAI's 80 ImageNet templates)", Category: catModel}
+	zeroshotWorstFlag     = &cli.IntFlag{Name: "worst", EnvVars: []string{"GOCLIP_ZEROSHOT_WORST"}, Usage: "with --data: how many of the worst classes to print", Value: 10, Category: catOutput}
+	zeroshotJSONFlag      = &cli.BoolFlag{Name: "json", EnvVars: []string{"GOCLIP_ZEROSHOT_JSON"}, Usage: "print one JSON object instead of tables", Category: catOutput}
+	zeroshotBatchSizeFlag = batchSizeFlag(64, "images per forward pass")
+)
+
 var zeroshotCommand = &cli.Command{
 	Name:      "zeroshot",
 	Usage:     "classify images among class names given as text, without training; or measure zero-shot accuracy on an image folder",
@@ -52,13 +63,13 @@ Examples:
    goclip zeroshot --model runs/demo-finetune --data data/shapes-imagefolder --json`,
 	Flags: append([]cli.Flag{
 		modelFlag, revisionFlag,
-		&cli.StringFlag{Name: "classes", EnvVars: []string{"GOCLIP_ZEROSHOT_CLASSES"}, Usage: "comma-separated class names (with IMAGE arguments)", Category: catModel},
-		&cli.PathFlag{Name: "data", EnvVars: []string{"GOCLIP_ZEROSHOT_DATA"}, Usage: "an image folder DIR/<class>/<image> to measure zero-shot accuracy on (instead of --classes and IMAGE arguments)", Category: catModel},
-		&cli.StringFlag{Name: "template", EnvVars: []string{"GOCLIP_ZEROSHOT_TEMPLATE"}, Usage: `prompt for each class; "{}" stands for the class name`, Value: "a photo of a {}.", Category: catModel},
-		&cli.PathFlag{Name: "templates", EnvVars: []string{"GOCLIP_ZEROSHOT_TEMPLATES"}, Usage: "with --data: a file of prompt templates, one per line with {} (default: OpenAI's 80 ImageNet templates)", Category: catModel},
-		&cli.IntFlag{Name: "worst", EnvVars: []string{"GOCLIP_ZEROSHOT_WORST"}, Usage: "with --data: how many of the worst classes to print", Value: 10, Category: catOutput},
-		&cli.BoolFlag{Name: "json", EnvVars: []string{"GOCLIP_ZEROSHOT_JSON"}, Usage: "print one JSON object instead of tables", Category: catOutput},
-		batchSizeFlag(64, "images per forward pass"),
+		zeroshotClassesFlag,
+		zeroshotDataFlag,
+		zeroshotTemplateFlag,
+		zeroshotTemplatesFlag,
+		zeroshotWorstFlag,
+		zeroshotJSONFlag,
+		zeroshotBatchSizeFlag,
 		workersFlag,
 	}, computeFlags()...),
 	Action: torchAction(runZeroshot),
@@ -72,25 +83,25 @@ type zeroshotResult struct {
 }
 
 func runZeroshot(c *cli.Context) error {
-	if c.IsSet("data") {
+	if c.IsSet(zeroshotDataFlag.Name) {
 		return runZeroshotData(c)
 	}
-	if c.IsSet("templates") {
+	if c.IsSet(zeroshotTemplatesFlag.Name) {
 		return errors.New("--templates goes with --data DIR; with --classes give one --template")
 	}
-	classes := splitList(c.String("classes"))
+	classes := splitList(zeroshotClassesFlag.Get(c))
 	if len(classes) == 0 {
 		return errors.New("give --classes a,b,c and IMAGE arguments, or --data DIR (an image folder DIR/<class>/<image>)")
 	}
-	template := c.String("template")
+	template := zeroshotTemplateFlag.Get(c)
 	if !strings.Contains(template, "{}") {
 		return fmt.Errorf(`--template %q has no "{}" for the class name`, template)
 	}
 	if c.NArg() == 0 {
 		return errors.New("no images: give image files or folders as arguments")
 	}
-	if c.Int("batch-size") < 1 {
-		return fmt.Errorf("--batch-size must be at least 1, got %d", c.Int("batch-size"))
+	if zeroshotBatchSizeFlag.Get(c) < 1 {
+		return fmt.Errorf("--batch-size must be at least 1, got %d", zeroshotBatchSizeFlag.Get(c))
 	}
 	images, err := embedding.ExpandImagePaths(c.Args().Slice())
 	if err != nil {
@@ -102,7 +113,7 @@ func runZeroshot(c *cli.Context) error {
 		return err
 	}
 	defer lm.free()
-	emb, err := lm.embedder(c, true, true)
+	emb, err := lm.embedder(c, zeroshotBatchSizeFlag.Get(c), true, true)
 	if err != nil {
 		return err
 	}
@@ -114,7 +125,7 @@ func runZeroshot(c *cli.Context) error {
 	for i, r := range classified {
 		results[i] = zeroshotResult{Image: images[r.Item], Prediction: classes[r.Best], Probabilities: r.Probabilities}
 	}
-	if c.Bool("json") {
+	if zeroshotJSONFlag.Get(c) {
 		return json.NewEncoder(c.App.Writer).Encode(struct {
 			Classes []string         `json:"classes"`
 			Results []zeroshotResult `json:"results"`
@@ -145,30 +156,30 @@ func printZeroshot(c *cli.Context, classes []string, results []zeroshotResult) {
 
 // runZeroshotData is `goclip zeroshot --data DIR`: train.Zeroshot on the image folder.
 func runZeroshotData(c *cli.Context) error {
-	if c.IsSet("classes") || c.NArg() > 0 {
+	if c.IsSet(zeroshotClassesFlag.Name) || c.NArg() > 0 {
 		return errors.New("--data DIR takes its classes and images from the folder: leave out --classes and IMAGE arguments")
 	}
-	if c.IsSet("template") && c.IsSet("templates") {
+	if c.IsSet(zeroshotTemplateFlag.Name) && c.IsSet(zeroshotTemplatesFlag.Name) {
 		return errors.New("give --template or --templates, not both")
 	}
-	if c.Int("batch-size") < 1 {
-		return fmt.Errorf("--batch-size must be at least 1, got %d", c.Int("batch-size"))
+	if zeroshotBatchSizeFlag.Get(c) < 1 {
+		return fmt.Errorf("--batch-size must be at least 1, got %d", zeroshotBatchSizeFlag.Get(c))
 	}
 	templates := train.ImageNetTemplates
 	switch {
-	case c.IsSet("templates"):
+	case c.IsSet(zeroshotTemplatesFlag.Name):
 		var err error
-		if templates, err = train.ReadTemplates(c.Path("templates")); err != nil {
+		if templates, err = train.ReadTemplates(zeroshotTemplatesFlag.Get(c)); err != nil {
 			return err
 		}
-	case c.IsSet("template"):
-		t := c.String("template")
+	case c.IsSet(zeroshotTemplateFlag.Name):
+		t := zeroshotTemplateFlag.Get(c)
 		if !strings.Contains(t, "{}") {
 			return fmt.Errorf(`--template %q has no "{}" for the class name`, t)
 		}
 		templates = []string{t}
 	}
-	folder, err := dataset.ReadImageFolder(c.Path("data"))
+	folder, err := dataset.ReadImageFolder(zeroshotDataFlag.Get(c))
 	if err != nil {
 		return err
 	}
@@ -184,7 +195,7 @@ func runZeroshotData(c *cli.Context) error {
 	var report dataset.Report
 	task := train.NewTask(c.App.ErrWriter, "zero-shot", "item")
 	res, err := train.Zeroshot(context.Background(), lm.model, tok, folder, templates, train.EvalOptions{
-		BatchSize: c.Int("batch-size"), Workers: c.Int(workersFlag.Name), Precision: lm.prec, Report: &report,
+		BatchSize: zeroshotBatchSizeFlag.Get(c), Workers: c.Int(workersFlag.Name), Precision: lm.prec, Report: &report,
 		Progress: task.Update,
 	})
 	task.Done()
@@ -194,10 +205,10 @@ func runZeroshotData(c *cli.Context) error {
 	if report.Skipped() > 0 {
 		fmt.Fprintf(c.App.ErrWriter, "data: %s\n", report.Summary())
 	}
-	if c.Bool("json") {
+	if zeroshotJSONFlag.Get(c) {
 		return json.NewEncoder(c.App.Writer).Encode(res)
 	}
-	printZeroshotAccuracy(c, folder.Dir, res, c.Int("worst"))
+	printZeroshotAccuracy(c, folder.Dir, res, zeroshotWorstFlag.Get(c))
 	return nil
 }
 
