@@ -13,6 +13,9 @@ import (
 	"goclip/train"
 )
 
+// dryRunFlag is finetune's --dry-run.
+var dryRunFlag = &cli.BoolFlag{Name: "dry-run", Usage: "build the model and adapters, print the parameter counts and exit", Category: catOutput}
+
 var finetuneCommand = &cli.Command{
 	Name:      "finetune",
 	Usage:     "LoRA fine-tuning of a pre-trained CLIP, its base weights frozen",
@@ -51,7 +54,7 @@ Examples:
 		loraTargetsFlag, loraTowersFlag,
 		&cli.PathFlag{Name: initAdapterFlag, Usage: "start from this adapter instead of a fresh one: a peft adapter folder (goclip's or save_pretrained's) or a LoRA run folder; " +
 			"r, alpha and targets come from its adapter_config.json", EnvVars: []string{"GOCLIP_INIT_ADAPTER"}, Category: catLoRA},
-		&cli.BoolFlag{Name: "dry-run", Usage: "build the model and adapters, print the parameter counts and exit", Category: catOutput},
+		dryRunFlag,
 		bf16BaseFlag,
 	}, trainingFlags(5, 1e-4, 64)...),
 	Action: torchAction(runFinetune),
@@ -65,7 +68,7 @@ var bf16BaseFlag = &cli.BoolFlag{Name: "bf16-base", Usage: "LoRA under --precisi
 const initAdapterFlag = "init-adapter"
 
 func runFinetune(c *cli.Context) (err error) {
-	dryRun := c.Bool("dry-run")
+	dryRun := dryRunFlag.Get(c)
 	var s *trainSetup
 	if !dryRun {
 		if s, err = checkTraining(c, true); err != nil {

@@ -8,8 +8,9 @@ package main
 // How flags are named and read: each flag is one package-level variable (these, or a
 // command's own beside its command), put in the commands' Flags and read through that
 // variable, typed by its kind: seedFlag.Get(c) is a uint64, c.IsSet(seedFlag.Name)
-// whether it was given. A flag whose default differs between commands (--batch-size,
-// --lora-r) is one constructor, and each command's flag a variable of its own. No flag
+// whether it was given. A flag whose default differs between commands is one
+// constructor with each command's flag a variable of its own (--batch-size, --lora-r),
+// or one variable that commands copy with their default (intDefault: --epochs). No flag
 // is read by a string literal (c.Int("steps") is 0 for a misspelt name, silently);
 // TestFlagsReadByVariable holds the files to that.
 
@@ -124,6 +125,21 @@ func loraRankFlag(def int, usage string) *cli.IntFlag {
 		EnvVars:  []string{"GOCLIP_LORA_R"},
 		Category: catLoRA,
 	}
+}
+
+// intDefault is f with the command's own default v: the same flag (name, environment
+// variable, usage), read through f.
+func intDefault(f *cli.IntFlag, v int) *cli.IntFlag {
+	g := *f
+	g.Value = v
+	return &g
+}
+
+// float64Default is intDefault for a float flag.
+func float64Default(f *cli.Float64Flag, v float64) *cli.Float64Flag {
+	g := *f
+	g.Value = v
+	return &g
 }
 
 // batchSizeFlag is --batch-size with a command's own default.

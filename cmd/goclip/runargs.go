@@ -188,7 +188,7 @@ func readRunArgs(run string) (*runArgsFile, error) {
 // flags this resume changes (flag -> [run's value, new value]). A run without
 // args.json is resumed with the flags as given.
 func applyRunArgs(c *cli.Context) (*runArgsFile, map[string][2]json.RawMessage, error) {
-	run := c.String("out")
+	run := runOutFlag.Get(c)
 	prev, err := readRunArgs(run)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, nil
@@ -258,7 +258,7 @@ func normalizeRecorded(f cli.Flag, rec json.RawMessage) json.RawMessage {
 // one (an unset precision is recorded resolved).
 func resolvesTo(c *cli.Context, rec json.RawMessage) bool {
 	var s string
-	return json.Unmarshal(rec, &s) == nil && strings.EqualFold(s, c.String("precision"))
+	return json.Unmarshal(rec, &s) == nil && strings.EqualFold(s, precisionFlag.Get(c))
 }
 
 // sameJSON compares two JSON values by their compact text.

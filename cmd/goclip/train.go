@@ -20,6 +20,41 @@ import (
 	"goclip/train"
 )
 
+// The flags of train and finetune's training loop, and train's own.
+var (
+	epochsFlag      = &cli.IntFlag{Name: "epochs", Usage: "passes over the training split (0 with --max-steps: as many as those steps need)", Value: 10, EnvVars: []string{"GOCLIP_EPOCHS"}, Category: catTrain}
+	maxStepsFlag    = &cli.IntFlag{Name: "max-steps", Usage: "stop after this many optimizer steps (0: no limit)", EnvVars: []string{"GOCLIP_MAX_STEPS"}, Category: catTrain}
+	gradAccumFlag   = &cli.IntFlag{Name: "grad-accum", Usage: "micro-batches per step (the gradients equal the whole batch's)", Value: 1, EnvVars: []string{"GOCLIP_GRAD_ACCUM"}, Category: catTrain}
+	lrFlag          = &cli.Float64Flag{Name: "lr", Usage: "peak learning rate", Value: 5e-4, EnvVars: []string{"GOCLIP_LR"}, Category: catTrain}
+	minLRFlag       = &cli.Float64Flag{Name: "min-lr", Usage: "the cosine schedule's final learning rate (0 or more, at most --lr)", EnvVars: []string{"GOCLIP_MIN_LR"}, Category: catTrain}
+	warmupFlag      = &cli.IntFlag{Name: "warmup", Usage: "linear warmup steps (0: none)", Value: 100, EnvVars: []string{"GOCLIP_WARMUP"}, Category: catTrain}
+	scheduleFlag    = &cli.StringFlag{Name: "schedule", Usage: "learning-rate schedule after warmup: cosine or constant", Value: train.Cosine, EnvVars: []string{"GOCLIP_SCHEDULE"}, Category: catTrain}
+	weightDecayFlag = &cli.Float64Flag{Name: "weight-decay", Usage: "AdamW's decoupled weight decay (weight matrices only)", Value: 0.1, EnvVars: []string{"GOCLIP_WEIGHT_DECAY"}, Category: catTrain}
+	beta2Flag       = &cli.Float64Flag{Name: "beta2", Usage: "AdamW's beta2", Value: 0.98, EnvVars: []string{"GOCLIP_BETA2"}, Category: catTrain}
+	clipGradFlag    = &cli.Float64Flag{Name: "clip-grad", Usage: "clip the gradients' total 2-norm to this (0: no clipping)", Value: 1.0, EnvVars: []string{"GOCLIP_CLIP_GRAD"}, Category: catTrain}
+	maxBadStepsFlag = &cli.IntFlag{Name: "max-bad-steps", Usage: "non-finite steps in a row tolerated before the run stops", Value: 10, EnvVars: []string{"GOCLIP_MAX_BAD_STEPS"}, Category: catTrain}
+	lossFlag        = &cli.StringFlag{Name: "loss", Usage: "clip (the symmetric contrastive loss) or siglip (the pairwise sigmoid loss with a learnable bias, logit_bias, at -10, and logit_scale started at log 10; ranks exchange text features)",
+		Value: train.LossCLIP, EnvVars: []string{"GOCLIP_LOSS"}, Category: catTrain}
+	augmentFlag                = &cli.BoolFlag{Name: "augment", Usage: "random resized crops and flips on training images", EnvVars: []string{"GOCLIP_AUGMENT"}, Category: catTrain}
+	resumeFlag                 = &cli.BoolFlag{Name: "resume", Usage: "continue the run in --out from checkpoints/last.pt, with the settings of its args.json", EnvVars: []string{"GOCLIP_RESUME"}, Category: catTrain}
+	resumeFromFlag             = &cli.StringFlag{Name: "resume-from", Usage: "resume (implies --resume) from `CKPT`: latest (last.pt), best (best.pt), step-N (a --save-every checkpoint) or a checkpoint file; later step checkpoints are removed", EnvVars: []string{"GOCLIP_RESUME_FROM"}, Category: catTrain}
+	logEveryFlag               = &cli.IntFlag{Name: "log-every", Usage: "steps between metrics.jsonl rows and progress lines", Value: 10, EnvVars: []string{"GOCLIP_LOG_EVERY"}, Category: catOutput}
+	evalEveryFlag              = &cli.IntFlag{Name: "eval-every", Usage: "steps between validation evaluations (0: each epoch)", EnvVars: []string{"GOCLIP_EVAL_EVERY"}, Category: catOutput}
+	trainZeroshotDataFlag      = &cli.PathFlag{Name: "zeroshot-data", Usage: "an image folder DIR/<class>/<image> (as goclip zeroshot --data) whose zero-shot accuracy is measured during training: zeroshot_top1/top5 rows in metrics.jsonl", EnvVars: []string{"GOCLIP_ZEROSHOT_DATA"}, Category: catOutput}
+	zeroshotEveryFlag          = &cli.IntFlag{Name: "zeroshot-every", Usage: "steps between zero-shot measurements of --zeroshot-data (0: at each validation evaluation); also at the end", EnvVars: []string{"GOCLIP_ZEROSHOT_EVERY"}, Category: catOutput}
+	trainZeroshotTemplatesFlag = &cli.PathFlag{Name: "zeroshot-templates", Usage: "prompt templates of --zeroshot-data, one per line with {} (default: OpenAI's 80 ImageNet templates)", EnvVars: []string{"GOCLIP_ZEROSHOT_TEMPLATES"}, Category: catOutput}
+	saveEveryFlag              = &cli.IntFlag{Name: "save-every", Usage: "steps between extra checkpoint writes, each also kept as checkpoints/step-N.pt (0: at evaluations only)", EnvVars: []string{"GOCLIP_SAVE_EVERY"}, Category: catOutput}
+	keepFlag                   = &cli.IntFlag{Name: "keep", Usage: "keep the newest `K` checkpoints/step-N.pt of --save-every (0: all)", EnvVars: []string{"GOCLIP_KEEP"}, Category: catOutput}
+	trainEvalBatchSizeFlag     = &cli.IntFlag{Name: "eval-batch-size", Usage: "evaluation batch (pairs per loss batch)", Value: train.DefaultEvalBatch, EnvVars: []string{"GOCLIP_EVAL_BATCH_SIZE"}, Category: catCompute}
+	cacheFlag                  = &cli.PathFlag{Name: "cache", Usage: "a goclip cache folder of preprocessed images (default: the data set's, when built)", EnvVars: []string{"GOCLIP_CACHE"}, Category: catCompute}
+	trainBatchSizeFlag         = batchSizeFlag(64, "the global batch: image/caption pairs per optimizer step")
+	deviceInputFlag            = &cli.BoolFlag{Name: "device-input", Usage: "on CUDA, batches travel as uint8 crops copied one step ahead from pinned memory on a side stream and are normalised on the GPU (exact; =false: normalised on the host and copied in the step, as on the CPU)",
+		Value: true, EnvVars: []string{"GOCLIP_DEVICE_INPUT"}, Category: catCompute}
+	tokenizerFlag     = &cli.PathFlag{Name: "tokenizer", Usage: "from scratch: a vocabulary (HF folder, vocab.json's folder or bpe_simple_vocab_16e6.txt.gz) instead of training one", EnvVars: []string{"GOCLIP_TOKENIZER"}, Category: catModel}
+	vocabSizeFlag     = &cli.IntFlag{Name: "vocab-size", Usage: "from scratch: tokens of the trained BPE vocabulary (0: sized to the data, 4,096 for small sets)", EnvVars: []string{"GOCLIP_VOCAB_SIZE"}, Category: catModel}
+	contextLengthFlag = &cli.IntFlag{Name: "context-length", Usage: "from scratch: text positions (0: the architecture's)", EnvVars: []string{"GOCLIP_CONTEXT_LENGTH"}, Category: catModel}
+)
+
 const catTrain = "TRAINING"
 
 // Flags of train and finetune.
@@ -35,40 +70,39 @@ var (
 )
 
 // trainingFlags are the flags of the training loop, shared by train and finetune;
-// epochs and lr differ in default between the two.
+// --epochs, --lr and --batch-size take the command's defaults (epochsFlag, lrFlag and
+// trainBatchSizeFlag hold train's, and read the value of either command).
 func trainingFlags(epochs int, lr float64, batch int) []cli.Flag {
 	f := []cli.Flag{
 		dataFlag, runOutFlag,
-		&cli.IntFlag{Name: "epochs", Usage: "passes over the training split (0 with --max-steps: as many as those steps need)", Value: epochs, EnvVars: []string{"GOCLIP_EPOCHS"}, Category: catTrain},
-		&cli.IntFlag{Name: "max-steps", Usage: "stop after this many optimizer steps (0: no limit)", EnvVars: []string{"GOCLIP_MAX_STEPS"}, Category: catTrain},
-		&cli.IntFlag{Name: "grad-accum", Usage: "micro-batches per step (the gradients equal the whole batch's)", Value: 1, EnvVars: []string{"GOCLIP_GRAD_ACCUM"}, Category: catTrain},
-		&cli.Float64Flag{Name: "lr", Usage: "peak learning rate", Value: lr, EnvVars: []string{"GOCLIP_LR"}, Category: catTrain},
-		&cli.Float64Flag{Name: "min-lr", Usage: "the cosine schedule's final learning rate (0 or more, at most --lr)", EnvVars: []string{"GOCLIP_MIN_LR"}, Category: catTrain},
-		&cli.IntFlag{Name: "warmup", Usage: "linear warmup steps (0: none)", Value: 100, EnvVars: []string{"GOCLIP_WARMUP"}, Category: catTrain},
-		&cli.StringFlag{Name: "schedule", Usage: "learning-rate schedule after warmup: cosine or constant", Value: train.Cosine, EnvVars: []string{"GOCLIP_SCHEDULE"}, Category: catTrain},
-		&cli.Float64Flag{Name: "weight-decay", Usage: "AdamW's decoupled weight decay (weight matrices only)", Value: 0.1, EnvVars: []string{"GOCLIP_WEIGHT_DECAY"}, Category: catTrain},
-		&cli.Float64Flag{Name: "beta2", Usage: "AdamW's beta2", Value: 0.98, EnvVars: []string{"GOCLIP_BETA2"}, Category: catTrain},
-		&cli.Float64Flag{Name: "clip-grad", Usage: "clip the gradients' total 2-norm to this (0: no clipping)", Value: 1.0, EnvVars: []string{"GOCLIP_CLIP_GRAD"}, Category: catTrain},
-		&cli.IntFlag{Name: "max-bad-steps", Usage: "non-finite steps in a row tolerated before the run stops", Value: 10, EnvVars: []string{"GOCLIP_MAX_BAD_STEPS"}, Category: catTrain},
+		intDefault(epochsFlag, epochs),
+		maxStepsFlag,
+		gradAccumFlag,
+		float64Default(lrFlag, lr),
+		minLRFlag,
+		warmupFlag,
+		scheduleFlag,
+		weightDecayFlag,
+		beta2Flag,
+		clipGradFlag,
+		maxBadStepsFlag,
 		lockImageFlag, lockTextFlag,
-		&cli.StringFlag{Name: "loss", Usage: "clip (the symmetric contrastive loss) or siglip (the pairwise sigmoid loss with a learnable bias, logit_bias, at -10, and logit_scale started at log 10; ranks exchange text features)",
-			Value: train.LossCLIP, EnvVars: []string{"GOCLIP_LOSS"}, Category: catTrain},
-		&cli.BoolFlag{Name: "augment", Usage: "random resized crops and flips on training images", EnvVars: []string{"GOCLIP_AUGMENT"}, Category: catTrain},
-		&cli.BoolFlag{Name: "resume", Usage: "continue the run in --out from checkpoints/last.pt, with the settings of its args.json", EnvVars: []string{"GOCLIP_RESUME"}, Category: catTrain},
-		&cli.StringFlag{Name: "resume-from", Usage: "resume (implies --resume) from `CKPT`: latest (last.pt), best (best.pt), step-N (a --save-every checkpoint) or a checkpoint file; later step checkpoints are removed", EnvVars: []string{"GOCLIP_RESUME_FROM"}, Category: catTrain},
-		&cli.IntFlag{Name: "log-every", Usage: "steps between metrics.jsonl rows and progress lines", Value: 10, EnvVars: []string{"GOCLIP_LOG_EVERY"}, Category: catOutput},
-		&cli.IntFlag{Name: "eval-every", Usage: "steps between validation evaluations (0: each epoch)", EnvVars: []string{"GOCLIP_EVAL_EVERY"}, Category: catOutput},
-		&cli.PathFlag{Name: "zeroshot-data", Usage: "an image folder DIR/<class>/<image> (as goclip zeroshot --data) whose zero-shot accuracy is measured during training: zeroshot_top1/top5 rows in metrics.jsonl", EnvVars: []string{"GOCLIP_ZEROSHOT_DATA"}, Category: catOutput},
-		&cli.IntFlag{Name: "zeroshot-every", Usage: "steps between zero-shot measurements of --zeroshot-data (0: at each validation evaluation); also at the end", EnvVars: []string{"GOCLIP_ZEROSHOT_EVERY"}, Category: catOutput},
-		&cli.PathFlag{Name: "zeroshot-templates", Usage: "prompt templates of --zeroshot-data, one per line with {} (default: OpenAI's 80 ImageNet templates)", EnvVars: []string{"GOCLIP_ZEROSHOT_TEMPLATES"}, Category: catOutput},
-		&cli.IntFlag{Name: "save-every", Usage: "steps between extra checkpoint writes, each also kept as checkpoints/step-N.pt (0: at evaluations only)", EnvVars: []string{"GOCLIP_SAVE_EVERY"}, Category: catOutput},
-		&cli.IntFlag{Name: "keep", Usage: "keep the newest `K` checkpoints/step-N.pt of --save-every (0: all)", EnvVars: []string{"GOCLIP_KEEP"}, Category: catOutput},
-		&cli.IntFlag{Name: "eval-batch-size", Usage: "evaluation batch (pairs per loss batch)", Value: train.DefaultEvalBatch, EnvVars: []string{"GOCLIP_EVAL_BATCH_SIZE"}, Category: catCompute},
-		&cli.PathFlag{Name: "cache", Usage: "a goclip cache folder of preprocessed images (default: the data set's, when built)", EnvVars: []string{"GOCLIP_CACHE"}, Category: catCompute},
-		batchSizeFlag(batch, "the global batch: image/caption pairs per optimizer step"),
+		lossFlag,
+		augmentFlag,
+		resumeFlag,
+		resumeFromFlag,
+		logEveryFlag,
+		evalEveryFlag,
+		trainZeroshotDataFlag,
+		zeroshotEveryFlag,
+		trainZeroshotTemplatesFlag,
+		saveEveryFlag,
+		keepFlag,
+		trainEvalBatchSizeFlag,
+		cacheFlag,
+		intDefault(trainBatchSizeFlag, batch),
 		workersFlag, seedFlag, distTimeoutFlag, gradCheckpointingFlag,
-		&cli.BoolFlag{Name: "device-input", Usage: "on CUDA, batches travel as uint8 crops copied one step ahead from pinned memory on a side stream and are normalised on the GPU (exact; =false: normalised on the host and copied in the step, as on the CPU)",
-			Value: true, EnvVars: []string{"GOCLIP_DEVICE_INPUT"}, Category: catCompute},
+		deviceInputFlag,
 	}
 	f = append(f, dataFlags()...)
 	return append(f, computeFlags()...)
@@ -110,9 +144,9 @@ Examples:
    goclip train --model /data/clip-vit-base-patch16 --data /data/flickr30k --out runs/full --lr 1e-5`,
 	Flags: append([]cli.Flag{
 		modelFlag, revisionFlag, configFlag,
-		&cli.PathFlag{Name: "tokenizer", Usage: "from scratch: a vocabulary (HF folder, vocab.json's folder or bpe_simple_vocab_16e6.txt.gz) instead of training one", EnvVars: []string{"GOCLIP_TOKENIZER"}, Category: catModel},
-		&cli.IntFlag{Name: "vocab-size", Usage: "from scratch: tokens of the trained BPE vocabulary (0: sized to the data, 4,096 for small sets)", EnvVars: []string{"GOCLIP_VOCAB_SIZE"}, Category: catModel},
-		&cli.IntFlag{Name: "context-length", Usage: "from scratch: text positions (0: the architecture's)", EnvVars: []string{"GOCLIP_CONTEXT_LENGTH"}, Category: catModel},
+		tokenizerFlag,
+		vocabSizeFlag,
+		contextLengthFlag,
 		lockUnlockedFlag,
 	}, trainingFlags(10, 5e-4, 64)...),
 	Action: torchAction(runTrain),
@@ -155,8 +189,8 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 	if c.NArg() > 0 {
 		return nil, fmt.Errorf("%s takes no arguments (got %q)", c.Command.Name, c.Args().Slice())
 	}
-	resume := c.Bool("resume") || c.IsSet("resume-from")
-	if resume && c.String("out") == "" {
+	resume := resumeFlag.Get(c) || c.IsSet(resumeFromFlag.Name)
+	if resume && runOutFlag.Get(c) == "" {
 		return nil, missingFlag(c.Command.Name, "out")
 	}
 	var prev *runArgsFile
@@ -167,10 +201,10 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 			return nil, err
 		}
 	}
-	if c.String("out") == "" {
+	if runOutFlag.Get(c) == "" {
 		return nil, missingFlag(c.Command.Name, "out")
 	}
-	if needData && c.String("data") == "" {
+	if needData && dataFlag.Get(c) == "" {
 		return nil, missingFlag(c.Command.Name, "data")
 	}
 	dev, err := setupCompute(c)
@@ -184,24 +218,24 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 	if prec == clip.FP16 && dev.Type != torch.CUDADevice {
 		return nil, errors.New("--precision fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
 	}
-	out := c.String("out")
+	out := runOutFlag.Get(c)
 	args, err := newRunArgs(c, dev, map[string]any{deviceFlag.Name: dev.String(), precisionFlag.Name: string(prec)}, prev, changed)
 	if err != nil {
 		return nil, err
 	}
 	var augment dataset.AugmentOptions
-	if c.Bool("augment") {
+	if augmentFlag.Get(c) {
 		augment = dataset.DefaultAugment()
 	}
 	opts := train.Options{
 		Out: out, Resume: resume,
-		Epochs: c.Int("epochs"), MaxSteps: c.Int("max-steps"), BatchSize: c.Int("batch-size"), GradAccum: c.Int("grad-accum"),
-		LR: c.Float64("lr"), MinLR: c.Float64("min-lr"), Warmup: c.Int("warmup"), Schedule: c.String("schedule"),
-		WeightDecay: c.Float64("weight-decay"), Beta2: c.Float64("beta2"), ClipGrad: c.Float64("clip-grad"),
-		Precision: prec, MaxBadSteps: c.Int("max-bad-steps"),
-		LogEvery: c.Int("log-every"), EvalEvery: c.Int("eval-every"), EvalBatchSize: c.Int("eval-batch-size"), SaveEvery: c.Int("save-every"), Keep: c.Int("keep"), Lock: lockOf(c), Loss: c.String("loss"),
-		ZeroshotEvery: c.Int("zeroshot-every"),
-		Workers:       c.Int(workersFlag.Name), Seed: c.Uint64(seedFlag.Name), Augment: augment, HostInput: !c.Bool("device-input"),
+		Epochs: epochsFlag.Get(c), MaxSteps: maxStepsFlag.Get(c), BatchSize: trainBatchSizeFlag.Get(c), GradAccum: gradAccumFlag.Get(c),
+		LR: lrFlag.Get(c), MinLR: minLRFlag.Get(c), Warmup: warmupFlag.Get(c), Schedule: scheduleFlag.Get(c),
+		WeightDecay: weightDecayFlag.Get(c), Beta2: beta2Flag.Get(c), ClipGrad: clipGradFlag.Get(c),
+		Precision: prec, MaxBadSteps: maxBadStepsFlag.Get(c),
+		LogEvery: logEveryFlag.Get(c), EvalEvery: evalEveryFlag.Get(c), EvalBatchSize: trainEvalBatchSizeFlag.Get(c), SaveEvery: saveEveryFlag.Get(c), Keep: keepFlag.Get(c), Lock: lockOf(c), Loss: lossFlag.Get(c),
+		ZeroshotEvery: zeroshotEveryFlag.Get(c),
+		Workers:       c.Int(workersFlag.Name), Seed: c.Uint64(seedFlag.Name), Augment: augment, HostInput: !deviceInputFlag.Get(c),
 		Args: args, Log: c.App.ErrWriter,
 	}
 	if opts.Zeroshot, opts.ZeroshotTemplates, err = zeroshotSet(c); err != nil {
@@ -210,8 +244,8 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	if resume && c.IsSet("resume-from") {
-		if opts.ResumeFrom, err = train.ResolveCheckpoint(out, c.String("resume-from")); err != nil {
+	if resume && c.IsSet(resumeFromFlag.Name) {
+		if opts.ResumeFrom, err = train.ResolveCheckpoint(out, resumeFromFlag.Get(c)); err != nil {
 			return nil, err
 		}
 	}
@@ -237,7 +271,7 @@ func (s *trainSetup) openData(c *cli.Context) error {
 	}
 	ds := td.ds
 	s.ds, s.shards = ds, td.shards
-	cache := c.String("cache")
+	cache := cacheFlag.Get(c)
 	if cache == "" && td.shards == nil {
 		cache = dataset.DefaultCacheDir(ds.Root)
 	}
@@ -338,12 +372,12 @@ func runTrain(c *cli.Context) (err error) {
 		}
 	} else {
 		tokDir = train.RunDir(s.out).Tokenizer()
-		tok, err = train.ScratchTokenizer(train.ScratchVocabulary{Run: s.out, Resume: s.resume, Path: c.String("tokenizer"),
-			Data: s.ds, Streamed: s.shards != nil, Size: c.Int("vocab-size"), Save: s.main(), Log: c.App.ErrWriter})
+		tok, err = train.ScratchTokenizer(train.ScratchVocabulary{Run: s.out, Resume: s.resume, Path: tokenizerFlag.Get(c),
+			Data: s.ds, Streamed: s.shards != nil, Size: vocabSizeFlag.Get(c), Save: s.main(), Log: c.App.ErrWriter})
 		if err != nil {
 			return err
 		}
-		if m, err = train.NewScratchModel(cfg, tok, c.Int("context-length"), c.Uint64(seedFlag.Name), s.dev); err != nil {
+		if m, err = train.NewScratchModel(cfg, tok, contextLengthFlag.Get(c), c.Uint64(seedFlag.Name), s.dev); err != nil {
 			return err
 		}
 	}
@@ -354,7 +388,7 @@ func runTrain(c *cli.Context) (err error) {
 
 // zeroshotSet reads --zeroshot-data and --zeroshot-templates (nil, nil without them).
 func zeroshotSet(c *cli.Context) (*dataset.ImageFolder, []string, error) {
-	dir := c.Path("zeroshot-data")
+	dir := trainZeroshotDataFlag.Get(c)
 	if dir == "" {
 		for _, name := range []string{"zeroshot-every", "zeroshot-templates"} {
 			if c.IsSet(name) {
@@ -368,7 +402,7 @@ func zeroshotSet(c *cli.Context) (*dataset.ImageFolder, []string, error) {
 		return nil, nil, fmt.Errorf("--zeroshot-data: %w", err)
 	}
 	var templates []string
-	if f := c.Path("zeroshot-templates"); f != "" {
+	if f := trainZeroshotTemplatesFlag.Get(c); f != "" {
 		if templates, err = train.ReadTemplates(f); err != nil {
 			return nil, nil, fmt.Errorf("--zeroshot-templates: %w", err)
 		}
