@@ -6,24 +6,11 @@ package clip
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
+	"goclip/internal/testutil"
 	"goclip/torch"
 )
-
-// wantErrNaming fails unless err is set and names every one of names.
-func wantErrNaming(t *testing.T, what string, err error, names ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("%s: no error", what)
-	}
-	for _, n := range names {
-		if !strings.Contains(err.Error(), n) {
-			t.Errorf("%s: error %q does not name %q", what, err, n)
-		}
-	}
-}
 
 func TestLoadStateDictFreedEntry(t *testing.T) {
 	m := ckptNewModel(t, ckptSmallConfig(t))
@@ -37,7 +24,7 @@ func TestLoadStateDictFreedEntry(t *testing.T) {
 	sd[key].Free()
 	before := m.LogitScale.Item()
 	err := m.LoadStateDict(sd)
-	wantErrNaming(t, "LoadStateDict with a freed entry", err, key, "freed")
+	testutil.WantErrNaming(t, "LoadStateDict with a freed entry", err, key, "freed")
 	if v := m.LogitScale.Item(); v != before {
 		t.Errorf("a failed load changed logit_scale from %g to %g", before, v)
 	}
@@ -63,13 +50,13 @@ func TestFromOpenCLIPBadEntry(t *testing.T) {
 	}
 	oc[key] = nil
 	_, err = FromOpenCLIP(oc, cfg)
-	wantErrNaming(t, "FromOpenCLIP with a nil entry", err, key)
+	testutil.WantErrNaming(t, "FromOpenCLIP with a nil entry", err, key)
 
 	freed := torch.Zeros([]int64{3}, torch.Float32, torch.CPU)
 	freed.Free()
 	oc[key] = freed
 	_, err = FromOpenCLIP(oc, cfg)
-	wantErrNaming(t, "FromOpenCLIP with a freed entry", err, key, "freed")
+	testutil.WantErrNaming(t, "FromOpenCLIP with a freed entry", err, key, "freed")
 }
 
 func TestSaveNilModel(t *testing.T) {
@@ -87,7 +74,7 @@ func TestSaveNilModel(t *testing.T) {
 		{"SaveOpenCLIPFolder", filepath.Join(dir, "ocf"), func(p string) error { return SaveOpenCLIPFolder(p, nil, torch.Float32, "") }},
 	} {
 		err := save.f(save.path)
-		wantErrNaming(t, save.name+" of no model", err, save.path, "no model")
+		testutil.WantErrNaming(t, save.name+" of no model", err, save.path, "no model")
 		if _, serr := os.Stat(save.path); serr == nil {
 			t.Errorf("%s: %s was written despite the error", save.name, save.path)
 		}
@@ -110,14 +97,14 @@ func TestSaveFreedParameter(t *testing.T) {
 		{"SaveHF", filepath.Join(dir, "hf"), func(p string) error { return SaveHF(p, m, cfg, "") }},
 	} {
 		err := save.f(save.path)
-		wantErrNaming(t, save.name+" of a model with a freed parameter", err, save.path, "logit_scale", "freed")
+		testutil.WantErrNaming(t, save.name+" of a model with a freed parameter", err, save.path, "logit_scale", "freed")
 		if _, serr := os.Stat(save.path); serr == nil {
 			t.Errorf("%s: %s was written despite the error", save.name, save.path)
 		}
 	}
 	ocf := filepath.Join(dir, "ocf")
 	err := SaveOpenCLIPFolder(ocf, m, torch.Float32, "")
-	wantErrNaming(t, "SaveOpenCLIPFolder of a model with a freed parameter", err, ocf, "logit_scale", "freed")
+	testutil.WantErrNaming(t, "SaveOpenCLIPFolder of a model with a freed parameter", err, ocf, "logit_scale", "freed")
 	if _, serr := os.Stat(filepath.Join(ocf, OpenCLIPConfigFile)); serr == nil {
 		t.Errorf("SaveOpenCLIPFolder wrote %s despite the error", OpenCLIPConfigFile)
 	}

@@ -8,27 +8,15 @@ import (
 	"strings"
 	"testing"
 
+	"goclip/internal/testutil"
 	"goclip/nn"
 	"goclip/torch"
 )
 
-// wantErrNaming fails unless err is set and names every one of names.
-func wantErrNaming(t *testing.T, what string, err error, names ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("%s: no error", what)
-	}
-	for _, n := range names {
-		if !strings.Contains(err.Error(), n) {
-			t.Errorf("%s: error %q does not name %q", what, err, n)
-		}
-	}
-}
-
 func TestNilModel(t *testing.T) {
 	lc := Config{R: 4, Alpha: 8, Targets: qkv}
 	_, err := Inject(nil, lc)
-	wantErrNaming(t, "Inject(nil)", err, "no model")
+	testutil.WantErrNaming(t, "Inject(nil)", err, "no model")
 
 	// A valid adapter folder, loaded onto no model.
 	m := tinyModel(t, 1)
@@ -39,9 +27,9 @@ func TestNilModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = Load(dir, nil)
-	wantErrNaming(t, "Load(dir, nil)", err, dir, "no model")
+	testutil.WantErrNaming(t, "Load(dir, nil)", err, dir, "no model")
 	_, err = LoadAs(dir, nil, lc)
-	wantErrNaming(t, "LoadAs(dir, nil)", err, dir, "no model")
+	testutil.WantErrNaming(t, "LoadAs(dir, nil)", err, dir, "no model")
 }
 
 func TestLoadStateDictFreedEntry(t *testing.T) {
@@ -64,7 +52,7 @@ func TestLoadStateDictFreedEntry(t *testing.T) {
 	b := a.Modules()[0].Layer.B
 	before := b.Float32s()
 	err := a.LoadStateDict(sd)
-	wantErrNaming(t, "LoadStateDict with a freed entry", err, key, "freed")
+	testutil.WantErrNaming(t, "LoadStateDict with a freed entry", err, key, "freed")
 	for i, v := range b.Float32s() {
 		if v != before[i] {
 			t.Fatal("a failed load changed lora_B")
@@ -81,17 +69,17 @@ func TestFreedTensorNamed(t *testing.T) {
 	key := mod.Name + ".lora_B.weight"
 
 	_, _, err := a.Counts()
-	wantErrNaming(t, "Counts", err, key, "freed")
+	testutil.WantErrNaming(t, "Counts", err, key, "freed")
 	_, err = a.AdapterFingerprint()
-	wantErrNaming(t, "AdapterFingerprint", err, "base_model.model."+key, "freed")
+	testutil.WantErrNaming(t, "AdapterFingerprint", err, "base_model.model."+key, "freed")
 	_, err = Fingerprint([]nn.Named{{Name: "fine", T: m.LogitScale}, {Name: "broken", T: mod.Layer.B}})
-	wantErrNaming(t, "Fingerprint", err, "broken", "freed")
+	testutil.WantErrNaming(t, "Fingerprint", err, "broken", "freed")
 	_, _, err = a.MergedStateDict()
-	wantErrNaming(t, "MergedStateDict", err, mod.Name, "freed")
+	testutil.WantErrNaming(t, "MergedStateDict", err, mod.Name, "freed")
 	_, err = a.MergedEntry("")
-	wantErrNaming(t, "MergedEntry", err, key, "freed")
+	testutil.WantErrNaming(t, "MergedEntry", err, key, "freed")
 	err = a.Merge()
-	wantErrNaming(t, "Merge", err, mod.Name, "freed")
+	testutil.WantErrNaming(t, "Merge", err, mod.Name, "freed")
 	err = a.Save(t.TempDir(), "")
-	wantErrNaming(t, "Save", err, key, "freed")
+	testutil.WantErrNaming(t, "Save", err, key, "freed")
 }

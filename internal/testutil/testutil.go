@@ -176,3 +176,17 @@ func MaxAbsDiff[T float32 | float64](a, b []T) float64 {
 	}
 	return m
 }
+
+// WantErrNaming fails the test unless err is set and its message names every one of
+// names (a file, a key, a flag: what a user needs to find the fault).
+func WantErrNaming(t testing.TB, what string, err error, names ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s: no error", what)
+	}
+	for _, n := range names {
+		if !strings.Contains(err.Error(), n) {
+			t.Errorf("%s: error %q does not name %q", what, err, n)
+		}
+	}
+}
