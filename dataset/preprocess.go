@@ -1,6 +1,10 @@
 package dataset
 
-import "math"
+import (
+	"math"
+	"slices"
+	"sync"
+)
 
 // CLIP preprocessing, as transformers' CLIPImageProcessor does it with PIL:
 //
@@ -184,6 +188,9 @@ func ResizeBox(img RGB, box [4]int, w, h int) RGB {
 // (x0, y0) (inside the w x h result): each output pixel depends only on its own
 // weights, so the window is bit-identical to cropping the full resize, for less work.
 func resizeWindow(img RGB, box [4]int, w, h, x0, y0, cw, ch int) RGB {
+	if cw <= 0 || ch <= 0 || img.W <= 0 || img.H <= 0 {
+		return NewRGB(max(cw, 0), max(ch, 0))
+	}
 	needH := w != img.W || box[0] != 0 || box[2] != img.W
 	needV := h != img.H || box[1] != 0 || box[3] != img.H
 	var kh, kv coeffs
@@ -193,37 +200,103 @@ func resizeWindow(img RGB, box [4]int, w, h, x0, y0, cw, ch int) RGB {
 	}
 	if needV {
 		kv = bicubicCoeffs(img.H, float64(box[1]), float64(box[3]), h).window(y0, ch)
-		first = kv.bounds[0]
-		last = kv.bounds[2*(ch-1)] + kv.bounds[2*(ch-1)+1]
-		for i := 0; i < ch; i++ {
-			kv.bounds[2*i] -= first
+		first, last = kv.start[0], kv.start[ch-1]+kv.taps
+		for i := range kv.start {
+			kv.start[i] -= first
 		}
 	}
-	tmp := NewRGB(cw, last-first)
+	tmp := getPairs(cw, last-first, img.W)
+	defer pairsPool.Put(tmp)
 	if needH {
 		resampleH(tmp, img, first, kh)
 	} else {
-		for y := range tmp.H {
+		for y := range tmp.h {
 			s := 3 * ((first+y)*img.W + x0)
-			copy(tmp.Pix[3*cw*y:3*cw*(y+1)], img.Pix[s:s+3*cw])
+			tmp.setRow(y, img.Pix[s:s+3*cw])
 		}
 	}
-	if !needV {
-		return tmp
-	}
 	out := NewRGB(cw, ch)
+	if !needV {
+		for y := range ch {
+			tmp.getRow(y, out.Pix[3*cw*y:3*cw*(y+1)])
+		}
+		return out
+	}
 	resampleV(out, tmp, kv)
 	return out
 }
 
+// pairs is the image between the two passes, laid out for the vertical pass: the 3*W
+// levels (0..255) of row y two to an int64 word, value i of the row in the low (i even)
+// or high (i odd) 32 bits of word stride*y + i/2. One multiplication of a word by a
+// weight then makes the products of two values at once (see resampleV).
+type pairs struct {
+	stride, h int
+	v         []int64
+	acc       []int64 // resampleV's running sums, one row of words
+	hin       []int64 // resampleH's two source rows, packed
+}
+
+// pairsPool holds intermediate images between resizes.
+var pairsPool = sync.Pool{New: func() any { return &pairs{} }}
+
+// getPairs returns a pooled w x h intermediate image (contents undefined) for a source
+// srcW pixels wide.
+func getPairs(w, h, srcW int) *pairs {
+	p := pairsPool.Get().(*pairs)
+	p.stride, p.h = (3*w+1)/2, h
+	if n := p.stride * h; cap(p.v) < n {
+		p.v = make([]int64, n)
+	}
+	p.v = p.v[:p.stride*h]
+	if cap(p.acc) < p.stride {
+		p.acc = make([]int64, p.stride)
+	}
+	p.acc = p.acc[:p.stride]
+	if cap(p.hin) < 3*srcW {
+		p.hin = make([]int64, 3*srcW)
+	}
+	return p
+}
+
+func (p *pairs) row(y int) []int64 { return p.v[p.stride*y : p.stride*(y+1)] }
+
+// setRow stores the 3*W levels of row y.
+func (p *pairs) setRow(y int, levels []uint8) {
+	r := p.row(y)
+	for j := range r {
+		lo, hi := int64(levels[2*j]), int64(0)
+		if 2*j+1 < len(levels) {
+			hi = int64(levels[2*j+1])
+		}
+		r[j] = lo | hi<<32
+	}
+}
+
+// getRow loads the 3*W levels of row y into out.
+func (p *pairs) getRow(y int, out []uint8) {
+	for j, w := range p.row(y) {
+		out[2*j] = uint8(w)
+		if 2*j+1 < len(out) {
+			out[2*j+1] = uint8(w >> 32)
+		}
+	}
+}
+
 const precisionBits = 32 - 8 - 2 // PIL's PRECISION_BITS for 8-bit images
 
-// coeffs are one pass's filter: for output i, taps bounds[2i+1] input samples from
-// bounds[2i], weights k[i*ksize:].
+// coeffs are one pass's filter in PIL's 22-bit fixed point: output i is the weighted sum
+// of input samples start[i] .. start[i]+taps-1 with weights k[i*taps:(i+1)*taps].
+//
+// PIL gives each output its own number of taps (at most ksize); here every output has
+// the same number, the largest PIL uses in the pass, the extra ones with weight zero
+// (start is moved left where the taps would pass the input's end), so that the
+// resampling loops run a fixed count without per-output bounds. Integer sums do not
+// depend on the order or on zero terms, so the result is PIL's bit for bit.
 type coeffs struct {
-	ksize  int
-	bounds []int
-	k      []int32
+	taps  int
+	start []int
+	k     []int32
 }
 
 func bicubic(x float64) float64 {
@@ -244,13 +317,14 @@ func bicubic(x float64) float64 {
 	return 0
 }
 
-// window keeps the outputs [x0, x0+n).
+// window keeps the outputs [x0, x0+n), in a copy of start (the caller may shift it).
 func (c coeffs) window(x0, n int) coeffs {
-	return coeffs{ksize: c.ksize, bounds: c.bounds[2*x0 : 2*(x0+n)], k: c.k[x0*c.ksize : (x0+n)*c.ksize]}
+	return coeffs{taps: c.taps, start: slices.Clone(c.start[x0 : x0+n]), k: c.k[x0*c.taps : (x0+n)*c.taps]}
 }
 
 // bicubicCoeffs is PIL's precompute_coeffs + normalize_coeffs_8bpc for the bicubic
-// filter, with the same floating-point operations in the same order.
+// filter, with the same floating-point operations in the same order, laid out with a
+// fixed tap count (see coeffs).
 func bicubicCoeffs(inSize int, in0, in1 float64, outSize int) coeffs {
 	const support0 = 2.0
 	scale := float64(float32(in1-in0)) / float64(outSize)
@@ -260,9 +334,12 @@ func bicubicCoeffs(inSize int, in0, in1 float64, outSize int) coeffs {
 	}
 	support := support0 * filterscale
 	ksize := int(math.Ceil(support))*2 + 1
-	c := coeffs{ksize: ksize, bounds: make([]int, 2*outSize), k: make([]int32, outSize*ksize)}
+	// PIL's layout first: ksize weights per output, xmin and the count used.
+	k := make([]int32, outSize*ksize)
+	xmins, counts := make([]int, outSize), make([]int, outSize)
 	kk := make([]float64, ksize)
 	ss := 1.0 / filterscale
+	taps := 1
 	for xx := 0; xx < outSize; xx++ {
 		center := in0 + float64((float64(xx)+0.5)*scale)
 		xmin := int(center - support + 0.5)
@@ -286,12 +363,23 @@ func bicubicCoeffs(inSize int, in0, in1 float64, outSize int) coeffs {
 				v /= ww
 			}
 			if v < 0 {
-				c.k[xx*ksize+x] = int32(-0.5 + float64(v*(1<<precisionBits)))
+				k[xx*ksize+x] = int32(-0.5 + float64(v*(1<<precisionBits)))
 			} else {
-				c.k[xx*ksize+x] = int32(0.5 + float64(v*(1<<precisionBits)))
+				k[xx*ksize+x] = int32(0.5 + float64(v*(1<<precisionBits)))
 			}
 		}
-		c.bounds[2*xx], c.bounds[2*xx+1] = xmin, xmax
+		xmins[xx], counts[xx] = xmin, max(xmax, 0)
+		taps = max(taps, xmax)
+	}
+	// Then the fixed count: taps <= inSize, as every count is.
+	if r := (taps + 3) &^ 3; r <= inSize {
+		taps = r
+	}
+	c := coeffs{taps: taps, start: make([]int, outSize), k: make([]int32, outSize*taps)}
+	for xx := range outSize {
+		s := min(xmins[xx], inSize-taps)
+		c.start[xx] = s
+		copy(c.k[xx*taps+xmins[xx]-s:], k[xx*ksize:xx*ksize+counts[xx]])
 	}
 	return c
 }
@@ -299,63 +387,157 @@ func bicubicCoeffs(inSize int, in0, in1 float64, outSize int) coeffs {
 // clipFixed is PIL's clip8: the fixed-point sum shifted down and clamped to 0..255.
 func clipFixed(v int32) uint8 { return rangeLimit[(v>>precisionBits)&1023] }
 
-// resampleH fills dst (dst.H rows) from src rows first.. with the horizontal filter.
-func resampleH(dst, src RGB, first int, c coeffs) {
-	const half = 1 << (precisionBits - 1)
-	for y := 0; y < dst.H; y++ {
-		in := src.Pix[3*src.W*(first+y) : 3*src.W*(first+y+1)]
-		out := dst.Pix[3*dst.W*y : 3*dst.W*(y+1)]
-		for x := 0; x < dst.W; x++ {
-			xmin, n := c.bounds[2*x], c.bounds[2*x+1]
-			k := c.k[x*c.ksize : x*c.ksize+n]
-			s := in[3*xmin : 3*(xmin+n)]
-			r, g, b := int32(half), int32(half), int32(half)
+// resampleH fills dst (dst.h rows, len(c.start) pixels each) from src rows first..
+// with the horizontal filter, each value rounded and clipped to 0..255 as PIL does
+// between the passes. Two source rows go through at once, packed two values to a word
+// as in resampleV (rows y and y+1 share the weights), the taps four at a time.
+func resampleH(dst *pairs, src RGB, first int, c coeffs) {
+	T := c.taps
+	c0, c1 := 3*c.start[0], 3*(c.start[len(c.start)-1]+T) // the values the taps read
+	pk := dst.hin[:3*src.W]
+	for y := 0; y < dst.h; y += 2 {
+		a := src.Pix[3*src.W*(first+y) : 3*src.W*(first+y+1)]
+		b := a
+		if y+1 < dst.h {
+			b = src.Pix[3*src.W*(first+y+1) : 3*src.W*(first+y+2)]
+		}
+		a, b, p := a[c0:c1], b[c0:c1], pk[c0:c1]
+		for i := range p {
+			p[i] = int64(a[i]) | int64(b[i])<<32
+		}
+		outA, outB := dst.row(y), []int64(nil)
+		if y+1 < dst.h {
+			outB = dst.row(y + 1)
+		}
+		for x, s0 := range c.start {
+			k := c.k[x*T : x*T+T]
+			s := pk[3*s0 : 3*(s0+T)]
+			r, g, b := halfPair, halfPair, halfPair
+			for len(k) >= 4 && len(s) >= 12 {
+				k0, k1, k2, k3 := int64(k[0]), int64(k[1]), int64(k[2]), int64(k[3])
+				p := s[:12:12]
+				r += p[0]*k0 + p[3]*k1 + p[6]*k2 + p[9]*k3
+				g += p[1]*k0 + p[4]*k1 + p[7]*k2 + p[10]*k3
+				b += p[2]*k0 + p[5]*k1 + p[8]*k2 + p[11]*k3
+				k, s = k[4:], s[12:]
+			}
 			for len(k) > 0 && len(s) >= 3 {
-				kv := k[0]
-				r += int32(s[0]) * kv
-				g += int32(s[1]) * kv
-				b += int32(s[2]) * kv
+				kv := int64(k[0])
+				r += s[0] * kv
+				g += s[1] * kv
+				b += s[2] * kv
 				k, s = k[1:], s[3:]
 			}
-			o := out[3*x : 3*x+3 : 3*x+3]
-			o[0], o[1], o[2] = clipFixed(r), clipFixed(g), clipFixed(b)
+			rA, rB := splitPair(r)
+			gA, gB := splitPair(g)
+			bA, bB := splitPair(b)
+			putPixel(outA, x, rA, gA, bA)
+			if outB != nil {
+				putPixel(outB, x, rB, gB, bB)
+			}
 		}
 	}
 }
 
-// resampleV fills dst from src with the vertical filter. Integer sums do not depend
-// on the order of the taps, so each output row accumulates whole input rows, four taps
-// at a time.
-func resampleV(dst, src RGB, c coeffs) {
-	const half = 1 << (precisionBits - 1)
+// splitPair returns the two clipped 8-bit results of a word holding two fixed-point
+// sums (see resampleV).
+func splitPair(v int64) (lo, hi int64) {
+	l := int32(v)
+	return int64(clipFixed(l)), int64(clipFixed(int32((v - int64(l)) >> 32)))
+}
+
+// putPixel stores pixel x's three levels, values 3x, 3x+1, 3x+2 of the row: words
+// 3x/2 on. Pixels are stored left to right (an odd pixel completes the word its left
+// neighbour began).
+func putPixel(out []int64, x int, r, g, b int64) {
+	j := 3 * x / 2
+	if x%2 == 0 {
+		out[j] = r | g<<32
+		if j+1 < len(out) {
+			out[j+1] = b
+		}
+		return
+	}
+	w := out[j : j+2 : j+2]
+	w[0] |= r << 32
+	w[1] = g | b<<32
+}
+
+// resampleV fills dst from src with the vertical filter. Integer sums do not depend on
+// the order of the taps, so each output row accumulates whole input rows, four taps at
+// a time, the last group (one to four taps) adding, clipping and storing in one pass.
+//
+// Two values share each int64 word: a word a + b<<32 times a weight k is a*k + (b*k)<<32,
+// so a sum of such products is A + B<<32 with A and B the two values' sums (PIL's int32
+// sums: |A|, |B| < 2^31, so no int64 overflow), from which A is the low 32 bits read as
+// an int32 and B = (sum - A) >> 32, exactly.
+func resampleV(dst RGB, src *pairs, c coeffs) {
 	w := 3 * dst.W
-	acc := make([]int32, w)
-	row := func(y int) []uint8 { return src.Pix[w*y : w*(y+1)] }
-	for y := 0; y < dst.H; y++ {
-		ymin, n := c.bounds[2*y], c.bounds[2*y+1]
-		k := c.k[y*c.ksize : y*c.ksize+n]
-		for i := range acc {
-			acc[i] = half
-		}
-		t := 0
-		for ; t+4 <= n; t += 4 {
-			r0, r1, r2, r3 := row(ymin+t), row(ymin+t+1), row(ymin+t+2), row(ymin+t+3)
-			k0, k1, k2, k3 := k[t], k[t+1], k[t+2], k[t+3]
-			r0, r1, r2, r3 = r0[:len(acc)], r1[:len(acc)], r2[:len(acc)], r3[:len(acc)]
-			for i := range acc {
-				acc[i] += int32(r0[i])*k0 + int32(r1[i])*k1 + int32(r2[i])*k2 + int32(r3[i])*k3
-			}
-		}
-		for ; t < n; t++ {
-			r0, k0 := row(ymin + t)[:len(acc)], k[t]
-			for i := range acc {
-				acc[i] += int32(r0[i]) * k0
-			}
-		}
+	T := c.taps
+	for y := range dst.H {
+		s0 := c.start[y]
+		k := c.k[y*T : y*T+T]
 		out := dst.Pix[w*y : w*(y+1)]
-		out = out[:len(acc)]
-		for i, v := range acc {
-			out[i] = rangeLimit[(v>>precisionBits)&1023]
+		t := 0
+		for ; T-t > 4; t += 4 {
+			vAcc4(src.acc, src.row(s0+t), src.row(s0+t+1), src.row(s0+t+2), src.row(s0+t+3), k[t:t+4], t == 0)
 		}
+		if t == 0 {
+			for i := range src.acc {
+				src.acc[i] = halfPair
+			}
+		}
+		var r [4][]int64
+		for i := range T - t {
+			r[i] = src.row(s0 + t + i)
+		}
+		vLast(out, src.acc, r, k[t:])
+	}
+}
+
+// halfPair is the rounding half of PIL's sums in both halves of a word.
+const halfPair = int64(1)<<(precisionBits-1) | int64(1)<<(precisionBits-1+32)
+
+// vAcc4 adds four rows' taps to acc (which starts at halfPair when init).
+func vAcc4(acc, r0, r1, r2, r3 []int64, k []int32, init bool) {
+	k0, k1, k2, k3 := int64(k[0]), int64(k[1]), int64(k[2]), int64(k[3])
+	r0, r1, r2, r3 = r0[:len(acc)], r1[:len(acc)], r2[:len(acc)], r3[:len(acc)]
+	if init {
+		for i := range acc {
+			acc[i] = halfPair + r0[i]*k0 + r1[i]*k1 + r2[i]*k2 + r3[i]*k3
+		}
+		return
+	}
+	for i := range acc {
+		acc[i] += r0[i]*k0 + r1[i]*k1 + r2[i]*k2 + r3[i]*k3
+	}
+}
+
+// vLast adds the last len(k) (1..4) rows' taps to acc, splits each word into its two
+// sums and stores them clipped in out (3*W values: the last word's high half is unused
+// when that is odd).
+func vLast(out []uint8, acc []int64, r [4][]int64, k []int32) {
+	var kk [4]int64
+	for i, v := range k {
+		kk[i] = int64(v)
+	}
+	for i := range r { // rows beyond len(k): row 0 again, with weight 0
+		if r[i] == nil {
+			r[i] = r[0]
+		}
+	}
+	n := len(acc)
+	r0, r1, r2, r3 := r[0][:n], r[1][:n], r[2][:n], r[3][:n]
+	k0, k1, k2, k3 := kk[0], kk[1], kk[2], kk[3]
+	m := len(out) / 2
+	o := out[:2*m]
+	for j := range m {
+		lo, hi := splitPair(acc[j] + r0[j]*k0 + r1[j]*k1 + r2[j]*k2 + r3[j]*k3)
+		p := o[2*j : 2*j+2 : 2*j+2]
+		p[0], p[1] = uint8(lo), uint8(hi)
+	}
+	if len(out)%2 == 1 {
+		lo, _ := splitPair(acc[m] + r0[m]*k0 + r1[m]*k1 + r2[m]*k2 + r3[m]*k3)
+		out[2*m] = uint8(lo)
 	}
 }
