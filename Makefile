@@ -2,7 +2,7 @@
 #   make venv       the project's Python environment, build/venv (third_party/venv.sh):
 #                   torch 2.11 (whose libtorch the shim uses), transformers, peft, open_clip
 #   make build      the venv and apt packages when missing, the shim (only when its
-#                   sources changed), then bin/goclip
+#                   sources changed), then bin/goclip (with libjpeg-turbo when installed)
 #   make test       gofmt, go vet and every Go test (the README's test command)
 #   make check-torch-newest  the shim syntax-checked against the newest torch (CUDA, NCCL on)
 #   make bench      benchmarks against the Python peers; tables in bench/results/
@@ -29,6 +29,15 @@ ifeq ($(GOCLIP_TORCH)$(LIBTORCH),venv)
 SHIM_DEPS := $(VENV_STAMP)
 SHIM_FLAGS := --require-cuda
 endif
+# Go build tags: jpegturbo (internal/jpegturbo: libjpeg-turbo, exact as PIL, statically
+# linked) when third_party/find-jpegturbo.sh finds libjpeg-turbo, which third_party/apt.sh
+# installs; else Go's image/jpeg. GOCLIP_JPEG=go builds the fallback, GOCLIP_JPEG=turbo
+# fails without the library. The tags are written to GO_TAGS_FILE only when they change,
+# so that a new choice rebuilds bin/goclip; recipes read them from there.
+GOCLIP_JPEG ?= auto
+export GOCLIP_JPEG
+GO_TAGS_FILE := build/go-tags.txt
+GO_TAGS = $$(cat $(GO_TAGS_FILE))
 # The newest torch PyPI serves, for check-torch-newest (bump when a new one appears).
 TORCH_NEWEST ?= 2.15.0
 
@@ -61,19 +70,31 @@ $(SHIM): $(SHIM_SRC) scripts/build-shim.sh third_party/find-libtorch.sh $(SHIM_D
 	@third_party/apt.sh
 	scripts/build-shim.sh --out $(SHIM_DIR) --jobs $(THREADS) $(SHIM_FLAGS)
 
-bin/goclip: $(SHIM) $(GO_SRC)
-	$(GO) build -o bin/goclip ./cmd/goclip
+$(GO_TAGS_FILE): FORCE
+	@third_party/apt.sh
+	@mkdir -p build; t=$$(third_party/find-jpegturbo.sh --why) || exit 1; \
+	  echo "$$t" | cmp -s - $@ 2>/dev/null || echo "$$t" >$@
+
+bin/goclip: $(SHIM) $(GO_TAGS_FILE) $(GO_SRC)
+	$(GO) build -tags "$(GO_TAGS)" -o bin/goclip ./cmd/goclip
 
 build: bin/goclip
 
+# Every test with the build's tags (libjpeg-turbo's tests against the venv's PIL and
+# Debian's python3-pil, which apt.sh --test installs, included), then, when the build
+# has libjpeg-turbo, package dataset again as the fallback build (Go's image/jpeg) runs it.
 test: build $(VENV_STAMP)
+	@third_party/apt.sh --test
 	@files=$$(gofmt -l $$(find . -name '*.go' -not -path './build/*')); \
 	  if [ -n "$$files" ]; then echo "gofmt would change: $$files"; exit 1; fi
-	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 40m ./...
+	@if [ "$${CI:-}" = true ] && [ -z "$(GO_TAGS)" ]; then \
+	  echo "make test: CI=true needs libjpeg-turbo: $$(GOCLIP_JPEG=turbo third_party/find-jpegturbo.sh 2>&1)"; exit 1; fi
+	$(GO) vet -tags "$(GO_TAGS)" ./...
+	$(GO) test -tags "$(GO_TAGS)" -count=1 -timeout 40m ./...
+	@if [ -n "$(GO_TAGS)" ]; then set -x; $(GO) vet ./dataset ./internal/jpegturbo && $(GO) test -count=1 ./dataset; fi
 
 test-short: build
-	$(GO) test -count=1 -short ./...
+	$(GO) test -tags "$(GO_TAGS)" -count=1 -short ./...
 
 # Every fuzz target for FUZZTIME each (their seed corpora already run in make test), as
 # package:target pairs; run after make build. Minimisation is capped so that a new input found late does not
@@ -88,10 +109,10 @@ FUZZ_TARGETS := \
 	clip/tokenizer:FuzzEncode clip/tokenizer:FuzzLoadHF clip/tokenizer:FuzzLoadOpenAI \
 	lora:FuzzLoadAdapter
 
-fuzz-smoke:
+fuzz-smoke: $(GO_TAGS_FILE)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=./$${t%%:*}; fn=$${t##*:}; echo "== $$pkg $$fn"; \
-	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $$pkg; \
+	  $(GO) test -tags "$(GO_TAGS)" -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $$pkg; \
 	done
 
 # What the GPU machine (no Go there) needs: bin/goclip and the test binaries, packed into
@@ -111,8 +132,8 @@ bench: build
 bench-features: build
 	python3 bench/train_step_features.py bench/results/train-step-features-cpu.md
 
-vet:
-	$(GO) vet ./...
+vet: $(GO_TAGS_FILE)
+	$(GO) vet -tags "$(GO_TAGS)" ./...
 
 fmt:
 	gofmt -l -w $$(git ls-files '*.go')

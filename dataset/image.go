@@ -64,8 +64,9 @@ func ReadImage(path string, maxPixels int) (RGB, error) {
 // clips to 255 on conversion. JPEG chroma is upsampled with libjpeg's "fancy"
 // (triangular) filter and converted with libjpeg's integer YCbCr->RGB tables, so the
 // result differs from PIL's only where Go's IDCT rounds differently from libjpeg's
-// (a level or so on a few pixels); built with -tags jpegturbo, JPEGs are decoded by
-// libjpeg-turbo as PIL decodes them, exactly (package jpegturbo). Lossy WebP is
+// (a level or so on a few pixels); built with -tags jpegturbo (as make build builds
+// goclip where libjpeg-turbo is installed), JPEGs are decoded by libjpeg-turbo as PIL
+// decodes them, exactly (package jpegturbo). Lossy WebP is
 // converted as libwebp converts it (webpYCbCrToRGB), lossless WebP and BMP exactly;
 // a GIF's transparent palette entry comes out black where PIL keeps its colour (Go's
 // decoder drops it). The pixel limit (maxPixels <= 0: DefaultMaxPixels) is checked
@@ -137,6 +138,16 @@ func DecodeImage(data []byte, name string, maxPixels int) (RGB, error) {
 		return fail(err)
 	}
 	return img, nil
+}
+
+// JPEGDecoder names the JPEG decoder of this build, for goclip version: libjpeg-turbo
+// (built with -tags jpegturbo, as make build does where the library is installed) or
+// Go's image/jpeg (the fallback).
+func JPEGDecoder() string {
+	if jpegturbo.Available {
+		return "libjpeg-turbo " + jpegturbo.Version + ", statically linked"
+	}
+	return "Go image/jpeg (built without -tags jpegturbo: slower, a level off PIL on some pixels; make build uses libjpeg-turbo where it is installed)"
 }
 
 // pngGrey16 reports whether a PNG's IHDR says 16-bit greyscale without alpha

@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"goclip/dataset"
 	"goclip/torch"
 )
 
@@ -19,10 +20,11 @@ var versionJSONFlag = &cli.BoolFlag{Name: "json", Usage: "print one JSON object"
 
 var versionCommand = &cli.Command{
 	Name:  "version",
-	Usage: "print goclip's version, the libtorch it runs on and the CUDA devices it sees",
+	Usage: "print goclip's version, the libtorch it runs on, the CUDA devices it sees and its JPEG decoder",
 	Description: `Prints goclip's version, the version of libtorch the shim library was built
 against, whether that libtorch was built with CUDA, whether CUDA is usable here, and
-how many CUDA devices are visible.
+how many CUDA devices are visible, and which JPEG decoder this build has (libjpeg-turbo,
+as make build builds it where the library is installed, or Go's image/jpeg).
 
 Examples:
    goclip version
@@ -40,6 +42,7 @@ type versionInfo struct {
 	CUDAAvailable  bool   `json:"cuda_available"`
 	CUDADevices    int    `json:"cuda_devices"`
 	DefaultThreads int    `json:"threads"`
+	JPEGDecoder    string `json:"jpeg_decoder"`
 }
 
 func runVersion(c *cli.Context) error {
@@ -50,6 +53,7 @@ func runVersion(c *cli.Context) error {
 		BuiltWithCUDA:  torch.BuiltWithCUDA(),
 		CUDAAvailable:  torch.CUDAAvailable(),
 		DefaultThreads: torch.Threads(),
+		JPEGDecoder:    dataset.JPEGDecoder(),
 	}
 	if v.CUDAAvailable {
 		v.CUDADevices = torch.CUDADeviceCount()
@@ -69,5 +73,6 @@ func runVersion(c *cli.Context) error {
 		fmt.Fprintln(w, "CUDA available: false (this shim was built without CUDA; scripts/build-shim.sh --require-cuda says why): goclip runs on the CPU")
 	}
 	fmt.Fprintf(w, "intra-op threads: %d\n", v.DefaultThreads)
+	fmt.Fprintf(w, "JPEG decoder: %s\n", v.JPEGDecoder)
 	return nil
 }

@@ -3,7 +3,7 @@
 package jpegturbo
 
 /*
-#cgo LDFLAGS: -ljpeg
+#cgo LDFLAGS: -l:libjpeg.a
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +104,13 @@ import (
 
 // Available reports whether this build decodes with libjpeg-turbo.
 const Available = true
+
+// Version is the version of the libjpeg-turbo this build links (statically), from its
+// jconfig.h, e.g. "2.1.5".
+var Version = func() string {
+	v := int(C.LIBJPEG_TURBO_VERSION_NUMBER) // major*1000000 + minor*1000 + patch
+	return fmt.Sprintf("%d.%d.%d", v/1000000, v/1000%1000, v%1000)
+}()
 
 // Decode decodes a JPEG to RGB (HWC) as PIL's Image.open(f).convert("RGB") does for
 // greyscale and YCbCr JPEGs. Images over maxPixels are refused from their header.
