@@ -21,7 +21,8 @@
 #          alpha=128, q/k/v) against transformers + peft.
 #   data:  400 synthetic 500x375 JPEGs (bench/preprocess -gen) written by `goclip shard`
 #          as 4 train shards of 90 (and small val/test sets), streamed with 2 workers by
-#          bench/data (built twice: Go's image/jpeg and -tags jpegturbo) and by
+#          bench/data (built twice: as make builds goclip, with libjpeg-turbo, which this
+#          part requires, and as the fallback build, Go's image/jpeg) and by
 #          bench/peer/data_wds.py (webdataset + PIL, DataLoader num_workers=2); ~2.5 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +44,7 @@ parts=("$@")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 if [ -z "${GOCLIP:-}" ]; then
-  go build -o "$tmp/goclip" ./cmd/goclip
+  go build -tags "$(third_party/find-jpegturbo.sh)" -o "$tmp/goclip" ./cmd/goclip # as make builds it
   GOCLIP=$tmp/goclip
 fi
 go build -o "$tmp/ops" ./bench/ops
@@ -107,8 +108,9 @@ for part in "${parts[@]}"; do
     bench/preprocess.sh
     ;;
   data)
+    tags=$(GOCLIP_JPEG=turbo third_party/find-jpegturbo.sh) # fails, saying why, without libjpeg-turbo
+    go build -tags "$tags" -o "$tmp/data-turbo" ./bench/data
     go build -o "$tmp/data-go" ./bench/data
-    go build -tags jpegturbo -o "$tmp/data-turbo" ./bench/data
     go build -o "$tmp/preprocess" ./bench/preprocess
     "$tmp/preprocess" -gen "$tmp/img" -n 400
     { echo image,caption; for f in "$tmp"/img/*.jpg; do echo "${f##*/},a synthetic picture"; done; } >"$tmp/img/captions.csv"
@@ -116,8 +118,8 @@ for part in "${parts[@]}"; do
     shards=$tmp/shards/train
     # 5 short rounds (DATA_ROUNDS): on this loaded machine one side's streaming rate
     # varies by up to 2x from run to run, more than the other parts' step times.
-    ROUNDS=$DATA_ROUNDS group data go "'$tmp/data-go' -data '$shards' -workers 2" \
-      turbo "'$tmp/data-turbo' -data '$shards' -workers 2 -time 3s -decode-time 1.5s" \
+    ROUNDS=$DATA_ROUNDS group data turbo "'$tmp/data-turbo' -data '$shards' -workers 2 -time 3s -decode-time 1.5s" \
+      go "'$tmp/data-go' -data '$shards' -workers 2 -time 3s -decode-time 1.5s" \
       py "'$PY' bench/peer/data_wds.py --data '$shards' --workers 2 --time 3 --decode-time 1.5"
     ROUNDS=$DATA_ROUNDS table data >bench/results/data-cpu.md
     cat bench/results/data-cpu.md

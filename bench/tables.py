@@ -45,7 +45,7 @@ def header(title, names, torch_version, rates=False):
     print(f"- libtorch {torch_version} (the venv's torch wheel; goclip's shim is built against the same "
           f"library); {go}")
     if rates:
-        print(f"- {rounds} runs per side, goclip and the peer alternating (go, turbo, Python, go, ...); medians")
+        print(f"- {rounds} runs per side, goclip and the peer alternating (turbo, go, Python, turbo, ...); medians")
     else:
         print(f"- threads: {threads} on both sides (`torch.set_num_threads`, `--threads`); "
               f"{rounds} runs per side, goclip and the peers alternating; medians")
@@ -144,42 +144,44 @@ elif part == "train":
           ", ".join(f"{n}: {runs(n, 'go')[0]['gflops_per_step']:.2f}" for n in names if runs(n, 'go')))
 
 elif part == "data":
-    g, t, p = runs("data", "go"), runs("data", "turbo"), runs("data", "py")
+    t, g, p = runs("data", "turbo"), runs("data", "go"), runs("data", "py")
     header("Shard pipeline: goclip vs webdataset + PIL (CPU)", ["data"], p[0].get("torch", "?") if p else "?", rates=True)
     w = p[0]["workers"] if p else 2
     print(f"Work: 400 synthetic 500x375 JPEGs (Go image/jpeg, quality 90, 4:2:0; `bench/preprocess -gen`) "
           f"written by `goclip shard --shard-size 90`; the 4 train shards (360 samples) are read, decoded and "
           f"preprocessed to 224 (bicubic shortest-side resize, centre crop, normalise to float32 CHW) into "
           f"batches of 32 with {w} workers, whole epochs for at least 3 s, timed from the first batch. "
-          f"goclip: `bench/data` (`dataset.StreamLoader`, {w} decoding goroutines), built as goclip builds by "
-          f"default (Go's image/jpeg path) and with `-tags jpegturbo` (libjpeg-turbo, `internal/jpegturbo`). "
+          f"goclip: `bench/data` (`dataset.StreamLoader`, {w} decoding goroutines), built as `make build` builds "
+          f"goclip where libjpeg-turbo is installed (`-tags jpegturbo`, `internal/jpegturbo`, "
+          f"{t[0].get('decoder', '?') if t else '?'}) and as the fallback build without it (Go's image/jpeg). "
           f"Peer: `bench/peer/data_wds.py`, webdataset {p[0].get('webdataset', '?') if p else '?'} "
           f"`WebDataset(...).to_tuple('jpg', 'txt')` + PIL {p[0].get('pil', '?') if p else '?'} and "
           f"`bench/peer/preprocess_pil.py`'s CLIPImageProcessor arithmetic, torch `DataLoader(num_workers={w}, "
           f"batch_size=32)`. One core: the JPEG bytes of 100 samples held in memory, decoded to RGB one after "
           f"another for at least 1.5 s (goclip: `dataset.DecodeImage`; PIL: `Image.open(BytesIO(b)).convert('RGB')`), "
-          f"then decoded and preprocessed as above (`dataset.Preprocess`; `preprocess_pil.preprocess`).\n")
+          f"the decoded images preprocessed as above (`dataset.Preprocess`; `preprocess_pil.preprocess_image`), "
+          f"then both together (`preprocess_pil.preprocess`).\n")
     pv = med(p, "stream_images_per_s")
     print(f"| pipeline ({w} workers) | images/s | vs webdataset + PIL | target | |")
     print("| --- | ---: | ---: | ---: | --- |")
     print(f"| webdataset + PIL, DataLoader | {pv:,.0f} | 1.00x | | |")
-    for rs, label in [(g, "goclip, Go image/jpeg (default build)"), (t, "goclip, libjpeg-turbo (`-tags jpegturbo`)")]:
+    for rs, label in [(t, "goclip, libjpeg-turbo (default build)"), (g, "goclip, Go image/jpeg (fallback build)")]:
         v = med(rs, "stream_images_per_s")
         r = v / pv
         print(f"| {label} | {v:,.0f} | {r:.2f}x | ≥ 1.5x | {'meets' if r >= 1.5 else 'misses'} |")
-    print("\n| one core, 500x375 JPEG bytes in memory | PIL images/s | goclip Go image/jpeg images/s "
-          "| goclip libjpeg-turbo images/s | turbo/PIL | turbo/Go |")
+    print("\n| one core, 500x375 JPEGs | PIL images/s | goclip libjpeg-turbo images/s "
+          "| goclip Go image/jpeg images/s | turbo/PIL | turbo/Go |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for key, label in [("decode_images_per_s", "raw decode to RGB"),
+    for key, label in [("decode_images_per_s", "raw decode to RGB (bytes in memory)"),
+                       ("preprocess_images_per_s", "preprocess a decoded image to 224"),
                        ("decode_preprocess_images_per_s", "decode + preprocess to 224")]:
-        pd, gd, td = med(p, key), med(g, key), med(t, key)
-        print(f"| {label} | {pd:,.0f} | {gd:,.0f} | {td:,.0f} | {td / pd:.2f}x | {td / gd:.2f}x |")
-    print("\nThe machine is shared with other jobs (load average above), so the three sides alternate "
-          "run by run and the tables give medians; single runs of one side differ by up to 2x "
-          "(per-run figures below). The one-core rows show where the pipelines spend their time: goclip's "
-          "decode + preprocess is several times its raw decode, i.e. the bicubic resize in Go "
-          "(`dataset.resampleH` is about half of the CPU profile, libjpeg-turbo's decode a quarter), "
-          "while Go's image/jpeg decodes at a fraction of libjpeg-turbo's rate.")
-    print(f"\nPer-run figures (images/s, streaming): goclip Go " + ", ".join(f"{r['stream_images_per_s']:.0f}" for r in g)
-          + "; goclip turbo " + ", ".join(f"{r['stream_images_per_s']:.0f}" for r in t)
+        pd, td, gd = med(p, key), med(t, key), med(g, key)
+        print(f"| {label} | {pd:,.0f} | {td:,.0f} | {gd:,.0f} | {td / pd:.2f}x | {td / gd:.2f}x |")
+    print("\nThe three sides alternate run by run and the tables give medians (per-run figures below); "
+          "the load average above says how busy the machine was. The preprocessing row is the same code in "
+          "both goclip builds (their difference there is noise); PIL's preprocessing includes numpy's "
+          "float conversion and normalisation.")
+    print(f"\nPer-run figures (images/s, streaming): goclip turbo " + ", ".join(f"{r['stream_images_per_s']:.0f}" for r in t)
+          + "; goclip Go " + ", ".join(f"{r['stream_images_per_s']:.0f}" for r in g)
           + "; webdataset + PIL " + ", ".join(f"{r['stream_images_per_s']:.0f}" for r in p) + ".")
+

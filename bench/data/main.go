@@ -1,7 +1,8 @@
 // Command data measures goclip's shard pipeline: webdataset shards read, decoded and
-// preprocessed to 224 by dataset.StreamLoader, and the raw JPEG decode rate of the
-// decoder this binary was built with (Go's image/jpeg path, or libjpeg-turbo when built
-// with -tags jpegturbo). bench/run.sh data runs it next to the Python peer
+// preprocessed to 224 by dataset.StreamLoader; then, on one goroutine, the raw JPEG
+// decode rate of the decoder this binary was built with (libjpeg-turbo with -tags
+// jpegturbo, as make build builds goclip where it is installed, else Go's image/jpeg),
+// the preprocessing rate of decoded images, and both together. bench/run.sh data runs it next to the Python peer
 // (bench/peer/data_wds.py) on the same shards.
 //
 //	go run ./bench/data -data 'SHARDS/train-{000000..000003}.tar' [-workers 2] [-time 4s]
@@ -23,7 +24,6 @@ import (
 	"time"
 
 	"goclip/dataset"
-	"goclip/internal/jpegturbo"
 )
 
 func main() {
@@ -49,11 +49,7 @@ func run(spec string, workers, size, batch int, minTime, decodeTime time.Duratio
 	if err != nil {
 		return err
 	}
-	decoder := "go image/jpeg"
-	if jpegturbo.Available {
-		decoder = "libjpeg-turbo"
-	}
-	res := map[string]any{"decoder": decoder, "shards": len(sh.Paths), "workers": workers, "size": size, "batch": batch}
+	res := map[string]any{"decoder": dataset.JPEGDecoder(), "shards": len(sh.Paths), "workers": workers, "size": size, "batch": batch}
 
 	rep := &dataset.Report{}
 	l, err := dataset.NewStreamLoader(sh, dataset.LoaderOptions{Size: size, BatchSize: batch, Workers: workers, Report: rep})
@@ -83,6 +79,10 @@ func run(spec string, workers, size, batch int, minTime, decodeTime time.Duratio
 		return err
 	}
 	res["decode_preprocess_images_per_s"] = ips
+	if ips, err = preprocessRate(jpegs, decodeTime, size); err != nil {
+		return err
+	}
+	res["preprocess_images_per_s"] = ips
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
@@ -154,6 +154,28 @@ func readJPEGs(paths []string, n int) ([][]byte, error) {
 		return nil, errors.New("no .jpg members in the shards")
 	}
 	return out, nil
+}
+
+// preprocessRate preprocesses (dataset.Preprocess) the decoded JPEGs one after another
+// on this goroutine until minTime has passed; it returns images/s.
+func preprocessRate(jpegs [][]byte, minTime time.Duration, size int) (float64, error) {
+	imgs := make([]dataset.RGB, len(jpegs))
+	for i, b := range jpegs {
+		img, err := dataset.DecodeImage(b, fmt.Sprintf("jpeg %d", i), 0)
+		if err != nil {
+			return 0, err
+		}
+		imgs[i] = img
+	}
+	start := time.Now()
+	n := 0
+	for time.Since(start) < minTime {
+		for _, img := range imgs {
+			dataset.Preprocess(img, size)
+			n++
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
 }
 
 // decodeRate decodes the JPEGs one after another on this goroutine (one core) through

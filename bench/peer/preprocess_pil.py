@@ -21,7 +21,10 @@ STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
 
 def preprocess(path, size):
-    im = Image.open(path).convert("RGB")
+    return preprocess_image(Image.open(path).convert("RGB"), size)
+
+
+def preprocess_image(im, size):
     w, h = im.size
     short, long = (w, h) if w <= h else (h, w)
     nl = int(size * long / short)
