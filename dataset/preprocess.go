@@ -372,9 +372,6 @@ func bicubicCoeffs(inSize int, in0, in1 float64, outSize int) coeffs {
 		taps = max(taps, xmax)
 	}
 	// Then the fixed count: taps <= inSize, as every count is.
-	if r := (taps + 3) &^ 3; r <= inSize {
-		taps = r
-	}
 	c := coeffs{taps: taps, start: make([]int, outSize), k: make([]int32, outSize*taps)}
 	for xx := range outSize {
 		s := min(xmins[xx], inSize-taps)
@@ -390,7 +387,8 @@ func clipFixed(v int32) uint8 { return rangeLimit[(v>>precisionBits)&1023] }
 // resampleH fills dst (dst.h rows, len(c.start) pixels each) from src rows first..
 // with the horizontal filter, each value rounded and clipped to 0..255 as PIL does
 // between the passes. Two source rows go through at once, packed two values to a word
-// as in resampleV (rows y and y+1 share the weights), the taps four at a time.
+// as in resampleV (rows y and y+1 share the weights), the taps four at a time, then the
+// last one to three.
 func resampleH(dst *pairs, src RGB, first int, c coeffs) {
 	T := c.taps
 	c0, c1 := 3*c.start[0], 3*(c.start[len(c.start)-1]+T) // the values the taps read
@@ -421,12 +419,24 @@ func resampleH(dst *pairs, src RGB, first int, c coeffs) {
 				b += p[2]*k0 + p[5]*k1 + p[8]*k2 + p[11]*k3
 				k, s = k[4:], s[12:]
 			}
-			for len(k) > 0 && len(s) >= 3 {
-				kv := int64(k[0])
-				r += s[0] * kv
-				g += s[1] * kv
-				b += s[2] * kv
-				k, s = k[1:], s[3:]
+			switch { // the last one to three taps
+			case len(k) == 3 && len(s) >= 9:
+				k0, k1, k2 := int64(k[0]), int64(k[1]), int64(k[2])
+				p := s[:9:9]
+				r += p[0]*k0 + p[3]*k1 + p[6]*k2
+				g += p[1]*k0 + p[4]*k1 + p[7]*k2
+				b += p[2]*k0 + p[5]*k1 + p[8]*k2
+			case len(k) == 2 && len(s) >= 6:
+				k0, k1 := int64(k[0]), int64(k[1])
+				p := s[:6:6]
+				r += p[0]*k0 + p[3]*k1
+				g += p[1]*k0 + p[4]*k1
+				b += p[2]*k0 + p[5]*k1
+			case len(k) == 1 && len(s) >= 3:
+				k0 := int64(k[0])
+				r += s[0] * k0
+				g += s[1] * k0
+				b += s[2] * k0
 			}
 			rA, rB := splitPair(r)
 			gA, gB := splitPair(g)
