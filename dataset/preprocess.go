@@ -229,7 +229,9 @@ func resizeWindow(img RGB, box [4]int, w, h, x0, y0, cw, ch int) RGB {
 // pairs is the image between the two passes, laid out for the vertical pass: the 3*W
 // levels (0..255) of row y two to an int64 word, value i of the row in the low (i even)
 // or high (i odd) 32 bits of word stride*y + i/2. One multiplication of a word by a
-// weight then makes the products of two values at once (see resampleV).
+// weight then makes the products of two values at once (see resampleV). It takes four
+// times the bytes of the uint8 rows it holds (cw x the source rows the vertical pass
+// reads), kept in pairsPool between resizes.
 type pairs struct {
 	stride, h int
 	v         []int64
