@@ -40,7 +40,8 @@ def header(title, names, torch_version, rates=False):
     print(f"# {title}\n")
     print(f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     print(f"- machine: {os.cpu_count()} CPUs (`nproc`), {cpu}; 1-minute load average before each run: "
-          f"min {min(ls):.2f}, median {statistics.median(ls):.2f}, max {max(ls):.2f} (other jobs were running)"
+          f"min {min(ls):.2f}, median {statistics.median(ls):.2f}, max {max(ls):.2f} "
+          + ("(it counts the benchmark's own processes: about 2 while its 2 workers run)" if rates else "(other jobs were running)")
           if ls else f"- machine: {os.cpu_count()} CPUs, {cpu}")
     print(f"- libtorch {torch_version} (the venv's torch wheel; goclip's shim is built against the same "
           f"library); {go}")
