@@ -30,7 +30,10 @@ python=${PYTHON:-$root/build/venv/bin/python}
 echo "gpu-prepare: building the shim and bin/goclip (make build $*)"
 make build "$@"
 
-echo "gpu-prepare: test binaries"
+# the build tags make build chose (jpegturbo where libjpeg-turbo is installed), so that the
+# test binaries decode JPEGs as bin/goclip does
+tags=$(cat build/go-tags.txt 2>/dev/null || true)
+echo "gpu-prepare: test binaries (tags: ${tags:-none})"
 rm -rf build/tests && mkdir -p build/tests
 : >build/tests/manifest.tsv
 for pkg in $($GO list ./...); do
@@ -42,7 +45,7 @@ for pkg in $($GO list ./...); do
   rel=${dir#"$root"/}
   name=$(echo "$rel" | tr / _).test
   echo "  $pkg -> build/tests/$name"
-  $GO test -c -ldflags='-s -w' -o "build/tests/$name" "$pkg"
+  $GO test -c -tags "$tags" -ldflags='-s -w' -o "build/tests/$name" "$pkg"
   printf '%s\t%s\n' "$name" "$rel" >>build/tests/manifest.tsv
 done
 
