@@ -61,7 +61,10 @@ func Version() string {
 	return C.GoString((*C.char)(unsafe.Pointer(&buf[0])))
 }
 
-// SetThreads sets libtorch's intra-op thread count for the process.
+// SetThreads sets libtorch's intra-op thread count for the process: for every OS thread
+// that calls into libtorch, not only the calling one. (OpenMP keeps the count per OS
+// thread and a goroutine's calls may run on any of them: the shim applies the count on
+// each thread's next call.) n must be at least 1.
 func SetThreads(n int) error {
 	return statusErr("set_num_threads", C.gt_set_num_threads(C.int(n)))
 }

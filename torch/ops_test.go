@@ -2,6 +2,7 @@ package torch
 
 import (
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -396,5 +397,53 @@ func TestAutocastAndNoGrad(t *testing.T) {
 	}
 	if err := Try(func() { Autocast(CPU, Float16, func() {}) }); err == nil {
 		t.Fatal("CPU float16 autocast accepted")
+	}
+}
+
+// TestSetThreadsEveryThread checks that SetThreads holds on an OS thread other than the
+// caller's, one that already ran a parallel op before the call (OpenMP keeps the count
+// per thread: without the shim's per-call sync that thread keeps its old count, and a
+// comparison meant to run on one thread silently runs on several).
+func TestSetThreadsEveryThread(t *testing.T) {
+	prev := Threads()
+	defer SetThreads(prev)
+	if err := SetThreads(2); err != nil {
+		t.Fatal(err)
+	}
+	work := make(chan func())
+	done := make(chan int)
+	go func() { // one goroutine on its own OS thread for the whole test
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		for f := range work {
+			f()
+			done <- Threads()
+		}
+	}()
+	defer close(work)
+	matmul := func() {
+		WithScope(func() {
+			a := Randn([]int64{128, 128}, Float32, CPU)
+			a.Matmul(a)
+		})
+	}
+	work <- matmul
+	if n := <-done; n != 2 {
+		t.Fatalf("other thread: %d threads, want 2", n)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := SetThreads(1); err != nil {
+		t.Fatal(err)
+	}
+	if n := Threads(); n != 1 {
+		t.Fatalf("calling thread: %d threads after SetThreads(1)", n)
+	}
+	work <- matmul
+	if n := <-done; n != 1 {
+		t.Errorf("other thread: %d threads after SetThreads(1) on another thread, want 1", n)
+	}
+	if err := SetThreads(0); err == nil {
+		t.Error("SetThreads(0): no error")
 	}
 }

@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -46,11 +47,27 @@ inline std::string clean(const char *what) {
   return s;
 }
 
+// OpenMP keeps the intra-op thread count per OS thread (at::set_num_threads calls
+// omp_set_num_threads, which sets the calling thread's count only), and Go runs a goroutine's
+// cgo calls on whichever OS thread it is on. gt_set_num_threads records the count here;
+// every shim call applies it to its own thread once (an atomic load otherwise), so that
+// torch.SetThreads holds for the whole process, as its doc says.
+extern std::atomic<int> threads_wanted;
+inline void sync_threads() {
+  thread_local int applied = 0;
+  const int n = threads_wanted.load(std::memory_order_relaxed);
+  if (n > 0 && n != applied) {
+    at::set_num_threads(n);
+    applied = n;
+  }
+}
+
 }  // namespace goclip
 
 // GT_TRY wraps the body of every extern "C" function: any exception becomes a status.
 #define GT_TRY(...)                                                        \
   try {                                                                    \
+    goclip::sync_threads();                                                \
     __VA_ARGS__;                                                                \
     return nullptr;                                                        \
   } catch (const c10::Error &e) {                                          \

@@ -5,6 +5,8 @@
 
 namespace goclip {
 
+std::atomic<int> threads_wanted{0};  // 0: libtorch's default, never set
+
 at::ScalarType to_scalar_type(int code) {
   switch (code) {
     case GT_F32: return at::kFloat;
@@ -66,7 +68,13 @@ gt_status gt_version(char *buf, int n) {
   });
 }
 
-gt_status gt_set_num_threads(int n) { GT_TRY(at::set_num_threads(n)); }
+gt_status gt_set_num_threads(int n) {
+  GT_TRY({
+    if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
+    goclip::threads_wanted.store(n, std::memory_order_relaxed);
+    goclip::sync_threads();
+  });
+}
 gt_status gt_get_num_threads(int *out) { GT_TRY(*out = at::get_num_threads()); }
 gt_status gt_manual_seed(uint64_t seed) { GT_TRY(torch::manual_seed(seed)); }
 
