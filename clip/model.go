@@ -172,14 +172,14 @@ func (tp *tape) replay(layers []*EncoderLayer) {
 		return
 	}
 	saved := torch.RNGState(tp.dev)
-	defer func() { mustState(torch.SetRNGState(tp.dev, saved)) }()
+	defer func() { torch.Must(torch.SetRNGState(tp.dev, saved)) }()
 	needIn := tp.in.RequiresGrad()
 	torch.WithGrad(func() {
 		for i := len(layers) - 1; i >= 0; i-- {
 			inner := torch.NewScope()
 			wantGrad := i > 0 || needIn
 			x := tp.xs[i].Detach().SetRequiresGrad(wantGrad) // [B, T, D]
-			mustState(torch.SetRNGState(tp.dev, tp.rng[i]))
+			torch.Must(torch.SetRNGState(tp.dev, tp.rng[i]))
 			var y *torch.Tensor
 			if tp.castOn {
 				torch.Autocast(tp.dev, tp.castDT, func() { y = layers[i].Forward(x) }) // [B, T, D]
@@ -203,13 +203,6 @@ func (tp *tape) replay(layers []*EncoderLayer) {
 			tp.in.BackwardWith(g, false)
 		}
 	})
-}
-
-// mustState panics with a *torch.Error when restoring a generator state failed.
-func mustState(err error) {
-	if err != nil {
-		panic(&torch.Error{Op: "gradient checkpointing", Msg: err.Error()})
-	}
 }
 
 func (e *Encoder) namedParameters(prefix string) []nn.Named {

@@ -15,7 +15,6 @@ package train
 // global-batch loss, as one process with the whole batch would compute it.
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -240,7 +239,7 @@ func contrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.Proce
 // (each sees the counts), as the *torch.Error of op; it panics inside tensor maths.
 func rowOffset(pg *torch.ProcessGroup, b int64, dev torch.Device, op string) int64 {
 	counts, err := pg.AllGather(torch.FromInt64([]int64{b}, 1).ToDevice(dev, false)) // [W]
-	mustDist(err)
+	torch.Must(err)
 	var start int64
 	for r, c := range counts.Int64s() {
 		if c == 0 {
@@ -252,19 +251,4 @@ func rowOffset(pg *torch.ProcessGroup, b int64, dev torch.Device, op string) int
 		}
 	}
 	return start
-}
-
-// mustDist re-raises a collective's error inside tensor maths (a step, a loss, an
-// embedding pass), where the caller's torch.Try recovers it into an error: the process
-// group reports its failures as *torch.Error (wrapped or not), and that *torch.Error is
-// what panics. Exported functions do not let it out: they return the error.
-func mustDist(err error) {
-	if err == nil {
-		return
-	}
-	var te *torch.Error
-	if !errors.As(err, &te) {
-		panic(err) // not a collective's failure but a bug: it is not recovered
-	}
-	panic(te)
 }

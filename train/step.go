@@ -164,7 +164,7 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 		if t.dp != nil {
 			var err error
 			v, err = t.dp.MeanScalar(v)
-			mustDist(err)
+			torch.Must(err)
 		}
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return v, false
@@ -240,7 +240,7 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 	}
 
 	if t.dp != nil {
-		mustDist(t.dp.AverageGradients())
+		torch.Must(t.dp.AverageGradients())
 	}
 	params := t.opt.Params()
 	if t.scaler != nil {
