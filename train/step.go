@@ -88,11 +88,15 @@ func (t *trainer) stepBatch(b *dataset.Batch, lr float64) (stepResult, error) {
 		defer func() { t.afterForward = nil }()
 		return t.stepWith(lr, t.feed.inputs)
 	}
+	cut, l, err := t.model.TextIDs(b.InputIDs, b.Len())
+	if err != nil {
+		return stepResult{}, fmt.Errorf("train: batch %d of epoch %d: %w", b.Index, b.Epoch, err)
+	}
 	return t.stepWith(lr, func() batchTensors {
 		n, s, dev := int64(b.Len()), int64(b.Size), t.model.Device()
 		return batchTensors{
 			pixels: torch.FromFloat32(b.Pixels, n, 3, s, s).ToDevice(dev, false), // [B, 3, S, S]
-			ids:    t.model.TextIDs(b.InputIDs, int(n)).ToDevice(dev, false),     // [B, L]
+			ids:    torch.FromInt64(cut, n, int64(l)).ToDevice(dev, false),       // [B, L]
 		}
 	})
 }
