@@ -15,6 +15,7 @@ package train
 // global-batch loss, as one process with the whole batch would compute it.
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -67,15 +68,35 @@ type DataParallel struct {
 }
 
 // NewDataParallel makes the helper for params (all of the model's parameters; those that
-// require grad are the trainable ones). It runs no collective.
-func NewDataParallel(pg *torch.ProcessGroup, params []nn.Named) *DataParallel {
+// require grad are the trainable ones). It runs no collective. A nil pg, or a parameter
+// whose tensor is nil or freed, is an error naming it.
+func NewDataParallel(pg *torch.ProcessGroup, params []nn.Named) (*DataParallel, error) {
+	if pg == nil {
+		return nil, errors.New("train: data parallel: no process group")
+	}
 	dp := &DataParallel{PG: pg, params: params}
 	for _, p := range params {
-		if p.T.RequiresGrad() {
+		var grad bool
+		if err := torch.Try(func() { grad = p.T.RequiresGrad() }); err != nil {
+			return nil, fmt.Errorf("train: data parallel: parameter %s: %w", p.Name, err)
+		}
+		if grad {
 			dp.trainable = append(dp.trainable, p)
 		}
 	}
-	return dp
+	return dp, nil
+}
+
+// checkShare checks, before a step, that this rank's share of the global batch, n
+// samples, makes the --grad-accum micro-batches that every rank runs (a rank whose
+// loader left out unreadable images can fall short). One process: nothing to check.
+// With one micro-batch, an empty share is left to the losses, which fail every rank
+// alike (rowOffset).
+func (t *trainer) checkShare(n int) error {
+	if t.dp == nil || len(microBounds(n, t.opts.GradAccum))-1 == t.opts.GradAccum {
+		return nil
+	}
+	return fmt.Errorf("train: rank %d holds %d samples of the batch, fewer than --grad-accum %d", t.dp.Rank(), n, t.opts.GradAccum)
 }
 
 // Rank is this process's rank; World the number of ranks.

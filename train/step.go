@@ -80,6 +80,9 @@ func (s *Stepper) Free() { s.t.free() }
 // model's device here with its ids trimmed by Model.TextIDs. The input tensors are made in
 // the step's scope, so they are freed with its other tensors before it returns.
 func (t *trainer) stepBatch(b *dataset.Batch, lr float64) (stepResult, error) {
+	if err := t.checkShare(b.Len()); err != nil {
+		return stepResult{}, err
+	}
 	if t.feed != nil {
 		if !t.feed.holds(b) {
 			return stepResult{}, fmt.Errorf("train: batch %d of epoch %d did not come from the trainer's feed", b.Index, b.Epoch)
@@ -131,10 +134,6 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 	dev := m.Device()
 	n := int(in.pixels.Size(0))
 	bounds := microBounds(n, t.opts.GradAccum)
-	if t.dp != nil && len(bounds)-1 != t.opts.GradAccum { // every rank must run as many passes
-		panic(&torch.Error{Op: "step", Msg: fmt.Sprintf("rank %d holds %d samples of the batch, fewer than --grad-accum %d",
-			t.dp.Rank(), n, t.opts.GradAccum)})
-	}
 	lossScale := 1.0
 	if t.scaler != nil {
 		lossScale = t.scaler.Scale
