@@ -20,7 +20,7 @@
 //
 // [Speed] switches them (Model.SetSpeed). Model.TextIDs cuts a batch of ids to one past
 // the last position the pooling rule reads; every caller that embeds text (training,
-// evaluation, embed, bench) builds its ids tensor with it. nn.Attention fuses q, k and v
+// evaluation, embed, bench) cuts its ids with it. nn.Attention fuses q, k and v
 // into one product. Gradient checkpointing (off by default) runs the encoder layers
 // without autograd in a forward that records, keeping each layer's input, the device
 // generator's state and the autocast setting; after loss.Backward() has reached the

@@ -172,14 +172,14 @@ func (tp *tape) replay(layers []*EncoderLayer) {
 		return
 	}
 	saved := torch.RNGState(tp.dev)
-	defer func() { mustState(torch.SetRNGState(tp.dev, saved)) }()
+	defer func() { torch.Must(torch.SetRNGState(tp.dev, saved)) }()
 	needIn := tp.in.RequiresGrad()
 	torch.WithGrad(func() {
 		for i := len(layers) - 1; i >= 0; i-- {
 			inner := torch.NewScope()
 			wantGrad := i > 0 || needIn
 			x := tp.xs[i].Detach().SetRequiresGrad(wantGrad) // [B, T, D]
-			mustState(torch.SetRNGState(tp.dev, tp.rng[i]))
+			torch.Must(torch.SetRNGState(tp.dev, tp.rng[i]))
 			var y *torch.Tensor
 			if tp.castOn {
 				torch.Autocast(tp.dev, tp.castDT, func() { y = layers[i].Forward(x) }) // [B, T, D]
@@ -203,13 +203,6 @@ func (tp *tape) replay(layers []*EncoderLayer) {
 			tp.in.BackwardWith(g, false)
 		}
 	})
-}
-
-// mustState panics with a *torch.Error when restoring a generator state failed.
-func mustState(err error) {
-	if err != nil {
-		panic(&torch.Error{Op: "gradient checkpointing", Msg: err.Error()})
-	}
 }
 
 func (e *Encoder) namedParameters(prefix string) []nn.Named {
@@ -471,14 +464,17 @@ func (m *Model) FinishBackward() {
 	m.TextModel.Encoder.finishBackward()
 }
 
-// TextIDs is the int64 CPU tensor [rows, L] of a batch of token ids [rows, T]
-// (row-major, len(ids) = rows·T), cut to L, one past the last position that the pooling
-// rule reads in any row: with the causal mask, the positions after a row's pooled one
-// cannot change its pooled output, so the text tower gives the same result (to float
-// rounding) in fewer positions. With Speed.FullText, L = T.
-func (m *Model) TextIDs(ids []int64, rows int) *torch.Tensor {
+// TextIDs cuts a batch of token ids [rows, T] (row-major, len(ids) = rows·T) to
+// [rows, L], L one past the last position that the pooling rule reads in any row: with
+// the causal mask, the positions after a row's pooled one cannot change its pooled
+// output, so the text tower gives the same result (to float rounding) in fewer
+// positions. It returns the ids cut, row-major (ids itself when nothing is cut, as with
+// Speed.FullText, where L = T), and L; the caller makes the tensor
+// (torch.FromInt64(cut, rows, L)). ids that do not make rows rows of equal length are an
+// error.
+func (m *Model) TextIDs(ids []int64, rows int) (cut []int64, length int, err error) {
 	if rows <= 0 || len(ids)%rows != 0 {
-		panic(&torch.Error{Op: "text ids", Msg: fmt.Sprintf("%d ids do not make %d rows", len(ids), rows)})
+		return nil, 0, fmt.Errorf("text ids: %d ids do not make %d rows of equal length", len(ids), rows)
 	}
 	t := len(ids) / rows
 	l := t
@@ -489,13 +485,13 @@ func (m *Model) TextIDs(ids []int64, rows int) *torch.Tensor {
 		}
 	}
 	if l == t {
-		return torch.FromInt64(ids, int64(rows), int64(t)) // [rows, T]
+		return ids, t, nil
 	}
-	cut := make([]int64, 0, rows*l)
+	cut = make([]int64, 0, rows*l)
 	for r := range rows {
 		cut = append(cut, ids[r*t:r*t+l]...)
 	}
-	return torch.FromInt64(cut, int64(rows), int64(l)) // [rows, L]
+	return cut, l, nil
 }
 
 // VisionPooled is the image tower's pooled output [B, Dv] for pixels [B, C, S, S].

@@ -1,8 +1,10 @@
 package clip
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -140,7 +142,7 @@ func TestTextIDsTrimExact(t *testing.T) {
 			ids, longest := captions(r, rows, ctx, 20, c.pad)
 			s := torch.NewScope()
 			defer s.Close()
-			trimmed := m.TextIDs(ids, rows)
+			trimmed := textIDs(t, m, ids, rows)
 			if got := trimmed.Shape(); got[0] != rows || got[1] != int64(longest) {
 				t.Fatalf("TextIDs shape %v, want [%d %d]", got, rows, longest)
 			}
@@ -162,7 +164,7 @@ func TestTextIDsTrimExact(t *testing.T) {
 			sameGrads(t, "trimmed", gotGrads, wantGrads, 1e-6)
 
 			m.SetSpeed(Speed{FullText: true})
-			kept := m.TextIDs(ids, rows)
+			kept := textIDs(t, m, ids, rows)
 			if kept.Size(1) != ctx || !kept.Equal(full) {
 				t.Errorf("FullText: TextIDs gave %v, want the ids unchanged", kept.Shape())
 			}
@@ -175,17 +177,21 @@ func TestTextIDsTrimExact(t *testing.T) {
 	}
 }
 
-// TestTextIDsErrors checks that a slice that is not rows of equal length panics with a
-// *torch.Error (recovered by torch.Try), and that a row without an end token keeps the
+// TestTextIDsErrors checks that a slice that is not rows of equal length is an error
+// naming the ids and rows (not a panic), and that a row without an end token keeps the
 // position the pooling rule reads.
 func TestTextIDsErrors(t *testing.T) {
 	m := speedModel(t, 49407, 0)
 	defer m.Free()
-	if err := torch.Try(func() { m.TextIDs(make([]int64, 7), 2) }); err == nil {
-		t.Error("7 ids in 2 rows: no error")
-	}
-	if err := torch.Try(func() { m.TextIDs(nil, 0) }); err == nil {
-		t.Error("0 rows: no error")
+	for _, c := range []struct {
+		ids  []int64
+		rows int
+		want string
+	}{{make([]int64, 7), 2, "7 ids do not make 2 rows"}, {nil, 0, "0 ids do not make 0 rows"}, {make([]int64, 4), -1, "4 ids do not make -1 rows"}} {
+		cut, l, err := m.TextIDs(c.ids, c.rows)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%d ids in %d rows: ids %v, length %d, error %v; want an error containing %q", len(c.ids), c.rows, cut, l, err, c.want)
+		}
 	}
 	// No end id: the first-eos rule pools at 0, argmax at the largest id.
 	row := []int64{49406, 5, 9, 3, 0, 0}
@@ -222,7 +228,7 @@ func TestGradCheckpointingExact(t *testing.T) {
 			ids, _ := captions(r, 4, 77, 20, 0)
 			s := torch.NewScope()
 			defer s.Close()
-			x := m.TextIDs(ids, 4)
+			x := textIDs(t, m, ids, 4)
 			cfg := m.Config.Vision
 			pixels := torch.Randn([]int64{4, 3, cfg.ImageSize, cfg.ImageSize}, torch.Float32, torch.CPU)
 			step := func(sp Speed) ([]float64, map[string][]float64, []float64) {
@@ -278,7 +284,7 @@ func TestGradCheckpointingLockedTower(t *testing.T) {
 	defer s.Close()
 	r := rand.New(rand.NewPCG(5, 6))
 	ids, _ := captions(r, 3, 77, 20, 0)
-	x := m.TextIDs(ids, 3)
+	x := textIDs(t, m, ids, 3)
 	cfg := m.Config.Vision
 	pixels := torch.Randn([]int64{3, 3, cfg.ImageSize, cfg.ImageSize}, torch.Float32, torch.CPU)
 	step := func(sp Speed) map[string][]float64 {
@@ -294,4 +300,54 @@ func TestGradCheckpointingLockedTower(t *testing.T) {
 	}
 	want := step(Speed{})
 	sameGrads(t, "locked vision tower", step(Speed{GradCheckpointing: true}), want, 1e-6)
+}
+
+// textIDs is the ids tensor [rows, L] of m.TextIDs, made in the current scope.
+func textIDs(t *testing.T, m *Model, ids []int64, rows int) *torch.Tensor {
+	t.Helper()
+	cut, l, err := m.TextIDs(ids, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return torch.FromInt64(cut, int64(rows), int64(l)) // [rows, L]
+}
+
+// TestGradCheckpointingStateError: a generator state that cannot be restored in the
+// replay (here a tape's state replaced by 3 bytes) is libtorch's own *torch.Error of
+// set_rng_state, recovered by the caller's torch.Try, not a wrapper made up on the way;
+// the generator is left as it was and the model steps again afterwards.
+func TestGradCheckpointingStateError(t *testing.T) {
+	m := speedModel(t, 49407, 0)
+	defer m.Free()
+	m.SetSpeed(Speed{GradCheckpointing: true})
+	s := torch.NewScope()
+	defer s.Close()
+	r := rand.New(rand.NewPCG(7, 8))
+	ids, _ := captions(r, 2, 77, 20, 0)
+	x := textIDs(t, m, ids, 2)
+	before := torch.RNGState(torch.CPU).Int64s()
+	err := torch.Try(func() {
+		loss := m.EncodeText(x).Sum(false) // []
+		tapes := m.TextModel.Encoder.tapes
+		if len(tapes) != 1 {
+			t.Fatalf("%d text tapes, want 1", len(tapes))
+		}
+		tapes[0].rng[len(tapes[0].rng)-1] = torch.FromUint8([]uint8{1, 2, 3}, 3)
+		loss.Backward()
+		m.FinishBackward()
+	})
+	var te *torch.Error
+	if !errors.As(err, &te) || te.Op != "set_rng_state" {
+		t.Fatalf("replay with a bad generator state: %v (%T), want the *torch.Error of set_rng_state", err, err)
+	}
+	if after := torch.RNGState(torch.CPU).Int64s(); !slices.Equal(after, before) {
+		t.Error("the generator state changed across the failed replay")
+	}
+	for _, p := range m.NamedParameters() {
+		p.T.ZeroGrad()
+	}
+	gradsOf(t, m, func() (*torch.Tensor, *torch.Tensor) {
+		e := m.EncodeText(x) // [B, P]
+		return e, e.Sum(false)
+	})
 }

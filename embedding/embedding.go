@@ -157,21 +157,30 @@ func (e *Embedder) Texts(texts []string) (txt *torch.Tensor, err error) {
 	m := e.Model
 	dev := m.Device()
 	ctxLen := int(m.Config.Text.MaxPositionEmbeddings)
+	var idsErr error // the ids of a batch that TextIDs cannot cut
 	err = torch.Try(func() {
 		torch.NoGrad(func() {
 			chunks := []*torch.Tensor{}
 			for start := 0; start < len(texts); start += e.BatchSize {
 				batch := texts[start:min(start+e.BatchSize, len(texts))]
 				ids, _ := e.Tokenizer.Batch(batch, ctxLen)
+				var cut []int64
+				var l int
+				if cut, l, idsErr = m.TextIDs(ids, len(batch)); idsErr != nil {
+					return
+				}
 				chunks = append(chunks, e.inBatchScope(func() *torch.Tensor {
-					x := m.TextIDs(ids, len(batch)).ToDevice(dev, false) // [B, L]
-					return m.EncodeText(x)                               // [B, P]
+					x := torch.FromInt64(cut, int64(len(batch)), int64(l)).ToDevice(dev, false) // [B, L]
+					return m.EncodeText(x)                                                      // [B, P]
 				}))
 				e.progress(len(batch))
 			}
 			txt = catRows(chunks, m.Config.ProjectionDim, dev) // [M, P]
 		})
 	})
+	if err == nil {
+		err = idsErr
+	}
 	if err != nil {
 		return nil, err
 	}

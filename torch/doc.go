@@ -14,7 +14,9 @@
 // otherwise meet user input return an error. Tensor operations (Add, Matmul, Reshape, ...)
 // panic with a *Error carrying libtorch's message instead, so that model code reads like
 // the mathematics; [Try] turns such a panic back into an error, and the training step and
-// every CLI action run inside it. A bad shape never kills the process.
+// every CLI action run inside it. A bad shape never kills the process. Inside tensor
+// maths, [Must] turns a failure returned as an error (a collective, SetRNGState) into
+// that panic.
 //
 // # Memory
 //

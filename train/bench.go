@@ -258,7 +258,11 @@ func benchIDs(m *clip.Model, batch, n int) (*torch.Tensor, error) {
 		copy(row[1:n-1], body[r*(n-2):(r+1)*(n-2)])
 		row[n-1] = end
 	}
-	return m.TextIDs(ids, batch).ToDevice(m.Device(), false), nil // [B, L]
+	cut, l, err := m.TextIDs(ids, batch)
+	if err != nil {
+		return nil, err
+	}
+	return torch.FromInt64(cut, int64(batch), int64(l)).ToDevice(m.Device(), false), nil // [B, L]
 }
 
 // timed runs f and returns its wall time in milliseconds, the device synchronised after.

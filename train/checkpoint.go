@@ -48,15 +48,15 @@ type checkpointState struct {
 	bestStep int
 }
 
-// rawTensors copies named tensors to the host.
+// rawTensors copies named tensors to the host; a failure names the tensor.
 func rawTensors(ps []nn.Named) (map[string]serialize.RawTensor, error) {
 	out := make(map[string]serialize.RawTensor, len(ps))
-	err := torch.Try(func() {
-		for _, p := range ps {
-			out[p.Name] = p.T.Raw()
+	for _, p := range ps {
+		if err := torch.Try(func() { out[p.Name] = p.T.Raw() }); err != nil {
+			return nil, fmt.Errorf("%s: %w", p.Name, err)
 		}
-	})
-	return out, err
+	}
+	return out, nil
 }
 
 func rawList(ts []*torch.Tensor) ([]any, error) {
@@ -254,7 +254,10 @@ func (t *trainer) loadCheckpoint(path string) (checkpointState, error) {
 		}
 		x = x.Owned()
 		made = append(made, x)
-		if x.DType().IsFloat() && !allFinite(x) {
+		finite := true
+		if err := torch.Try(func() { finite = !x.DType().IsFloat() || allFinite(x) }); err != nil {
+			r.fail("%s: %v", what, err)
+		} else if !finite {
 			r.fail("%s holds NaN or infinite values", what)
 		}
 		return x
@@ -279,6 +282,15 @@ func (t *trainer) loadCheckpoint(path string) (checkpointState, error) {
 	if r.err != nil {
 		return st, r.err
 	}
+	for _, p := range t.params { // every shape before any copy
+		var got, want []int64
+		if err := torch.Try(func() { got, want = src[p.Name].Shape(), p.T.Shape() }); err != nil {
+			return st, fmt.Errorf("checkpoint %s: %s: %w", path, p.Name, err)
+		}
+		if !slices.Equal(got, want) {
+			return st, fmt.Errorf("checkpoint %s: %s: shape %v, the model has %v", path, p.Name, got, want)
+		}
+	}
 	optStep := int64(r.count(opt, "optimizer.step", "step", 0))
 	if r.err != nil {
 		return st, r.err
@@ -289,9 +301,6 @@ func (t *trainer) loadCheckpoint(path string) (checkpointState, error) {
 	if err := torch.Try(func() {
 		torch.NoGrad(func() {
 			for _, p := range t.params {
-				if s := src[p.Name]; !slices.Equal(s.Shape(), p.T.Shape()) {
-					panic(&torch.Error{Op: "load checkpoint", Msg: fmt.Sprintf("%s: shape %v, the model has %v", p.Name, s.Shape(), p.T.Shape())})
-				}
 				p.T.CopyFrom(src[p.Name])
 			}
 		})

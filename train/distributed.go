@@ -68,15 +68,35 @@ type DataParallel struct {
 }
 
 // NewDataParallel makes the helper for params (all of the model's parameters; those that
-// require grad are the trainable ones). It runs no collective.
-func NewDataParallel(pg *torch.ProcessGroup, params []nn.Named) *DataParallel {
+// require grad are the trainable ones). It runs no collective. A nil pg, or a parameter
+// whose tensor is nil or freed, is an error naming it.
+func NewDataParallel(pg *torch.ProcessGroup, params []nn.Named) (*DataParallel, error) {
+	if pg == nil {
+		return nil, errors.New("train: data parallel: no process group")
+	}
 	dp := &DataParallel{PG: pg, params: params}
 	for _, p := range params {
-		if p.T.RequiresGrad() {
+		var grad bool
+		if err := torch.Try(func() { grad = p.T.RequiresGrad() }); err != nil {
+			return nil, fmt.Errorf("train: data parallel: parameter %s: %w", p.Name, err)
+		}
+		if grad {
 			dp.trainable = append(dp.trainable, p)
 		}
 	}
-	return dp
+	return dp, nil
+}
+
+// checkShare checks, before a step, that this rank's share of the global batch, n
+// samples, makes the --grad-accum micro-batches that every rank runs (a rank whose
+// loader left out unreadable images can fall short). One process: nothing to check.
+// With one micro-batch, an empty share is left to the losses, which fail every rank
+// alike (rowOffset).
+func (t *trainer) checkShare(n int) error {
+	if t.dp == nil || len(microBounds(n, t.opts.GradAccum))-1 == t.opts.GradAccum {
+		return nil
+	}
+	return fmt.Errorf("train: rank %d holds %d samples of the batch, fewer than --grad-accum %d", t.dp.Rank(), n, t.opts.GradAccum)
 }
 
 // Rank is this process's rank; World the number of ranks.
@@ -240,7 +260,7 @@ func contrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.Proce
 // (each sees the counts), as the *torch.Error of op; it panics inside tensor maths.
 func rowOffset(pg *torch.ProcessGroup, b int64, dev torch.Device, op string) int64 {
 	counts, err := pg.AllGather(torch.FromInt64([]int64{b}, 1).ToDevice(dev, false)) // [W]
-	mustDist(err)
+	torch.Must(err)
 	var start int64
 	for r, c := range counts.Int64s() {
 		if c == 0 {
@@ -252,19 +272,4 @@ func rowOffset(pg *torch.ProcessGroup, b int64, dev torch.Device, op string) int
 		}
 	}
 	return start
-}
-
-// mustDist re-raises a collective's error inside tensor maths (a step, a loss, an
-// embedding pass), where the caller's torch.Try recovers it into an error: the process
-// group reports its failures as *torch.Error (wrapped or not), and that *torch.Error is
-// what panics. Exported functions do not let it out: they return the error.
-func mustDist(err error) {
-	if err == nil {
-		return
-	}
-	var te *torch.Error
-	if !errors.As(err, &te) {
-		panic(err) // not a collective's failure but a bug: it is not recovered
-	}
-	panic(te)
 }

@@ -108,7 +108,10 @@ func TestDataParallelRank(t *testing.T) {
 	}
 
 	// Ranks other than 0 start from other weights: SyncParameters must fix that.
-	dp := NewDataParallel(pg, m.named())
+	dp, err := NewDataParallel(pg, m.named())
+	if err != nil {
+		t.Fatal(err)
+	}
 	dp.BucketBytes = 40 // several buckets
 	if pg.Rank() != 0 {
 		for _, p := range m.named() {

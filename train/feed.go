@@ -134,14 +134,18 @@ func (f *feed) drop() {
 // start makes b's tensors on the device: on CUDA a copy from pinned memory on the copy
 // stream, which the host does not wait for.
 func (f *feed) start(b *dataset.Batch) (*feedBatch, error) {
+	n, s := int64(b.Len()), int64(b.Size)
+	if len(b.PixelsU8) != int(n*s*s*3) {
+		return nil, fmt.Errorf("batch %d holds %d bytes of pixels for %d images of %dx%d: the loader must serve Uint8 batches", b.Index, len(b.PixelsU8), n, s, s)
+	}
+	cut, l, err := f.model.TextIDs(b.InputIDs, int(n))
+	if err != nil {
+		return nil, fmt.Errorf("batch %d: %w", b.Index, err)
+	}
 	fb := &feedBatch{b: b}
-	err := torch.Try(func() {
+	err = torch.Try(func() {
 		torch.WithScope(func() {
-			n, s := int64(b.Len()), int64(b.Size)
-			if len(b.PixelsU8) != int(n*s*s*3) {
-				panic(&torch.Error{Op: "feed", Msg: fmt.Sprintf("batch %d holds %d bytes of pixels for %d images of %dx%d: the loader must serve Uint8 batches", b.Index, len(b.PixelsU8), n, s, s)})
-			}
-			ids := f.model.TextIDs(b.InputIDs, int(n)) // [B, L]
+			ids := torch.FromInt64(cut, n, int64(l)) // [B, L]
 			if !f.dev.IsCUDA() {
 				fb.pix, fb.ids = torch.FromUint8(b.PixelsU8, n, s, s, 3).Owned(), ids.Owned() // [B, S, S, 3]
 				return

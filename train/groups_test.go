@@ -7,7 +7,10 @@ import (
 func TestWeightDecayGroups(t *testing.T) {
 	f := synthData(t, 120, "base")
 	m := newModel(t, microConfig(t, f.tok), 1)
-	decay, noDecay := ParamGroups(m.NamedParameters())
+	decay, noDecay, err := ParamGroups(m.NamedParameters())
+	if err != nil {
+		t.Fatal(err)
+	}
 	in := func(list []string, name string) bool {
 		for _, n := range list {
 			if n == name {

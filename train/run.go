@@ -186,7 +186,11 @@ func newTrainer(job Job, opts Options) (*trainer, error) {
 		}
 		params = append(append([]nn.Named(nil), params...), nn.Named{Name: LogitBiasKey, T: t.bias})
 	}
-	decay, noDecay := ParamGroups(params)
+	decay, noDecay, gerr := ParamGroups(params)
+	if gerr != nil {
+		t.free()
+		return nil, gerr
+	}
 	if len(decay)+len(noDecay) == 0 {
 		return nil, errors.New("train: no parameter requires grad")
 	}
@@ -300,7 +304,9 @@ func (t *trainer) prepare(ctx context.Context) (release func(), err error) {
 			return release, fmt.Errorf("train: a global batch of %d over %d ranks gives shares of %d samples, fewer than the %d micro-batches of --grad-accum",
 				opts.BatchSize, pg.World(), opts.BatchSize/pg.World(), opts.GradAccum)
 		}
-		t.dp = NewDataParallel(pg, t.allParams())
+		if t.dp, err = NewDataParallel(pg, t.allParams()); err != nil {
+			return release, err
+		}
 		// Collectives must not be abandoned by some ranks only: a distributed run waits
 		// for data without ctx, and the ranks agree on stopping once per step.
 		t.dataCtx = context.WithoutCancel(ctx)

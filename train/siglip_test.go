@@ -122,7 +122,10 @@ func TestSigLIPRank(t *testing.T) {
 		p.T.ZeroGrad()
 	}
 
-	dp := NewDataParallel(pg, named)
+	dp, err := NewDataParallel(pg, named)
+	if err != nil {
+		t.Fatal(err)
+	}
 	start, end := dp.Slice(n)
 	img, txt = m.embed(x.Narrow(0, int64(start), int64(end-start)), y.Narrow(0, int64(start), int64(end-start)))
 	loss, err := SigLIPLossGathered(img, txt, m.scale, bias, pg)

@@ -80,6 +80,9 @@ func (s *Stepper) Free() { s.t.free() }
 // model's device here with its ids trimmed by Model.TextIDs. The input tensors are made in
 // the step's scope, so they are freed with its other tensors before it returns.
 func (t *trainer) stepBatch(b *dataset.Batch, lr float64) (stepResult, error) {
+	if err := t.checkShare(b.Len()); err != nil {
+		return stepResult{}, err
+	}
 	if t.feed != nil {
 		if !t.feed.holds(b) {
 			return stepResult{}, fmt.Errorf("train: batch %d of epoch %d did not come from the trainer's feed", b.Index, b.Epoch)
@@ -88,11 +91,15 @@ func (t *trainer) stepBatch(b *dataset.Batch, lr float64) (stepResult, error) {
 		defer func() { t.afterForward = nil }()
 		return t.stepWith(lr, t.feed.inputs)
 	}
+	cut, l, err := t.model.TextIDs(b.InputIDs, b.Len())
+	if err != nil {
+		return stepResult{}, fmt.Errorf("train: batch %d of epoch %d: %w", b.Index, b.Epoch, err)
+	}
 	return t.stepWith(lr, func() batchTensors {
 		n, s, dev := int64(b.Len()), int64(b.Size), t.model.Device()
 		return batchTensors{
 			pixels: torch.FromFloat32(b.Pixels, n, 3, s, s).ToDevice(dev, false), // [B, 3, S, S]
-			ids:    t.model.TextIDs(b.InputIDs, int(n)).ToDevice(dev, false),     // [B, L]
+			ids:    torch.FromInt64(cut, n, int64(l)).ToDevice(dev, false),       // [B, L]
 		}
 	})
 }
@@ -127,10 +134,6 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 	dev := m.Device()
 	n := int(in.pixels.Size(0))
 	bounds := microBounds(n, t.opts.GradAccum)
-	if t.dp != nil && len(bounds)-1 != t.opts.GradAccum { // every rank must run as many passes
-		panic(&torch.Error{Op: "step", Msg: fmt.Sprintf("rank %d holds %d samples of the batch, fewer than --grad-accum %d",
-			t.dp.Rank(), n, t.opts.GradAccum)})
-	}
 	lossScale := 1.0
 	if t.scaler != nil {
 		lossScale = t.scaler.Scale
@@ -164,7 +167,7 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 		if t.dp != nil {
 			var err error
 			v, err = t.dp.MeanScalar(v)
-			mustDist(err)
+			torch.Must(err)
 		}
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return v, false
@@ -240,7 +243,7 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 	}
 
 	if t.dp != nil {
-		mustDist(t.dp.AverageGradients())
+		torch.Must(t.dp.AverageGradients())
 	}
 	params := t.opt.Params()
 	if t.scaler != nil {
