@@ -27,10 +27,8 @@ import (
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
 
-	"goclip/clip"
 	"goclip/internal/atomicfile"
 	"goclip/internal/rundir"
-	"goclip/torch"
 )
 
 // MetricsFile and CurveFile are the run files of this file's writers (see RunDir).
@@ -219,7 +217,7 @@ func (l *metricsLog) stepDone(e stepEvent) error {
 		return nil // a window of skipped steps only
 	}
 	row := TrainRow{Time: nowText(), Step: e.step, Epoch: e.epoch, LR: e.lr, TrainLoss: loss / float64(n), GradNorm: norm / float64(n),
-		ImagesPerS: e.imagesPerS, Skipped: e.skipped, LogitScale: logitScale(l.t.model), LogitBias: l.t.logitBias()}
+		ImagesPerS: e.imagesPerS, Skipped: e.skipped, LogitScale: e.logitScale, LogitBias: e.logitBias}
 	if l.t.scaler != nil {
 		row.LossScale = l.t.scaler.Scale
 	}
@@ -450,12 +448,3 @@ func (r EvalResult) MarshalJSON() ([]byte, error) {
 
 // nowText is the time of a metrics row.
 func nowText() string { return time.Now().UTC().Format(time.RFC3339Nano) }
-
-// logitScale is exp(logit_scale) of m (NaN, written as null, when it cannot be read).
-func logitScale(m *clip.Model) float64 {
-	v := math.NaN()
-	if err := torch.Try(func() { v = math.Exp(m.LogitScale.Item()) }); err != nil {
-		return math.NaN()
-	}
-	return v
-}

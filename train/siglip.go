@@ -22,16 +22,6 @@ const (
 // open_clip name it.
 const LogitBiasKey = "logit_bias"
 
-// logitBias is the trainer's SigLIP bias (nil: none, as CLIP's loss has).
-func (t *trainer) logitBias() *float64 {
-	if t.bias == nil {
-		return nil
-	}
-	v := math.NaN()
-	torch.Try(func() { v = t.bias.Item() })
-	return &v
-}
-
 // SigLIP's initial log-temperature t' and bias b.
 var (
 	SigLIPInitLogitScale = math.Log(10)
