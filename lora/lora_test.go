@@ -331,7 +331,7 @@ func TestTrainingStepChangesOnlyLoRA(t *testing.T) {
 		}
 		g.Free()
 	}
-	if err := opt.Update(1e-3); err != nil {
+	if err := opt.Update(1e-3, nil); err != nil {
 		t.Fatal(err)
 	}
 	changedB := 0

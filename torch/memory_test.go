@@ -75,7 +75,7 @@ func TestScopedTrainingStepsDoNotLeak(t *testing.T) {
 		loss := CrossEntropy(Linear(Linear(x, w1, nil).Gelu(), w2, nil), y)
 		loss.Backward()
 		ClipGradNorm(opt.Params(), 1.0)
-		if err := opt.Update(1e-2); err != nil {
+		if err := opt.Update(1e-2, nil); err != nil {
 			t.Fatal(err)
 		}
 		opt.ZeroGrad()

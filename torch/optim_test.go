@@ -38,7 +38,7 @@ func TestAdamWMatchesReference(t *testing.T) {
 	for k := 1; k <= 5; k++ {
 		g := gradsAt(n, k)
 		P.SetGrad(FromFloat64(g, n))
-		if err := opt.Update(1e-2); err != nil {
+		if err := opt.Update(1e-2, nil); err != nil {
 			t.Fatal(err)
 		}
 		adamwReference(p, m, v, g, 1e-2, 0.9, 0.98, 1e-6, 0.1, k)
@@ -46,14 +46,14 @@ func TestAdamWMatchesReference(t *testing.T) {
 	close64(t, "adamw params", P.Float64s(), p, 1e-12)
 	close64(t, "adamw exp_avg", opt.Groups[0].ExpAvg[0].Float64s(), m, 1e-12)
 	close64(t, "adamw exp_avg_sq", opt.Groups[0].ExpAvgSq[0].Float64s(), v, 1e-12)
-	if opt.Step != 5 {
-		t.Fatalf("step %d", opt.Step)
+	if opt.Steps() != 5 {
+		t.Fatalf("step %d", opt.Steps())
 	}
 	// a parameter without gradient is left alone
 	Q := FromFloat64([]float64{1, 2}, 2).SetRequiresGrad(true)
 	opt2 := NewAdamW([][]*Tensor{{Q}}, []float64{0.1}, 0.9, 0.999, 1e-8)
 	defer opt2.Free()
-	if err := opt2.Update(1); err != nil || !Q.Equal(FromFloat64([]float64{1, 2}, 2)) {
+	if err := opt2.Update(1, nil); err != nil || !Q.Equal(FromFloat64([]float64{1, 2}, 2)) {
 		t.Fatalf("parameter without grad changed (err %v)", err)
 	}
 }
@@ -72,7 +72,7 @@ func TestAdamWMatchesPythonTorch(t *testing.T) {
 		g := gradsAt(n, k)
 		grads = append(grads, g)
 		P.SetGrad(FromFloat32(float32s(g), n))
-		if err := opt.Update(3e-3); err != nil {
+		if err := opt.Update(3e-3, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -126,17 +126,17 @@ func TestClipGradNormAndUnscale(t *testing.T) {
 	if ClipGradNorm([]*Tensor{a, b}, 10).Item() > 1.0001 {
 		t.Fatal("norm after clipping above max")
 	}
-	found := UnscaleGrads([]*Tensor{a, b}, 0.5).Item()
+	found := UnscaleGrads([]*Tensor{a, b}, Scalar(0.5)).Item()
 	if found != 0 {
 		t.Fatal("finite gradients reported as overflow")
 	}
 	close64(t, "unscaled a", a.Grad().Float64s(), []float64{1.5 * coef, 0}, 1e-6)
 	b.SetGrad(FromFloat64([]float64{math.Inf(1), 0, 0}, 3))
-	if UnscaleGrads([]*Tensor{a, b}, 1).Item() != 1 {
+	if UnscaleGrads([]*Tensor{a, b}, Scalar(1)).Item() != 1 {
 		t.Fatal("an inf gradient was not reported")
 	}
 	b.SetGrad(FromFloat64([]float64{math.NaN(), 0, 0}, 3))
-	if UnscaleGrads([]*Tensor{a, b}, 1).Item() != 1 {
+	if UnscaleGrads([]*Tensor{a, b}, Scalar(1)).Item() != 1 {
 		t.Fatal("a NaN gradient was not reported")
 	}
 }
@@ -200,5 +200,57 @@ print(json.dumps({k: [str(v.dtype), list(v.shape), v.double().flatten().tolist()
 		if !back[k].Equal(v) || !back2[k].Equal(v) {
 			t.Fatalf("%s: file round trip differs", k)
 		}
+	}
+}
+
+// TestAdamWFoundInfSkips: an update with a non-zero foundInf (a NaN gradient, as a bad
+// step has) leaves the parameter, the moments and the step counter as they were, so that
+// the next update's bias correction is that of an optimizer that never saw the skipped
+// step: bit-identical to it, and to the float64 reference within 1e-12.
+func TestAdamWFoundInfSkips(t *testing.T) {
+	s := NewScope()
+	defer s.Close()
+	const n = 5
+	p0 := seq(n, 1, 0.5)
+	P := FromFloat64(p0, n).SetRequiresGrad(true)
+	R := FromFloat64(p0, n).SetRequiresGrad(true) // never sees the skipped step
+	opt := NewAdamW([][]*Tensor{{P}}, []float64{0.1}, 0.9, 0.98, 1e-6)
+	ref := NewAdamW([][]*Tensor{{R}}, []float64{0.1}, 0.9, 0.98, 1e-6)
+	defer opt.Free()
+	defer ref.Free()
+	p, m, v := append([]float64(nil), p0...), make([]float64, n), make([]float64, n)
+	k := 0
+	for i := 1; i <= 5; i++ {
+		if i == 3 {
+			P.SetGrad(FromFloat64([]float64{math.NaN(), 1, 2, 3, 4}, n))
+			if err := opt.Update(1e-2, Scalar(1)); err != nil {
+				t.Fatal(err)
+			}
+			if !P.Equal(R) || opt.Steps() != 2 {
+				t.Fatalf("a skipped update changed the parameter or the step counter (%d)", opt.Steps())
+			}
+			continue
+		}
+		k++
+		g := gradsAt(n, k)
+		P.SetGrad(FromFloat64(g, n))
+		R.SetGrad(FromFloat64(g, n))
+		if err := opt.Update(1e-2, Scalar(0)); err != nil {
+			t.Fatal(err)
+		}
+		if err := ref.Update(1e-2, nil); err != nil {
+			t.Fatal(err)
+		}
+		adamwReference(p, m, v, g, 1e-2, 0.9, 0.98, 1e-6, 0.1, k)
+	}
+	if !P.Equal(R) || !opt.Groups[0].ExpAvg[0].Equal(ref.Groups[0].ExpAvg[0]) || !opt.Groups[0].ExpAvgSq[0].Equal(ref.Groups[0].ExpAvgSq[0]) {
+		t.Fatal("after a skipped update, the state differs from an optimizer that never saw it")
+	}
+	close64(t, "adamw params after a skip", P.Float64s(), p, 1e-12)
+	if opt.Steps() != 4 {
+		t.Fatalf("step counter %d after 4 applied updates and one skipped", opt.Steps())
+	}
+	if err := opt.LoadState(7, [][]*Tensor{{opt.Groups[0].ExpAvg[0]}}, [][]*Tensor{{opt.Groups[0].ExpAvgSq[0]}}); err != nil || opt.Steps() != 7 {
+		t.Fatalf("LoadState: step %d, err %v", opt.Steps(), err)
 	}
 }

@@ -260,8 +260,17 @@ func (t *Tensor) String() string {
 	return fmt.Sprintf("Tensor(%v, %v, %v)", t.Shape(), i.dtype, i.device)
 }
 
+// hostReads counts the reads of tensor values into Go (HostReads).
+var hostReads atomic.Int64
+
+// HostReads is the number of reads of tensor values into Go memory so far (Item, Bytes,
+// Float32s, Float64s, Int64s), each one a host wait for a device tensor. Tests count
+// them to check how often a loop waits for the device.
+func HostReads() int64 { return hostReads.Load() }
+
 // Item is the value of a one-element tensor as float64 (synchronises with the device).
 func (t *Tensor) Item() float64 {
+	hostReads.Add(1)
 	var v C.double
 	must("item", C.gt_item(t.handle("item"), &v))
 	keep(t)
@@ -270,6 +279,7 @@ func (t *Tensor) Item() float64 {
 
 // Bytes copies the tensor's elements, in C order, into a new byte slice.
 func (t *Tensor) Bytes() []byte {
+	hostReads.Add(1)
 	n := int(t.Numel()) * t.DType().Size()
 	buf := make([]byte, n)
 	var p unsafe.Pointer
@@ -283,6 +293,7 @@ func (t *Tensor) Bytes() []byte {
 
 // Float32s copies the values to a Go slice, converting to float32 first if needed.
 func (t *Tensor) Float32s() []float32 {
+	hostReads.Add(1)
 	src := t
 	if t.DType() != Float32 {
 		src = t.To(Float32)
@@ -299,6 +310,7 @@ func (t *Tensor) Float32s() []float32 {
 
 // Float64s copies the values to a Go slice, converting to float64 first if needed.
 func (t *Tensor) Float64s() []float64 {
+	hostReads.Add(1)
 	src := t
 	if t.DType() != Float64 {
 		src = t.To(Float64)
@@ -315,6 +327,7 @@ func (t *Tensor) Float64s() []float64 {
 
 // Int64s copies the values to a Go slice, converting to int64 first if needed.
 func (t *Tensor) Int64s() []int64 {
+	hostReads.Add(1)
 	src := t
 	if t.DType() != Int64 {
 		src = t.To(Int64)

@@ -113,7 +113,7 @@ func (t *trainer) saveCheckpoint(path string, st checkpointState) error {
 	obj := map[string]any{
 		"format":        CheckpointFormat,
 		t.job.key():     weights,
-		"optimizer":     map[string]any{"step": t.opt.Step, "groups": groups},
+		"optimizer":     map[string]any{"step": t.opt.Steps(), "groups": groups},
 		"schedule":      map[string]any{"step": st.step, "total": t.sched.Total, "lr": t.sched.At(st.step)},
 		"scaler":        scaler,
 		"rng":           rng,

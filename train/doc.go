@@ -1,7 +1,7 @@
 // Package train is goclip's training loop: AdamW over parameter groups (weight decay on
 // matrices only), a linear-warmup cosine (or constant) learning-rate schedule, gradient
 // accumulation that reproduces the larger batch exactly, gradient-norm clipping, mixed
-// precision (bf16 autocast, or fp16 autocast with a dynamic loss scale kept in Go),
+// precision (bf16 autocast, or fp16 autocast with a dynamic loss scale),
 // periodic evaluation with DESIGN.md's protocol (Evaluate, Retrieval), and the files a
 // run writes: config.json, args.json, metrics.jsonl, learning_curve.png, resumable
 // checkpoints and the final model.
@@ -44,6 +44,28 @@
 // an error: the step is skipped and counted; more than Options.MaxBadSteps in a row stop
 // the run with a *BadStepsError, the last good checkpoint left in place. In fp16 an
 // overflow of the scaled gradients halves the loss scale and skips the step (LossScaler).
+//
+// # Host Reads
+//
+// A step does not wait for the device. Whether it is skipped (a non-finite loss, a
+// non-finite gradient norm, an fp16 overflow) is decided on the device, and so is what
+// follows: AdamW skips its update there (found_inf, with a step counter on the device so
+// that bias correction counts applied updates only), the loss scale backs off or grows
+// there, the logit-scale clamp leaves a skipped step's value alone. Each step leaves its
+// loss, gradient norm, outcome and loss scale in a small device tensor; the loop reads
+// the pending steps' tensors in one host read when a logging window ends (LogEvery
+// steps, the run's last), before an evaluation, zero-shot measurement or checkpoint,
+// at the end of an epoch and on an interrupt, and then applies to each step what it
+// applied when it read every step: the bad-step count, the progress report and
+// metrics rows, Options.AfterStep. The results and the files are the same as reading
+// every step (Options.SyncEveryStep, --sync-every-step, which does that for
+// comparison); what a user sees differ in when: the progress bar moves once per window,
+// and a run of bad steps beyond MaxBadSteps stops the run at the next read, the error
+// naming the step where the limit was passed (the steps taken after it, up to the read,
+// are not reported; each applied or skipped its update by its own outcome, and no
+// checkpoint is written after them). Options.AfterStep needs every
+// step's loss, so a run with it reads every step. The learning-rate schedule depends on
+// the steps taken, skipped or not, and needs no read.
 //
 // # Threads
 //

@@ -142,9 +142,11 @@ func TestFeedReadsAheadInStep(t *testing.T) {
 			if b.Index != i || fd.ahead != nil {
 				t.Fatalf("epoch %d: Next gave batch %d (want %d) with a batch already ahead %v", epoch, b.Index, i, fd.ahead != nil)
 			}
-			if _, err := tr.stepBatch(b, 1e-3); err != nil {
+			stats, err := tr.stepBatch(b, 1e-3)
+			if err != nil {
 				t.Fatal(err)
 			}
+			stats.Free()
 			switch {
 			case i < 2 && (fd.ahead == nil || fd.ahead.b.Index != i+1 || fd.ahead.pix.Freed()):
 				t.Fatalf("epoch %d: after step %d the feed holds no batch %d ahead", epoch, i, i+1)
@@ -169,9 +171,11 @@ func TestFeedReadsAheadInStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tr.stepBatch(b, 1e-3); err != nil { // leaves a batch ahead for Close to free
+	stats, err := tr.stepBatch(b, 1e-3) // leaves a batch ahead for Close to free
+	if err != nil {
 		t.Fatal(err)
 	}
+	stats.Free()
 	if err := fd.Close(); err != nil {
 		t.Fatal(err)
 	}

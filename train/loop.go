@@ -15,6 +15,7 @@ import (
 
 	"goclip/dataset"
 	"goclip/internal/atomicfile"
+	"goclip/torch"
 )
 
 // train runs epochs until the run's steps are taken, then the end-of-run evaluation.
@@ -67,7 +68,7 @@ func (t *trainer) trainEpoch() (done bool, err error) {
 			return false, err
 		}
 		lr := t.sched.At(t.st.step)
-		sr, err := t.stepBatch(b, lr) // inputs are made and freed in the step's scope
+		stats, err := t.stepBatch(b, lr) // inputs are made and freed in the step's scope
 		images := b.Len()
 		if t.dp != nil {
 			images = t.opts.BatchSize // the global batch, for images/s
@@ -78,20 +79,113 @@ func (t *trainer) trainEpoch() (done bool, err error) {
 			return false, fmt.Errorf("step %d: %w", t.st.step+1, err)
 		}
 		t.st.step++
-		if err := t.count(sr); err != nil {
-			return false, err
+		t.pending = append(t.pending, pendingStep{stats: stats, step: t.st.step, epoch: t.epochAt(), lr: lr, images: images})
+		if t.syncDue() {
+			if err := t.sync(); err != nil {
+				return false, err
+			}
 		}
-		if err := t.notifyStep(sr, lr, images); err != nil {
-			return false, err
-		}
-		if t.opts.AfterStep != nil {
-			t.opts.AfterStep(t.st.step, sr.loss)
+		if stepHook != nil {
+			stepHook(t.st.step)
 		}
 		if err := t.checkpoint(afterStep, t.epochAt()); err != nil {
 			return false, err
 		}
 	}
 	return false, nil
+}
+
+// stepHook, when set, runs after each step of Run, once what is due at that step has
+// been read (see trainer.sync), without reading anything itself. Tests set it to count
+// host reads and to poison a step without the per-step read that AfterStep forces. nil
+// outside tests.
+var stepHook func(step int)
+
+// pendingStep is a step taken whose results are still on the device.
+type pendingStep struct {
+	stats  *torch.Tensor // [nStats] float64 (stepInScope's)
+	step   int           // steps taken over the run, this one included
+	epoch  float64       // the fractional epoch after it
+	lr     float64
+	images int // the images it took (the global batch in a distributed run)
+}
+
+// syncDue reports whether the step just taken ends a read window: it ends a logging
+// window (LogEvery steps, or the run's last), the evaluate/save policy acts after it,
+// Options.SyncEveryStep asks for a read after each step, or Options.AfterStep wants the
+// step's loss. Reads at the end of an epoch, of the run and on an interrupt come from
+// checkpoint and interrupt.
+func (t *trainer) syncDue() bool {
+	o, step := t.opts, t.st.step
+	return o.SyncEveryStep || o.AfterStep != nil || step%o.LogEvery == 0 || step == t.total ||
+		(o.ZeroshotEvery > 0 && step%o.ZeroshotEvery == 0) || (o.EvalEvery > 0 && step%o.EvalEvery == 0) ||
+		(o.SaveEvery > 0 && step%o.SaveEvery == 0)
+}
+
+// sync reads the results of the pending steps from the device, all of them (and the
+// loss scaler's state, and the logit scale and bias that a logging row reports) in one
+// host read, then applies to each step in turn what the loop applied after it when it
+// read every step: the bad-step policy (count), the observers (notifyStep) and
+// Options.AfterStep. A run of bad steps that exceeds MaxBadSteps is therefore reported
+// at the next read, with the step where the limit was passed; the steps after it were
+// taken (each applied or skipped its update by its own outcome) and are not reported.
+func (t *trainer) sync() error {
+	if len(t.pending) == 0 {
+		return nil
+	}
+	pending := t.pending
+	t.pending = nil
+	defer func() {
+		for _, p := range pending {
+			p.stats.Free()
+		}
+	}()
+	var v []float64
+	what := "the steps' results" // what a failure names
+	if err := torch.Try(func() {
+		torch.WithScope(func() {
+			parts := make([]*torch.Tensor, 0, len(pending)+5)
+			for _, p := range pending {
+				parts = append(parts, p.stats)
+			}
+			what = "logit_scale"
+			parts = append(parts, t.model.LogitScale.Detach().To(torch.Float64).Reshape(1))
+			if t.bias != nil {
+				what = LogitBiasKey
+				parts = append(parts, t.bias.Detach().To(torch.Float64).Reshape(1))
+			}
+			if t.scaler != nil {
+				what = "the loss scale"
+				parts = append(parts, t.scaler.device(t.model.Device()).values()...)
+			}
+			what = "the steps' results"
+			v = torch.Cat(parts, 0).Float64s() // the one host read
+		})
+	}); err != nil {
+		return fmt.Errorf("train: step %d: reading %s: %w", pending[len(pending)-1].step, what, err)
+	}
+	rest := v[len(pending)*nStats:]
+	t.readLogitScale, rest = math.Exp(rest[0]), rest[1:]
+	if t.bias != nil {
+		b := rest[0]
+		t.readLogitBias, rest = &b, rest[1:]
+	}
+	if t.scaler != nil {
+		t.scaler.set(rest)
+	}
+	for i, p := range pending {
+		sr := readStats(v[i*nStats : (i+1)*nStats])
+		if err := t.count(p.step, sr); err != nil {
+			return err
+		}
+		if err := t.notifyStep(p, sr); err != nil {
+			return err
+		}
+		if t.opts.AfterStep != nil {
+			t.opts.AfterStep(p.step, sr.loss)
+		}
+	}
+	return nil
 }
 
 // stopping reports whether the run is to stop now (the context is cancelled; in a
@@ -104,20 +198,20 @@ func (t *trainer) stopping() (bool, error) {
 	return t.dp.AnyRank(stop)
 }
 
-// count applies the bad-step policy to a step's outcome: skipped steps are counted, and
-// more than MaxBadSteps non-finite ones in a row stop the run.
-func (t *trainer) count(sr stepResult) error {
+// count applies the bad-step policy to the outcome of step: skipped steps are counted,
+// and more than MaxBadSteps non-finite ones in a row stop the run.
+func (t *trainer) count(step int, sr stepResult) error {
 	switch sr.outcome {
 	case stepBad:
 		t.badStreak++
 		t.st.skipped++
-		t.prog.printf("step %d: non-finite loss or gradient (loss %v), step skipped (%d in a row)\n", t.st.step, sr.loss, t.badStreak)
+		t.prog.printf("step %d: non-finite loss or gradient (loss %v), step skipped (%d in a row)\n", step, sr.loss, t.badStreak)
 		if t.badStreak > t.opts.MaxBadSteps {
-			return &BadStepsError{Streak: t.badStreak, Step: t.st.step, Checkpoint: t.lastGood()}
+			return &BadStepsError{Streak: t.badStreak, Step: step, Checkpoint: t.lastGood()}
 		}
 	case stepOverflow:
 		t.st.skipped++
-		t.prog.printf("step %d: fp16 gradient overflow, step skipped; loss scale now %g\n", t.st.step, t.scaler.Scale)
+		t.prog.printf("step %d: fp16 gradient overflow, step skipped; loss scale now %g\n", step, sr.lossScale)
 	default:
 		t.badStreak = 0
 	}
@@ -137,14 +231,15 @@ func (t *trainer) epochAt() float64 {
 	return float64(t.st.pos.Epoch) + float64(t.st.pos.Batch)/float64(t.perEpoch)
 }
 
-// notifyStep tells the observers of the step just taken; a logging window (LogEvery
-// steps, or the run's last) ends with it when it is due.
-func (t *trainer) notifyStep(sr stepResult, lr float64, images int) error {
-	t.windowImages += images
+// notifyStep tells the observers of step p with its results sr; a logging window
+// (LogEvery steps, or the run's last) ends with it when it is due.
+func (t *trainer) notifyStep(p pendingStep, sr stepResult) error {
+	t.windowImages += p.images
 	elapsed := time.Since(t.windowStart).Seconds()
-	e := stepEvent{step: t.st.step, epoch: t.epochAt(), lr: lr, res: sr, skipped: t.st.skipped,
+	e := stepEvent{step: p.step, epoch: p.epoch, lr: p.lr, res: sr, skipped: t.st.skipped,
 		imagesPerS: float64(t.windowImages) / math.Max(elapsed, 1e-9),
-		logRow:     t.st.step%t.opts.LogEvery == 0 || t.st.step == t.total}
+		logRow:     p.step%t.opts.LogEvery == 0 || p.step == t.total,
+		logitScale: t.readLogitScale, logitBias: t.readLogitBias}
 	for _, o := range t.observers {
 		if err := o.stepDone(e); err != nil {
 			return err
@@ -195,6 +290,11 @@ func (t *trainer) checkpoint(at moment, epoch float64) error {
 	case endOfRun:
 		eval = t.lastEvalStep != step && len(t.job.Val) > 0
 		save, final, plot = eval, t.lastZeroshotStep != step, true
+	}
+	if zeroshot || eval || save || final || plot || keep {
+		if err := t.sync(); err != nil { // the steps' outcomes decide what is saved
+			return err
+		}
 	}
 	if zeroshot {
 		if err := t.zeroshot(step, epoch); err != nil {
@@ -247,6 +347,9 @@ func (t *trainer) save() error {
 
 // interrupt writes the checkpoint of an interrupted run.
 func (t *trainer) interrupt() error {
+	if err := t.sync(); err != nil {
+		return err
+	}
 	if err := t.save(); err != nil {
 		return fmt.Errorf("interrupted after step %d, and the checkpoint could not be written: %w", t.st.step, err)
 	}
@@ -374,9 +477,11 @@ type stepEvent struct {
 	epoch      float64 // the fractional epoch after it
 	lr         float64 // its learning rate
 	res        stepResult
-	skipped    int     // steps skipped over the run so far
-	imagesPerS float64 // the throughput since the logging window began
-	logRow     bool    // the step ends a logging window (LogEvery steps, or the run's last)
+	skipped    int      // steps skipped over the run so far
+	imagesPerS float64  // the throughput since the logging window began
+	logRow     bool     // the step ends a logging window (LogEvery steps, or the run's last)
+	logitScale float64  // exp(logit_scale) and SigLIP's bias (nil: CLIP's loss), as read
+	logitBias  *float64 // with the step's results (the model's values at the read)
 }
 
 // observer follows a run's events: the progress report (progress) and the metrics

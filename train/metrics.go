@@ -13,7 +13,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"image/color"
 	"io"
 	"math"
@@ -28,10 +27,8 @@ import (
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
 
-	"goclip/clip"
 	"goclip/internal/atomicfile"
 	"goclip/internal/rundir"
-	"goclip/torch"
 )
 
 // MetricsFile and CurveFile are the run files of this file's writers (see RunDir).
@@ -219,16 +216,8 @@ func (l *metricsLog) stepDone(e stepEvent) error {
 	if n == 0 {
 		return nil // a window of skipped steps only
 	}
-	scale, err := logitScale(l.t.model)
-	if err != nil {
-		return err
-	}
-	bias, err := l.t.logitBias()
-	if err != nil {
-		return err
-	}
 	row := TrainRow{Time: nowText(), Step: e.step, Epoch: e.epoch, LR: e.lr, TrainLoss: loss / float64(n), GradNorm: norm / float64(n),
-		ImagesPerS: e.imagesPerS, Skipped: e.skipped, LogitScale: scale, LogitBias: bias}
+		ImagesPerS: e.imagesPerS, Skipped: e.skipped, LogitScale: e.logitScale, LogitBias: e.logitBias}
 	if l.t.scaler != nil {
 		row.LossScale = l.t.scaler.Scale
 	}
@@ -459,13 +448,3 @@ func (r EvalResult) MarshalJSON() ([]byte, error) {
 
 // nowText is the time of a metrics row.
 func nowText() string { return time.Now().UTC().Format(time.RFC3339Nano) }
-
-// logitScale is exp(logit_scale) of m. A logit_scale that cannot be read is an error
-// naming it (a non-finite one is a value, written as null).
-func logitScale(m *clip.Model) (float64, error) {
-	var v float64
-	if err := torch.Try(func() { v = m.LogitScale.Item() }); err != nil {
-		return 0, fmt.Errorf("train: reading logit_scale: %w", err)
-	}
-	return math.Exp(v), nil
-}

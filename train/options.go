@@ -39,7 +39,7 @@ type Options struct {
 
 	Precision   clip.Precision // fp32, bf16 or fp16 (default fp32)
 	InitScale   float64        // fp16's initial loss scale (default 65536)
-	MaxBadSteps int            // non-finite steps in a row tolerated (default 10)
+	MaxBadSteps int            // non-finite steps in a row tolerated (default 10); more stop the run at the next read of the steps (see SyncEveryStep)
 	// FP32Base keeps a LoRA run's frozen base in float32 under BF16 (autocast then casts
 	// it at every step). By default a LoRA run (Job.LoRA) under BF16 keeps it in bf16
 	// on the device (lora.KeepBaseIn) and puts the float32 base back before the export.
@@ -98,8 +98,18 @@ type Options struct {
 	// storage they share). nil: one process.
 	ProcessGroup *torch.ProcessGroup
 
+	// SyncEveryStep reads each step's results (loss, gradient norm, skipped or not) as
+	// soon as it is queued, a host wait per step, for comparison with the default: a step
+	// decides and applies or skips its update on the device, and the host reads the
+	// results of the steps taken once per logging window (LogEvery), before an
+	// evaluation or checkpoint and at the end of an epoch. Either way the results and
+	// the run are the same; only when a run of bad steps is reported differs (see
+	// MaxBadSteps).
+	SyncEveryStep bool
+
 	// AfterStep, when set, is called after every optimizer step with the number of
-	// steps taken (tests use it to interrupt a run by cancelling its context).
+	// steps taken (tests use it to interrupt a run by cancelling its context). It needs
+	// each step's loss, so it makes the run read every step, as SyncEveryStep does.
 	AfterStep func(step int, loss float64)
 }
 

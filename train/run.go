@@ -162,6 +162,9 @@ type trainer struct {
 	lastZeroshotStep int  // nor measure zero-shot accuracy twice
 	windowImages     int  // images since the last logging window began
 	windowStart      time.Time
+	pending          []pendingStep // steps whose results are still on the device (see sync)
+	readLogitScale   float64       // exp(logit_scale) and SigLIP's bias, as the last sync read them
+	readLogitBias    *float64
 }
 
 // main reports whether this process writes the run folder (rank 0, or the only one).
@@ -217,6 +220,11 @@ func newTrainer(job Job, opts Options) (*trainer, error) {
 }
 
 func (t *trainer) free() {
+	for _, p := range t.pending {
+		p.stats.Free()
+	}
+	t.pending = nil
+	t.scaler.free()
 	if t.opt != nil {
 		t.opt.Free()
 	}

@@ -43,9 +43,9 @@ func TestForcedOverflow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.outcome != stepOverflow || tr.scaler.Scale != 5e38 || tr.scaler.Skipped != 1 || tr.opt.Step != 0 {
+	if res.outcome != stepOverflow || tr.scaler.Scale != 5e38 || tr.scaler.Skipped != 1 || tr.opt.Steps() != 0 {
 		t.Fatalf("outcome %v, scale %g, skipped %d, optimizer step %d; want overflow, 5e38, 1, 0",
-			res.outcome, tr.scaler.Scale, tr.scaler.Skipped, tr.opt.Step)
+			res.outcome, tr.scaler.Scale, tr.scaler.Skipped, tr.opt.Steps())
 	}
 	if d := maxDiff(before, snapshot(m)); d != 0 {
 		t.Fatalf("a skipped step changed the parameters by %g", d)

@@ -6,7 +6,6 @@ package train
 // learnable temperature t = exp(t') and bias b, initialised t' = log 10, b = -10.
 
 import (
-	"fmt"
 	"math"
 
 	"goclip/clip"
@@ -22,19 +21,6 @@ const (
 // LogitBiasKey is the name of SigLIP's bias in checkpoints, as HF's SiglipModel and
 // open_clip name it.
 const LogitBiasKey = "logit_bias"
-
-// logitBias is the trainer's SigLIP bias (nil: none, as CLIP's loss has). A bias that
-// cannot be read is an error naming it.
-func (t *trainer) logitBias() (*float64, error) {
-	if t.bias == nil {
-		return nil, nil
-	}
-	var v float64
-	if err := torch.Try(func() { v = t.bias.Item() }); err != nil {
-		return nil, fmt.Errorf("train: reading %s: %w", LogitBiasKey, err)
-	}
-	return &v, nil
-}
 
 // SigLIP's initial log-temperature t' and bias b.
 var (

@@ -5,7 +5,6 @@ package train
 
 import (
 	"fmt"
-	"math"
 
 	"goclip/clip"
 	"goclip/dataset"
@@ -25,11 +24,28 @@ const (
 	stepBad                         // non-finite loss or gradient norm: skipped
 )
 
-// stepResult is one step's loss (of the whole batch) and outcome.
+// stepResult is one step's loss (of the whole batch) and outcome, read on the host.
 type stepResult struct {
-	loss     float64
-	gradNorm float64
-	outcome  stepOutcome
+	loss      float64
+	gradNorm  float64 // 0 for a step whose loss was not finite or whose fp16 gradients overflowed
+	outcome   stepOutcome
+	lossScale float64 // fp16's loss scale after the step (0 without a scaler)
+}
+
+// The values of a step's stats tensor, what stepInScope leaves on the device: the step
+// decides and applies (or skips) its update there, and the host reads these at the next
+// log boundary (see trainer.sync).
+const (
+	statLoss = iota
+	statGradNorm
+	statOutcome
+	statLossScale
+	nStats
+)
+
+// readStats is the stepResult of stats values (nStats of them).
+func readStats(v []float64) stepResult {
+	return stepResult{loss: v[statLoss], gradNorm: v[statGradNorm], outcome: stepOutcome(v[statOutcome]), lossScale: v[statLossScale]}
 }
 
 // microBounds splits n samples into accum nearly equal consecutive parts.
@@ -65,7 +81,7 @@ func NewStepper(m *clip.Model, params []nn.Named, opts Options) (*Stepper, error
 
 // Step takes one step on a batch (pixels [B, 3, S, S], ids [B, T]) at the options' peak
 // learning rate and returns the batch's loss. A non-finite loss or an fp16 overflow skips
-// the update, as in Run.
+// the update, as in Run. Step reads the loss, so it waits for the device.
 func (s *Stepper) Step(pixels, ids *torch.Tensor) (float64, error) {
 	res, err := s.t.step(batchTensors{pixels: pixels, ids: ids}, s.t.opts.LR)
 	return res.loss, err
@@ -78,14 +94,16 @@ func (s *Stepper) Free() { s.t.free() }
 // the trainer's feed returned last (its tensors already on the device, normalised in the
 // step), or one the loader normalised on the host (Options.HostInput), copied to the
 // model's device here with its ids trimmed by Model.TextIDs. The input tensors are made in
-// the step's scope, so they are freed with its other tensors before it returns.
-func (t *trainer) stepBatch(b *dataset.Batch, lr float64) (stepResult, error) {
+// the step's scope, so they are freed with its other tensors before it returns. It returns
+// the step's stats tensor ([nStats] float64 on the device, owned by the caller) without
+// waiting for the device.
+func (t *trainer) stepBatch(b *dataset.Batch, lr float64) (*torch.Tensor, error) {
 	if err := t.checkShare(b.Len()); err != nil {
-		return stepResult{}, err
+		return nil, err
 	}
 	if t.feed != nil {
 		if !t.feed.holds(b) {
-			return stepResult{}, fmt.Errorf("train: batch %d of epoch %d did not come from the trainer's feed", b.Index, b.Epoch)
+			return nil, fmt.Errorf("train: batch %d of epoch %d did not come from the trainer's feed", b.Index, b.Epoch)
 		}
 		t.afterForward = t.feed.readAhead
 		defer func() { t.afterForward = nil }()
@@ -93,7 +111,7 @@ func (t *trainer) stepBatch(b *dataset.Batch, lr float64) (stepResult, error) {
 	}
 	cut, l, err := t.model.TextIDs(b.InputIDs, b.Len())
 	if err != nil {
-		return stepResult{}, fmt.Errorf("train: batch %d of epoch %d: %w", b.Index, b.Epoch, err)
+		return nil, fmt.Errorf("train: batch %d of epoch %d: %w", b.Index, b.Epoch, err)
 	}
 	return t.stepWith(lr, func() batchTensors {
 		n, s, dev := int64(b.Len()), int64(b.Size), t.model.Device()
@@ -104,23 +122,42 @@ func (t *trainer) stepBatch(b *dataset.Batch, lr float64) (stepResult, error) {
 	})
 }
 
-// step runs one optimizer step on in with learning rate lr. Tensors it makes are freed
-// before it returns; a tensor panic comes back as the error.
+// step runs one optimizer step on in with learning rate lr and reads its result (a host
+// wait). Tensors it makes are freed before it returns; a tensor panic comes back as the
+// error.
 func (t *trainer) step(in batchTensors, lr float64) (stepResult, error) {
-	return t.stepWith(lr, func() batchTensors { return in })
+	stats, err := t.stepWith(lr, func() batchTensors { return in })
+	if err != nil {
+		return stepResult{}, err
+	}
+	defer stats.Free()
+	var v []float64
+	if err := torch.Try(func() { v = stats.Float64s() }); err != nil {
+		return stepResult{}, err
+	}
+	res := readStats(v)
+	if t.scaler != nil {
+		if err := t.scaler.sync(); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
 }
 
-// stepWith opens the step's scope, makes the inputs in it with inputs and runs the step.
-// Every tensor made is freed before it returns, whether the step succeeds or a tensor
-// operation fails (its *torch.Error is the error returned).
-func (t *trainer) stepWith(lr float64, inputs func() batchTensors) (res stepResult, err error) {
+// stepWith opens the step's scope, makes the inputs in it with inputs and runs the step,
+// returning its stats tensor (owned by the caller). Every other tensor made is freed
+// before it returns, whether the step succeeds or a tensor operation fails (its
+// *torch.Error is the error returned).
+func (t *trainer) stepWith(lr float64, inputs func() batchTensors) (stats *torch.Tensor, err error) {
 	err = torch.Try(func() {
-		torch.WithScope(func() { res = t.stepInScope(inputs(), lr) })
+		torch.WithScope(func() { stats = t.stepInScope(inputs(), lr).Owned() })
 	})
 	if err != nil {
+		stats.Free()
 		torch.Try(t.opt.ZeroGrad) // a second failure here must not hide the first
+		return nil, err
 	}
-	return res, err
+	return stats, nil
 }
 
 // microBatchHook, when set, runs inside each gradient-accumulation micro-batch's scope
@@ -129,16 +166,23 @@ func (t *trainer) stepWith(lr float64, inputs func() batchTensors) (res stepResu
 // returns the error and frees every tensor. nil outside tests.
 var microBatchHook func(j int)
 
-func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
+// stepInScope is one step, queued on the device without a host wait: forward, loss and
+// backward (per micro-batch with accumulation), the data-parallel gradient average, fp16
+// unscaling and the loss scaler's update, clipping, and AdamW, whose update is skipped
+// on the device when the step is not good. The step is bad when a loss (the mean over
+// the ranks, so that every rank decides alike) or the gradient norm is not finite, and
+// an overflow when, its loss finite, fp16's gradients are not; what it returns is its
+// [nStats] float64 stats tensor. Backward runs whatever the loss: a skipped step's
+// gradients are cleared with the others.
+func (t *trainer) stepInScope(in batchTensors, lr float64) *torch.Tensor {
 	m := t.model
 	dev := m.Device()
 	n := int(in.pixels.Size(0))
 	bounds := microBounds(n, t.opts.GradAccum)
-	lossScale := 1.0
+	var sc *deviceScaler // nil: no loss scaling
 	if t.scaler != nil {
-		lossScale = t.scaler.Scale
+		sc = t.scaler.device(dev)
 	}
-	var res stepResult
 	var pg *torch.ProcessGroup // nil: one process
 	if t.dp != nil {
 		pg = t.dp.PG
@@ -155,26 +199,29 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 		return contrastiveLossGathered(img, txt, scale, pg)
 	}
 
-	// backward runs backward of loss·lossScale unless the loss is not finite, and
-	// returns the loss of the whole batch (the mean of the ranks' shares: every rank
-	// decides on the same value, so all of them run backward or none does).
-	backward := func(loss *torch.Tensor) (float64, bool) {
-		if f := t.afterForward; f != nil { // the forward is queued: the host is free until Item
+	// backward runs backward of loss·scale and records, in firstLoss, the first pass's
+	// loss of the whole batch (the mean of the ranks' shares, in float64 as the host's
+	// mean was) and, in anyBad, whether any pass's loss was not finite. Both live in the
+	// step's scope; a micro-batch's own scope frees the rest.
+	firstLoss, anyBad := torch.Zeros(nil, torch.Float64, dev), torch.Zeros(nil, torch.Float64, dev) // [], []: 0 or 1
+	backward := func(loss *torch.Tensor, j int) {
+		if f := t.afterForward; f != nil { // the forward is queued: the host is free from here
 			t.afterForward = nil
 			f()
 		}
-		v := loss.Item()
+		v := loss.Detach().To(torch.Float64) // []
 		if t.dp != nil {
-			var err error
-			v, err = t.dp.MeanScalar(v)
-			torch.Must(err)
+			torch.Must(t.dp.PG.AllReduceOp(torch.ReduceAvg, v))
 		}
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return v, false
+		if j == 0 {
+			firstLoss.CopyFrom(v)
 		}
-		loss.MulScalar(lossScale).Backward()
+		anyBad.CopyFrom(anyBad.Maximum(v.IsFinite().LogicalNot().To(torch.Float64)))
+		if sc != nil {
+			loss = loss.Mul(sc.scale.To(loss.DType()))
+		}
+		loss.Backward()
 		m.FinishBackward() // the encoders' layers, when checkpointed
-		return v, true
 	}
 
 	if len(bounds) == 2 {
@@ -184,12 +231,7 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 			txt := m.EncodeText(in.ids)     // [B, P]
 			loss = lossOf(img, txt, m.LogitScale, t.bias)
 		})
-		var ok bool
-		if res.loss, ok = backward(loss); !ok {
-			t.opt.ZeroGrad()
-			res.outcome = stepBad
-			return res
-		}
+		backward(loss, 0)
 	} else {
 		// Embed every micro-batch without gradients, then back-propagate the whole
 		// batch's loss through each micro-batch's recomputed embeddings in turn.
@@ -208,8 +250,6 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 			})
 		})
 		for j := 0; j < k; j++ {
-			var v float64
-			var ok bool
 			torch.WithScope(func() { // this micro-batch's graph is freed after its backward
 				var loss *torch.Tensor
 				t.opts.Precision.Run(dev, func() {
@@ -229,16 +269,8 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 				if microBatchHook != nil {
 					microBatchHook(j)
 				}
-				v, ok = backward(loss)
+				backward(loss, j)
 			})
-			if j == 0 {
-				res.loss = v
-			}
-			if !ok {
-				t.opt.ZeroGrad()
-				res.outcome = stepBad
-				return res
-			}
 		}
 	}
 
@@ -246,24 +278,29 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) stepResult {
 		torch.Must(t.dp.AverageGradients())
 	}
 	params := t.opt.Params()
-	if t.scaler != nil {
-		overflow := torch.UnscaleGrads(params, 1/lossScale).Item() != 0
-		if !t.scaler.Update(overflow) {
-			t.opt.ZeroGrad()
-			res.outcome = stepOverflow
-			return res
-		}
+	lossBad := anyBad.NeScalar(0)      // [] bool
+	noOverflow := lossBad.LogicalNot() // [] bool: no fp16 overflow to report (or no scaler)
+	if sc != nil {
+		overflow := torch.UnscaleGrads(params, sc.inverse()).NeScalar(0) // [] bool
+		sc.update(overflow, noOverflow)                                  // only a finite loss counts
+		noOverflow = overflow.LogicalNot().LogicalAnd(noOverflow)
 	}
-	res.gradNorm = torch.ClipGradNorm(params, t.opts.ClipGrad).Item()
-	if math.IsNaN(res.gradNorm) || math.IsInf(res.gradNorm, 0) {
-		t.opt.ZeroGrad()
-		res.outcome = stepBad
-		return res
-	}
-	if err := t.opt.Update(lr); err != nil {
+	norm := torch.ClipGradNorm(params, t.opts.ClipGrad).To(torch.Float64) // []
+	zero, one, two := torch.Zeros(nil, torch.Float64, dev), torch.Ones(nil, torch.Float64, dev), torch.Full(nil, 2, torch.Float64, dev)
+	outcome := torch.Where(lossBad, two, torch.Where(noOverflow, torch.Where(norm.IsFinite(), zero, two), one)) // []: a stepOutcome
+	skip := outcome.NeScalar(0)                                                                                 // [] bool
+	if err := t.opt.Update(lr, skip); err != nil {
 		panic(err) // the shim's *torch.Error as it came, recovered by stepWith
 	}
 	t.opt.ZeroGrad()
-	torch.NoGrad(func() { m.LogitScale.ClampMaxInPlace(MaxLogitScale) })
-	return res
+	torch.NoGrad(func() {
+		ls := m.LogitScale
+		ls.CopyFrom(torch.Where(skip, ls, ls.ClampMax(MaxLogitScale))) // a skipped step leaves it as it was
+	})
+	scale := zero
+	if sc != nil {
+		scale = sc.scale
+	}
+	gradNorm := torch.Where(noOverflow, norm, zero)                                       // today's 0 for a bad loss or an overflow
+	return torch.Stack([]*torch.Tensor{firstLoss, gradNorm, outcome, scale.Reshape()}, 0) // [nStats]
 }

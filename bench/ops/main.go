@@ -55,7 +55,7 @@ func main() {
 	p.SetGrad(torch.Randn([]int64{1 << 20}, torch.Float32, torch.CPU))
 	opt := torch.NewAdamW([][]*torch.Tensor{{p}}, []float64{0.01}, 0.9, 0.999, 1e-8)
 	res["adamw_1m_us"] = median(7, 10, func() {
-		if err := opt.Update(1e-3); err != nil {
+		if err := opt.Update(1e-3, nil); err != nil {
 			panic(err)
 		}
 	})

@@ -38,7 +38,7 @@ var resumeMayChange = map[string]bool{
 	"epochs": true, "max-steps": true, "workers": true, "threads": true, "log-every": true,
 	"eval-every": true, "save-every": true, "keep": true, "eval-batch-size": true, "max-bad-steps": true,
 	"cache": true, "device": true, "dist-timeout": true,
-	"trim-text": true, "fused-qkv": true, "grad-checkpointing": true, "device-input": true, "bf16-base": true, // the same results, to float rounding
+	"trim-text": true, "fused-qkv": true, "grad-checkpointing": true, "device-input": true, "bf16-base": true, "sync-every-step": true, // the same results, to float rounding
 	"zeroshot-data": true, "zeroshot-every": true, "zeroshot-templates": true,
 }
 

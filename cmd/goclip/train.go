@@ -38,7 +38,8 @@ var (
 	augmentFlag                = &cli.BoolFlag{Name: "augment", Usage: "random resized crops and flips on training images", EnvVars: []string{"GOCLIP_AUGMENT"}, Category: catTrain}
 	resumeFlag                 = &cli.BoolFlag{Name: "resume", Usage: "continue the run in --out from checkpoints/last.pt, with the settings of its args.json", EnvVars: []string{"GOCLIP_RESUME"}, Category: catTrain}
 	resumeFromFlag             = &cli.StringFlag{Name: "resume-from", Usage: "resume (implies --resume) from `CKPT`: latest (last.pt), best (best.pt), step-N (a --save-every checkpoint) or a checkpoint file; later step checkpoints are removed", EnvVars: []string{"GOCLIP_RESUME_FROM"}, Category: catTrain}
-	logEveryFlag               = &cli.IntFlag{Name: "log-every", Usage: "steps between metrics.jsonl rows and progress lines", Value: 10, EnvVars: []string{"GOCLIP_LOG_EVERY"}, Category: catOutput}
+	logEveryFlag               = &cli.IntFlag{Name: "log-every", Usage: "steps between metrics.jsonl rows and progress lines; the host reads the steps' results (and waits for the device) once per such window", Value: 10, EnvVars: []string{"GOCLIP_LOG_EVERY"}, Category: catOutput}
+	syncEveryStepFlag          = &cli.BoolFlag{Name: "sync-every-step", Usage: "read each step's loss as soon as it is queued (a host wait per step), for comparison; the same results", EnvVars: []string{"GOCLIP_SYNC_EVERY_STEP"}, Category: catTrain}
 	evalEveryFlag              = &cli.IntFlag{Name: "eval-every", Usage: "steps between validation evaluations (0: each epoch)", EnvVars: []string{"GOCLIP_EVAL_EVERY"}, Category: catOutput}
 	trainZeroshotDataFlag      = &cli.PathFlag{Name: "zeroshot-data", Usage: "an image folder DIR/<class>/<image> (as goclip zeroshot --data) whose zero-shot accuracy is measured during training: zeroshot_top1/top5 rows in metrics.jsonl", EnvVars: []string{"GOCLIP_ZEROSHOT_DATA"}, Category: catOutput}
 	zeroshotEveryFlag          = &cli.IntFlag{Name: "zeroshot-every", Usage: "steps between zero-shot measurements of --zeroshot-data (0: at each validation evaluation); also at the end", EnvVars: []string{"GOCLIP_ZEROSHOT_EVERY"}, Category: catOutput}
@@ -92,6 +93,7 @@ func trainingFlags(epochs int, lr float64, batch int) []cli.Flag {
 		resumeFlag,
 		resumeFromFlag,
 		logEveryFlag,
+		syncEveryStepFlag,
 		evalEveryFlag,
 		trainZeroshotDataFlag,
 		zeroshotEveryFlag,
@@ -236,7 +238,8 @@ func checkTraining(c *cli.Context, needData bool) (*trainSetup, error) {
 		LogEvery: logEveryFlag.Get(c), EvalEvery: evalEveryFlag.Get(c), EvalBatchSize: trainEvalBatchSizeFlag.Get(c), SaveEvery: saveEveryFlag.Get(c), Keep: keepFlag.Get(c), Lock: lockOf(c), Loss: lossFlag.Get(c),
 		ZeroshotEvery: zeroshotEveryFlag.Get(c),
 		Workers:       c.Int(workersFlag.Name), Seed: c.Uint64(seedFlag.Name), Augment: augment, HostInput: !deviceInputFlag.Get(c),
-		Args: args, Log: c.App.ErrWriter,
+		SyncEveryStep: syncEveryStepFlag.Get(c),
+		Args:          args, Log: c.App.ErrWriter,
 	}
 	if opts.Zeroshot, opts.ZeroshotTemplates, err = zeroshotSet(c); err != nil {
 		return nil, err

@@ -164,20 +164,24 @@ gt_status gt_equal(gt_tensor a, gt_tensor b, int *out);
 
 /* ---- optimizer and mixed precision (optim.cc, amp.cc) ---- */
 /* One AdamW step (torch.optim.AdamW semantics, decoupled weight decay) over n parameters
- * with their state tensors. Parameters without a gradient are skipped. step is the
- * 1-based step count after this update. fused: use a fused/foreach kernel when this
- * build has one for the parameters' device. */
+ * with their state tensors. Parameters without a gradient are skipped. step: a one-value
+ * tensor on the parameters' device holding the 1-based step count after this update.
+ * found_inf (NULL: none): a one-value tensor there; non-zero leaves every parameter and
+ * state as it was (the skipped step of a loss scaler or a non-finite gradient). fused: use
+ * the fused kernel where this build has one for the parameters' device (CUDA: it reads
+ * step and found_inf on the device; otherwise both are read on the host, free on the CPU). */
 gt_status gt_adamw_step(const gt_tensor *params, const gt_tensor *exp_avg,
                         const gt_tensor *exp_avg_sq, int n, double lr, double beta1,
-                        double beta2, double eps, double weight_decay, int64_t step,
-                        int fused);
+                        double beta2, double eps, double weight_decay, gt_tensor step,
+                        gt_tensor found_inf, int fused);
 /* Total 2-norm of the gradients (a 0-dim float tensor, owned); scales the gradients by
  * min(1, max_norm / (total + 1e-6)) when max_norm > 0. No host synchronisation. */
 gt_status gt_clip_grad_norm(const gt_tensor *params, int n, double max_norm,
                             gt_tensor *total_norm);
-/* Multiplies every gradient by inv_scale and returns a 0-dim float tensor (owned) that is
- * 1 when any gradient had a non-finite value, else 0. */
-gt_status gt_unscale_grads(const gt_tensor *params, int n, double inv_scale,
+/* Multiplies every gradient by inv_scale (a one-value tensor, used as float32) and returns
+ * a 0-dim float tensor (owned) that is 1 when any gradient had a non-finite value, else 0.
+ * No host synchronisation. */
+gt_status gt_unscale_grads(const gt_tensor *params, int n, gt_tensor inv_scale,
                            gt_tensor *found_inf);
 /* Autocast on the calling thread: device type GT_CPU or GT_CUDA, dtype GT_BF16/GT_F16.
  * enter enables it and increments the nesting; exit restores the previous state. */

@@ -30,11 +30,13 @@ extern "C" {
 
 gt_status gt_adamw_step(const gt_tensor *params, const gt_tensor *exp_avg,
                         const gt_tensor *exp_avg_sq, int n, double lr, double beta1,
-                        double beta2, double eps, double weight_decay, int64_t step,
-                        int fused) {
+                        double beta2, double eps, double weight_decay, gt_tensor step,
+                        gt_tensor found_inf, int fused) {
   GT_TRY({
     at::NoGradGuard no_grad;
-    if (step < 1) throw std::invalid_argument("adamw: step must be >= 1");
+    const at::Tensor &steps = T(step);
+    std::optional<at::Tensor> found;
+    if (found_inf) found = T(found_inf);
     std::vector<at::Tensor> ps, gs, ms, vs;
     for (int i = 0; i < n; i++) {
       auto &p = T(params[i]);
@@ -50,15 +52,28 @@ gt_status gt_adamw_step(const gt_tensor *params, const gt_tensor *exp_avg,
       vs.push_back(v);
     }
     if (ps.empty()) return nullptr;
+    if (steps.numel() != 1 || steps.device() != ps[0].device())
+      throw std::invalid_argument("adamw: the step counter must be one value on the parameters' device");
+    if (found && (found->numel() != 1 || found->device() != ps[0].device()))
+      throw std::invalid_argument("adamw: found_inf must be one value on the parameters' device");
     if (fused && ps[0].is_cuda()) {
-      auto steps = at::full({}, static_cast<double>(step), ps[0].options().dtype(at::kFloat));
-      std::vector<at::Tensor> step_list(ps.size(), steps);
+      // The kernel reads the step and found_inf on the device: it leaves every tensor as
+      // it was when found_inf is non-zero, and the host never waits.
+      auto steps_f = steps.to(at::kFloat);
+      std::vector<at::Tensor> step_list(ps.size(), steps_f);
       at::_fused_adamw_(ps, gs, ms, vs, {}, step_list, lr, beta1, beta2, weight_decay, eps,
-                        /*amsgrad=*/false, /*maximize=*/false);
+                        /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt,
+                        found);
       return nullptr;
     }
+    // adamw_one's bias correction is computed on the host: reading the step (and
+    // found_inf) is free for CPU tensors and a device synchronisation on CUDA (the
+    // non-fused CUDA path only).
+    if (found && found->item<double>() != 0) return nullptr;
+    const auto t = static_cast<int64_t>(steps.item<double>());
+    if (t < 1) throw std::invalid_argument("adamw: step must be >= 1");
     for (size_t i = 0; i < ps.size(); i++)
-      adamw_one(ps[i], gs[i], ms[i], vs[i], lr, beta1, beta2, eps, weight_decay, step);
+      adamw_one(ps[i], gs[i], ms[i], vs[i], lr, beta1, beta2, eps, weight_decay, t);
   });
 }
 
@@ -85,19 +100,20 @@ gt_status gt_clip_grad_norm(const gt_tensor *params, int n, double max_norm,
   });
 }
 
-gt_status gt_unscale_grads(const gt_tensor *params, int n, double inv_scale,
+gt_status gt_unscale_grads(const gt_tensor *params, int n, gt_tensor inv_scale,
                            gt_tensor *found_inf) {
   GT_TRY({
     at::NoGradGuard no_grad;
+    const at::Tensor &inv = T(inv_scale);
     at::Tensor found;
     for (auto &p : tensors(params, n)) {
       if (!p.grad().defined()) continue;
       auto g = p.grad();
       auto bad = at::logical_not(at::isfinite(g)).any().to(at::kFloat);
       found = found.defined() ? at::maximum(found, bad.to(found.device())) : bad;
-      g.mul_(inv_scale);
+      g.mul_(inv.to(g.device(), at::kFloat));
     }
-    *found_inf = own(found.defined() ? found : at::zeros({}, at::kFloat));
+    *found_inf = own(found.defined() ? found : at::zeros({}, inv.options().dtype(at::kFloat)));
   });
 }
 
