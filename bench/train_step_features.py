@@ -79,13 +79,21 @@ def main():
             runs = ", ".join(f"{x['step_ms']:.0f}" for x in res[name])
             rows.append(f"| {case} | {name} | {ms:.1f} | {base / ms:.2f}x | {fastest:.1f} | {base_min / fastest:.2f}x | {mem:.0f} | {runs} |")
     load = os.getloadavg()
+    ref = "vs --bf16-base=false" if a.lora_bf16 else "vs today"
+    table = (f"<!-- written by bench/train_step_features.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} -->\n"
+             f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min) on {os.cpu_count()} cores\n\n"
+             f"| case | setting | step ms (median of runs) | {ref} | fastest run ms | {ref} | peak RSS MB | each run's median ms |\n"
+             "| --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n")
+    # A results file with the markers keeps its hand-written text: only the part between
+    # them is replaced (the method and the reading of the numbers stay for the next reader).
+    begin, end = "<!-- table begin -->\n", "<!-- table end -->\n"
+    text = begin + table + end
+    if os.path.exists(a.out):
+        old = open(a.out).read()
+        if begin in old and end in old:
+            text = old[:old.index(begin)] + text + old[old.index(end) + len(end):]
     with open(a.out + ".tmp", "w") as f:
-        f.write(f"<!-- written by bench/train_step_features.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} -->\n")
-        f.write(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min) on {os.cpu_count()} cores\n\n")
-        ref = "vs --bf16-base=false" if a.lora_bf16 else "vs today"
-        f.write(f"| case | setting | step ms (median of runs) | {ref} | fastest run ms | {ref} | peak RSS MB | each run's median ms |\n")
-        f.write("| --- | --- | --- | --- | --- | --- | --- | --- |\n")
-        f.write("\n".join(rows) + "\n")
+        f.write(text)
     os.replace(a.out + ".tmp", a.out)
 
 
