@@ -90,8 +90,8 @@ func NewDataParallel(pg *torch.ProcessGroup, params []nn.Named) (*DataParallel, 
 // checkShare checks, before a step, that this rank's share of the global batch, n
 // samples, makes the --grad-accum micro-batches that every rank runs (a rank whose
 // loader left out unreadable images can fall short). One process: nothing to check.
-// With one micro-batch, an empty share is left to the losses, which fail every rank
-// alike (rowOffset).
+// With one micro-batch, an empty share is left to rowOffset, an error on every rank
+// alike.
 func (t *trainer) checkShare(n int) error {
 	if t.dp == nil || len(microBounds(n, t.opts.GradAccum))-1 == t.opts.GradAccum {
 		return nil
@@ -225,20 +225,25 @@ func (dp *DataParallel) AnyRank(v bool) (_ bool, err error) {
 // With a nil pg it is the ordinary loss over the local batch. A failed tensor operation
 // or collective is the error.
 func ContrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.ProcessGroup) (loss *torch.Tensor, err error) {
-	err = torch.Try(func() { loss = contrastiveLossGathered(img, txt, logitScale, pg) })
+	start, err := rowOffsetOf(img, pg)
+	if err != nil {
+		return nil, err
+	}
+	err = torch.Try(func() { loss = contrastiveLossGathered(img, txt, logitScale, pg, start) })
 	return loss, err
 }
 
-// contrastiveLossGathered is ContrastiveLossGathered inside tensor maths: it panics
-// with a *torch.Error, a failed collective's included, for the caller to recover.
-func contrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.ProcessGroup) *torch.Tensor {
+// contrastiveLossGathered is ContrastiveLossGathered inside tensor maths, with this
+// rank's row offset start (rowOffset) given: it panics with a *torch.Error, a failed
+// collective's included, for the caller to recover.
+func contrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.ProcessGroup, start int64) *torch.Tensor {
 	in := clip.Normalized(img) // [b, P]
 	tn := clip.Normalized(txt) // [b, P]
 	allImg, allTxt := in, tn   // [N, P]
-	world, start := 1, int64(0)
+	world := 1
 	b := in.Size(0)
 	if pg != nil {
-		world, start = pg.World(), rowOffset(pg, b, in.Device(), "contrastive_loss_gathered")
+		world = pg.World()
 		// One gather for both towers: with two, their backward all-reduces would run in
 		// whatever order each rank's autograd engine picks for independent nodes (it
 		// follows per-thread sequence numbers), and a rank summing image gradients with
@@ -256,20 +261,39 @@ func contrastiveLossGathered(img, txt, logitScale *torch.Tensor, pg *torch.Proce
 }
 
 // rowOffset is where this rank's b rows start in the global batch: the rows of the
-// lower ranks, gathered from every rank. A rank without rows fails every rank alike
-// (each sees the counts), as the *torch.Error of op; it panics inside tensor maths.
-func rowOffset(pg *torch.ProcessGroup, b int64, dev torch.Device, op string) int64 {
-	counts, err := pg.AllGather(torch.FromInt64([]int64{b}, 1).ToDevice(dev, false)) // [W]
-	torch.Must(err)
-	var start int64
-	for r, c := range counts.Int64s() {
+// lower ranks, gathered from every rank (one collective and one host read, once per
+// step). A rank without rows is an error on every rank alike, since each sees the counts.
+func rowOffset(pg *torch.ProcessGroup, b int64, dev torch.Device) (start int64, err error) {
+	var counts []int64
+	if err := torch.Try(func() {
+		torch.WithScope(func() {
+			all, err := pg.AllGather(torch.FromInt64([]int64{b}, 1).ToDevice(dev, false)) // [W]
+			torch.Must(err)
+			counts = all.Int64s()
+		})
+	}); err != nil {
+		return 0, fmt.Errorf("train: gathering the ranks' shares of the batch: %w", err)
+	}
+	for r, c := range counts {
 		if c == 0 {
-			panic(&torch.Error{Op: op, Msg: fmt.Sprintf(
-				"rank %d has no sample in its share of the global batch (all its images unreadable?)", r)})
+			return 0, fmt.Errorf("train: rank %d has no sample in its share of the global batch (all its images unreadable?)", r)
 		}
 		if r < pg.Rank() {
 			start += c
 		}
 	}
-	return start
+	return start, nil
+}
+
+// rowOffsetOf is rowOffset of the rows of x [b, ...] (0 with a nil pg: one process).
+func rowOffsetOf(x *torch.Tensor, pg *torch.ProcessGroup) (int64, error) {
+	if pg == nil {
+		return 0, nil
+	}
+	var b int64
+	var dev torch.Device
+	if err := torch.Try(func() { b, dev = x.Size(0), x.Device() }); err != nil {
+		return 0, err
+	}
+	return rowOffset(pg, b, dev)
 }

@@ -156,6 +156,23 @@ func TestDataParallelRank(t *testing.T) {
 	if lossDiff > 1e-5 || gradDiff > 1e-5 {
 		t.Fatalf("rank %d: loss differs by %.3g (relative), gradients by %.3g", pg.Rank(), lossDiff, gradDiff)
 	}
+
+	// The last rank without rows (all its images unreadable): both losses are an error on
+	// every rank alike, naming that rank, and no rank waits in a gather the others skip.
+	empty := pg.World() - 1
+	rows := int64(end - start)
+	if pg.Rank() == empty {
+		rows = 0
+	}
+	img, txt = m.embed(x.Narrow(0, 0, rows), y.Narrow(0, 0, rows))
+	want := fmt.Sprintf("rank %d has no sample", empty)
+	if _, err := ContrastiveLossGathered(img, txt, m.scale, pg); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("rank %d: contrastive loss with rank %d empty: error %v, want one containing %q", pg.Rank(), empty, err, want)
+	}
+	bias := torch.Zeros(nil, torch.Float32, torch.CPU)
+	if _, err := SigLIPLossGathered(img, txt, m.scale, bias, pg); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("rank %d: SigLIP loss with rank %d empty: error %v, want one containing %q", pg.Rank(), empty, err, want)
+	}
 }
 
 func TestDataParallelEquivalence(t *testing.T) {

@@ -40,20 +40,25 @@ var (
 // AverageGradients, the gradients equal the global-batch loss's. With a nil pg it is
 // the loss of the local batch. A failed tensor operation or collective is the error.
 func SigLIPLossGathered(img, txt, logitScale, logitBias *torch.Tensor, pg *torch.ProcessGroup) (loss *torch.Tensor, err error) {
-	err = torch.Try(func() { loss = sigLIPLossGathered(img, txt, logitScale, logitBias, pg) })
+	start, err := rowOffsetOf(img, pg)
+	if err != nil {
+		return nil, err
+	}
+	err = torch.Try(func() { loss = sigLIPLossGathered(img, txt, logitScale, logitBias, pg, start) })
 	return loss, err
 }
 
-// sigLIPLossGathered is SigLIPLossGathered inside tensor maths: it panics with a
-// *torch.Error, a failed collective's included, for the caller to recover.
-func sigLIPLossGathered(img, txt, logitScale, logitBias *torch.Tensor, pg *torch.ProcessGroup) *torch.Tensor {
+// sigLIPLossGathered is SigLIPLossGathered inside tensor maths, with this rank's row
+// offset start (rowOffset) given: it panics with a *torch.Error, a failed collective's
+// included, for the caller to recover.
+func sigLIPLossGathered(img, txt, logitScale, logitBias *torch.Tensor, pg *torch.ProcessGroup, start int64) *torch.Tensor {
 	in := clip.Normalized(img) // [b, P]
 	tn := clip.Normalized(txt) // [b, P]
 	allTxt := tn               // [N, P]
-	world, start := 1, int64(0)
+	world := 1
 	b := in.Size(0)
 	if pg != nil {
-		world, start = pg.World(), rowOffset(pg, b, in.Device(), "siglip_loss_gathered")
+		world = pg.World()
 		allTxt = pg.GatherWithGrad(tn) // [N, P]
 	}
 	n := allTxt.Size(0)

@@ -4,6 +4,7 @@ package train
 // the update and the logit-scale clamp, inside a torch.Scope and torch.Try.
 
 import (
+	"errors"
 	"fmt"
 
 	"goclip/clip"
@@ -149,9 +150,20 @@ func (t *trainer) step(in batchTensors, lr float64) (stepResult, error) {
 // before it returns, whether the step succeeds or a tensor operation fails (its
 // *torch.Error is the error returned).
 func (t *trainer) stepWith(lr float64, inputs func() batchTensors) (stats *torch.Tensor, err error) {
+	var shareErr error
 	err = torch.Try(func() {
-		torch.WithScope(func() { stats = t.stepInScope(inputs(), lr).Owned() })
+		torch.WithScope(func() {
+			in := inputs()
+			var start int64 // where this rank's rows start in the global batch
+			if t.dp != nil {
+				if start, shareErr = rowOffset(t.dp.PG, in.pixels.Size(0), in.pixels.Device()); shareErr != nil {
+					return
+				}
+			}
+			stats = t.stepInScope(in, start, lr).Owned()
+		})
 	})
+	err = errors.Join(shareErr, err)
 	if err != nil {
 		stats.Free()
 		torch.Try(t.opt.ZeroGrad) // a second failure here must not hide the first
@@ -173,8 +185,9 @@ var microBatchHook func(j int)
 // the ranks, so that every rank decides alike) or the gradient norm is not finite, and
 // an overflow when, its loss finite, fp16's gradients are not; what it returns is its
 // [nStats] float64 stats tensor. Backward runs whatever the loss: a skipped step's
-// gradients are cleared with the others.
-func (t *trainer) stepInScope(in batchTensors, lr float64) *torch.Tensor {
+// gradients are cleared with the others. start is where this rank's rows begin in the
+// global batch (rowOffset, once per step; 0 in one process).
+func (t *trainer) stepInScope(in batchTensors, start int64, lr float64) *torch.Tensor {
 	m := t.model
 	dev := m.Device()
 	n := int(in.pixels.Size(0))
@@ -191,12 +204,12 @@ func (t *trainer) stepInScope(in batchTensors, lr float64) *torch.Tensor {
 	// SigLIP's (nil: CLIP's loss).
 	lossOf := func(img, txt, scale, bias *torch.Tensor) *torch.Tensor {
 		if bias != nil {
-			return sigLIPLossGathered(img, txt, scale, bias, pg)
+			return sigLIPLossGathered(img, txt, scale, bias, pg, start)
 		}
 		if pg == nil {
 			return clip.ContrastiveLoss(clip.Logits(clip.Normalized(img), clip.Normalized(txt), scale)) // [B, B] -> []
 		}
-		return contrastiveLossGathered(img, txt, scale, pg)
+		return contrastiveLossGathered(img, txt, scale, pg, start)
 	}
 
 	// backward runs backward of loss·scale and records, in firstLoss, the first pass's
