@@ -2,8 +2,6 @@ package testutil
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 )
@@ -31,14 +29,7 @@ func DebianPython(t testing.TB, modules ...string) string {
 			"    except Exception as e:\n        sys.exit(repr(e))\n" +
 			"    if not f.startswith('/usr/lib/python3/dist-packages/'):\n" +
 			"        sys.exit(m + ' comes from ' + f + ', not from a Debian package')\n"
-		cmd := exec.Command(py, append([]string{"-I", "-c", script}, modules...)...)
-		cmd.Dir = os.TempDir()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			c.err = err
-			if out := strings.TrimSpace(string(out)); out != "" {
-				c.err = fmt.Errorf("%w: %s", err, out)
-			}
-		}
+		c.err = runPython(py, append([]string{"-I", "-c", script}, modules...)...)
 	})
 	if c.err != nil {
 		missing(t, fmt.Sprintf("Debian's %s cannot import %s from Debian's packages (third_party/apt.sh --test installs python3-pil; make test runs it): %v",

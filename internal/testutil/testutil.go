@@ -123,14 +123,7 @@ func PythonTorch(t testing.TB, modules ...string) string {
 	}
 	pythonMu.Unlock()
 	c.once.Do(func() {
-		cmd := exec.Command(py, "-c", "import "+strings.Join(mods, ", "))
-		cmd.Dir = os.TempDir() // nothing in a package's folder may shadow a Python module
-		if out, err := cmd.CombinedOutput(); err != nil {
-			c.err = err
-			if out := strings.TrimSpace(string(out)); out != "" {
-				c.err = fmt.Errorf("%w: %s", err, out)
-			}
-		}
+		c.err = runPython(py, "-c", "import "+strings.Join(mods, ", "))
 	})
 	if c.err != nil {
 		missing(t, fmt.Sprintf("%s cannot import %s (make venv builds the project's environment, or set GOCLIP_TORCH_PYTHON): %v",
@@ -189,4 +182,18 @@ func WantErrNaming(t testing.TB, what string, err error, names ...string) {
 			t.Errorf("%s: error %q does not name %q", what, err, n)
 		}
 	}
+}
+
+// runPython runs py with args in the temporary folder (nothing in a package's folder may
+// shadow a Python module); a failure is the error, with what the program printed.
+func runPython(py string, args ...string) error {
+	cmd := exec.Command(py, args...)
+	cmd.Dir = os.TempDir()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		if out := strings.TrimSpace(string(out)); out != "" {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+	}
+	return err
 }

@@ -66,23 +66,7 @@ func TestCopyAsync(t *testing.T) {
 // atomic-add backward kernels are not bitwise reproducible run to run).
 func TestDeviceInputCUDA(t *testing.T) {
 	needCUDA(t)
-	dir := t.TempDir()
-	if _, err := dataset.Synthesize(dir, dataset.SynthOptions{Images: 400, Size: 96, Seed: 3}); err != nil {
-		t.Fatal(err)
-	}
-	ds, err := dataset.Open(dir, dataset.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := train.TrainTokenizer(ds.Split(dataset.Train), 600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := clip.Preset("tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = train.WithTokenizer(cfg, tok)
+	ds, tok, cfg := tinySynthRun(t)
 	run := func(host bool) ([]float64, time.Duration) {
 		torch.ManualSeed(5)
 		m, err := clip.New(cfg, dev)

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"goclip/clip"
+	"goclip/clip/tokenizer"
+	"goclip/dataset"
 	"goclip/lora"
 	"goclip/torch"
 	"goclip/train"
@@ -84,4 +86,27 @@ func TestLoRARunLossFalls(t *testing.T) {
 			t.Fatalf("loss %.4f -> %.4f after 50 LoRA steps: did not halve", first, last)
 		}
 	})
+}
+
+// tinySynthRun is what the short CUDA training runs train on: 400 synthetic 96 px images,
+// a BPE tokenizer of 600 fitted to their captions, and the tiny preset sized to it.
+func tinySynthRun(t *testing.T) (*dataset.Dataset, *tokenizer.Tokenizer, clip.Config) {
+	t.Helper()
+	dir := t.TempDir()
+	if _, err := dataset.Synthesize(dir, dataset.SynthOptions{Images: 400, Size: 96, Seed: 3}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := dataset.Open(dir, dataset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := train.TrainTokenizer(ds.Split(dataset.Train), 600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clip.Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ds, tok, train.WithTokenizer(cfg, tok)
 }

@@ -24,23 +24,7 @@ import (
 // are not bitwise reproducible run to run). Both runs' wall times are logged.
 func TestOneReadPerWindowCUDA(t *testing.T) {
 	needCUDA(t)
-	dir := t.TempDir()
-	if _, err := dataset.Synthesize(dir, dataset.SynthOptions{Images: 400, Size: 96, Seed: 3}); err != nil {
-		t.Fatal(err)
-	}
-	ds, err := dataset.Open(dir, dataset.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := train.TrainTokenizer(ds.Split(dataset.Train), 600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := clip.Preset("tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = train.WithTokenizer(cfg, tok)
+	ds, tok, cfg := tinySynthRun(t)
 	type row struct {
 		Step      int     `json:"step"`
 		TrainLoss float64 `json:"train_loss"`
