@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 
 	"goclip/internal/atomicfile"
@@ -95,8 +96,12 @@ func DefaultConfig() Config {
 	}
 }
 
-// PresetNames are the names Preset accepts.
-var PresetNames = []string{"vit-b-16", "vit-b-32", "vit-l-14", "seed-scratch", "tiny"}
+// presetNames are the names Preset accepts, in the order PresetNames gives them.
+var presetNames = []string{"vit-b-16", "vit-b-32", "vit-l-14", "seed-scratch", "tiny"}
+
+// PresetNames returns the names Preset accepts, in a fresh slice (changing it changes
+// nothing here).
+func PresetNames() []string { return slices.Clone(presetNames) }
 
 // Preset returns a named architecture:
 //   - vit-b-16, vit-b-32, vit-l-14: OpenAI's CLIP architectures, as the configs of
@@ -134,7 +139,7 @@ func Preset(name string) (Config, error) {
 		c.Text.NumHiddenLayers, c.Text.NumAttentionHeads = 2, 4
 		c.ProjectionDim = 64
 	default:
-		return Config{}, fmt.Errorf("unknown model preset %q (want one of %s)", name, strings.Join(PresetNames, ", "))
+		return Config{}, fmt.Errorf("unknown model preset %q (want one of %s)", name, strings.Join(PresetNames(), ", "))
 	}
 	c.Text.ProjectionDim, c.Vision.ProjectionDim = c.ProjectionDim, c.ProjectionDim
 	return c, nil

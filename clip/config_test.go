@@ -151,7 +151,7 @@ func TestConfigValidation(t *testing.T) {
 }
 
 func TestConfigPresets(t *testing.T) {
-	for _, name := range PresetNames {
+	for _, name := range PresetNames() {
 		c, err := Preset(name)
 		if err != nil {
 			t.Fatal(err)
@@ -185,5 +185,20 @@ func TestConfigPresets(t *testing.T) {
 	b32, _ := Preset("vit-b-32")
 	if n, _ := ParamCount(b32); n != 151_277_313 {
 		t.Errorf("vit-b-32: %d parameters, want 151,277,313 (openai/clip-vit-base-patch32)", n)
+	}
+}
+
+// TestPresetNamesCopy: the list of presets cannot be changed through what PresetNames
+// returns, and every name it gives is one Preset accepts.
+func TestPresetNamesCopy(t *testing.T) {
+	names := PresetNames()
+	names[0] = "changed"
+	if got := PresetNames()[0]; got == "changed" {
+		t.Fatal("PresetNames returned the package's own slice")
+	}
+	for _, n := range PresetNames() {
+		if _, err := Preset(n); err != nil {
+			t.Errorf("Preset(%q): %v", n, err)
+		}
 	}
 }

@@ -16,7 +16,7 @@ import (
 // and LoadConfig reads back the same. Seeds: every preset, the fixture's config, the
 // legacy *_config_dict form.
 func FuzzLoadConfig(f *testing.F) {
-	for _, name := range PresetNames {
+	for _, name := range PresetNames() {
 		c, err := Preset(name)
 		if err != nil {
 			f.Fatal(err)

@@ -19,7 +19,7 @@ import (
 // The flags of goclip convert.
 var (
 	convertConfigFlag = &cli.StringFlag{Name: "config", Usage: "architecture for a SRC without config.json: a preset (" +
-		strings.Join(clip.PresetNames, ", ") + "), an HF config.json or an open_clip model config JSON", EnvVars: []string{"GOCLIP_CONVERT_CONFIG"}, Category: catModel}
+		strings.Join(clip.PresetNames(), ", ") + "), an HF config.json or an open_clip model config JSON", EnvVars: []string{"GOCLIP_CONVERT_CONFIG"}, Category: catModel}
 	dtypeFlag          = &cli.StringFlag{Name: "dtype", EnvVars: []string{"GOCLIP_CONVERT_DTYPE"}, Usage: "dtype of the written weights: float32, float16 or bfloat16", Value: "float32", Category: catOutput}
 	formatFlag         = &cli.StringFlag{Name: "format", EnvVars: []string{"GOCLIP_CONVERT_FORMAT"}, Usage: "key layout of DST: hf (CLIPModel's keys) or open_clip (OpenAI's and open_clip's keys; a folder DST is an open_clip model folder)", Value: string(clip.LayoutHF), Category: catOutput}
 	convertAdapterFlag = &cli.PathFlag{Name: "adapter", Usage: "a peft LoRA adapter folder, or a LoRA run folder (its adapter/), to merge into SRC (with --merge)", Category: catLoRA}

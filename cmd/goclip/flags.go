@@ -85,7 +85,7 @@ var (
 var (
 	configFlag = &cli.StringFlag{
 		Name: "config",
-		Usage: "an architecture: a preset (" + strings.Join(clip.PresetNames, ", ") +
+		Usage: "an architecture: a preset (" + strings.Join(clip.PresetNames(), ", ") +
 			") or the path of an HF config.json",
 		EnvVars:  []string{"GOCLIP_CONFIG"},
 		Category: catModel,

@@ -113,7 +113,7 @@ func modelArchitecture(c *cli.Context) (clip.Config, *clip.Source, error) {
 		return cfg, nil, err
 	}
 	return clip.Config{}, nil, errors.New("give --model DIR (a model folder) or --config NAME (one of " +
-		strings.Join(clip.PresetNames, ", ") + ")")
+		strings.Join(clip.PresetNames(), ", ") + ")")
 }
 
 // loadArchitecture reads --config: a preset name, or a config.json path (or its folder).
