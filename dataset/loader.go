@@ -299,19 +299,7 @@ func (l *Loader) StartAt(p Position) error {
 			}
 		}
 	}()
-	for range l.opts.Workers {
-		go func() {
-			defer r.wg.Done()
-			for pos := range jobs {
-				s := l.load(p.Epoch, pos, order[pos])
-				select {
-				case results <- s:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
-	}
+	startWorkers(ctx, l.opts.Workers, &r.wg, jobs, results, func(pos int) *sample { return l.load(p.Epoch, pos, order[pos]) })
 	go func() { // assembler
 		defer r.wg.Done()
 		defer close(r.batches)
@@ -494,6 +482,25 @@ func (l *Loader) trim(b *Batch) {
 }
 
 // load reads, preprocesses and tokenizes one sample.
+// startWorkers starts n decoding goroutines: each loads the jobs it takes from jobs and
+// sends the samples to results, until jobs is closed or ctx is done, and calls wg.Done
+// when it returns (the caller has added them to wg). The Loader and the StreamLoader run
+// their workers with it.
+func startWorkers[J any](ctx context.Context, n int, wg *sync.WaitGroup, jobs <-chan J, results chan<- *sample, load func(J) *sample) {
+	for range n {
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				select {
+				case results <- load(j):
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+}
+
 func (l *Loader) load(epoch, pos, idx int) *sample {
 	s := &sample{pos: pos, idx: idx}
 	it := &l.items[idx]

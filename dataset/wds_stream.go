@@ -187,19 +187,7 @@ func (l *StreamLoader) StartAt(p Position) error {
 		}
 		end <- pos
 	}()
-	for range l.opts.Workers {
-		go func() {
-			defer r.wg.Done()
-			for j := range jobs {
-				s := l.load(p.Epoch, j.pos, j.s)
-				select {
-				case results <- s:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
-	}
+	startWorkers(ctx, l.opts.Workers, &r.wg, jobs, results, func(j streamJob) *sample { return l.load(p.Epoch, j.pos, j.s) })
 	go func() { // assembler
 		defer r.wg.Done()
 		defer close(r.batches)
