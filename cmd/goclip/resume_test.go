@@ -71,40 +71,11 @@ func TestSIGINTThenResumeMatchesUninterrupted(t *testing.T) {
 	}
 
 	run := filepath.Join(dir, "interrupted")
-	cmd := childGoclip(t, args(run)...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 	// Interrupt during the first epoch, once two steps are logged.
-	deadline := time.Now().Add(2 * time.Minute)
-	for len(trainLossesQuiet(run)) < 2 {
-		select {
-		case err := <-done:
-			t.Fatalf("the run ended before it was interrupted: %v\n%s", err, stderr.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("no training step after 2 minutes\n%s", stderr.String())
-		}
+	exit, msg := interruptAfterSteps(t, run, 2, args(run)...)
+	if exit == nil {
+		t.Fatalf("an interrupted run exited 0\n%s", msg)
 	}
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatalf("an interrupted run exited 0\n%s", stderr.String())
-		}
-	case <-time.After(time.Minute):
-		cmd.Process.Kill()
-		t.Fatalf("still running a minute after SIGINT\n%s", stderr.String())
-	}
-	msg := stderr.String()
 	if !strings.Contains(msg, "--resume") || !strings.Contains(msg, "last.pt") {
 		t.Fatalf("the interrupted run did not say how to resume:\n%s", msg)
 	}
@@ -121,4 +92,42 @@ func TestSIGINTThenResumeMatchesUninterrupted(t *testing.T) {
 	if math.IsNaN(got) || math.Abs(got-want) > 1e-5 {
 		t.Fatalf("final validation loss %.7f after SIGINT and --resume, %.7f uninterrupted (tolerance 1e-5)", got, want)
 	}
+}
+
+// interruptAfterSteps runs goclip with args as a child process, sends it SIGINT once
+// the run folder run has logged steps training steps, and returns how the child exited
+// and what it wrote to stderr. It fails the test when the run ends before that, logs no
+// step within 2 minutes, or is still running a minute after the signal.
+func interruptAfterSteps(t *testing.T, run string, steps int, args ...string) (exit error, stderr string) {
+	t.Helper()
+	cmd := childGoclip(t, args...)
+	var errOut strings.Builder
+	cmd.Stderr = &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(trainLossesQuiet(run)) < steps {
+		select {
+		case err := <-done:
+			t.Fatalf("the run ended before it was interrupted: %v\n%s", err, errOut.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no training step after 2 minutes\n%s", errOut.String())
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case exit = <-done:
+	case <-time.After(time.Minute):
+		cmd.Process.Kill()
+		t.Fatalf("still running a minute after SIGINT\n%s", errOut.String())
+	}
+	return exit, errOut.String()
 }

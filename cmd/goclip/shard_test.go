@@ -16,9 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"goclip/dataset"
 	"goclip/internal/testutil"
@@ -173,35 +171,7 @@ func TestTrainShardsSIGINTThenResume(t *testing.T) {
 		t.Fatalf("uninterrupted run: %v\n%s", err, out)
 	}
 	run := filepath.Join(dir, "interrupted")
-	cmd := childGoclip(t, args(run)...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	deadline := time.Now().Add(2 * time.Minute)
-	for len(trainLossesQuiet(run)) < 2 {
-		select {
-		case err := <-done:
-			t.Fatalf("the run ended before it was interrupted: %v\n%s", err, stderr.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("no training step after 2 minutes\n%s", stderr.String())
-		}
-	}
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		cmd.Process.Kill()
-		t.Fatalf("still running a minute after SIGINT\n%s", stderr.String())
-	}
+	interruptAfterSteps(t, run, 2, args(run)...)
 	steps := len(trainLossesQuiet(run))
 	if steps >= 12 {
 		t.Fatalf("interrupted after %d steps: the run had finished", steps)
