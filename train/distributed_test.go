@@ -72,21 +72,7 @@ func (m *toyCLIP) embed(x, y *torch.Tensor) (img, txt *torch.Tensor) {
 
 // TestDataParallelRank is one rank of TestDataParallelEquivalence.
 func TestDataParallelRank(t *testing.T) {
-	if os.Getenv("GOCLIP_DP_RANK") == "" {
-		t.Skip("a rank of TestDataParallelEquivalence, started by it")
-	}
-	n, _ := strconv.Atoi(os.Getenv("GOCLIP_DP_BATCH"))
-	if err := torch.SetThreads(1); err != nil {
-		t.Fatal(err)
-	}
-	rv, err := torch.EnvRendezvous()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pg, err := rv.NewProcessGroup("gloo", 20*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pg, n := joinTestRank(t, "TestDataParallelEquivalence")
 	defer pg.Close()
 
 	m := newToyCLIP()
@@ -173,6 +159,30 @@ func TestDataParallelRank(t *testing.T) {
 	if _, err := SigLIPLossGathered(img, txt, m.scale, bias, pg); err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("rank %d: SigLIP loss with rank %d empty: error %v, want one containing %q", pg.Rank(), empty, err, want)
 	}
+}
+
+// joinTestRank is the start of a rank test that runRanks runs from the test named parent:
+// it skips when not started so, sets one intra-op thread and joins the Gloo group from
+// the environment, returning the group (for the caller to close) and the global batch
+// size.
+func joinTestRank(t *testing.T, parent string) (*torch.ProcessGroup, int) {
+	t.Helper()
+	if os.Getenv("GOCLIP_DP_RANK") == "" {
+		t.Skip("a rank of " + parent + ", started by it")
+	}
+	n, _ := strconv.Atoi(os.Getenv("GOCLIP_DP_BATCH"))
+	if err := torch.SetThreads(1); err != nil {
+		t.Fatal(err)
+	}
+	rv, err := torch.EnvRendezvous()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, err := rv.NewProcessGroup("gloo", 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pg, n
 }
 
 func TestDataParallelEquivalence(t *testing.T) {

@@ -12,9 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
-	"time"
 
 	"goclip/internal/testutil"
 	"goclip/nn"
@@ -85,21 +83,7 @@ print(json.dumps({"loss": [loss.item()], "img": img.grad.flatten().tolist(), "tx
 // TestSigLIPRank is one rank of TestSigLIPDataParallelEquivalence: the toy model's
 // sigmoid loss, its features' rows split over the ranks, against one process's.
 func TestSigLIPRank(t *testing.T) {
-	if os.Getenv("GOCLIP_DP_RANK") == "" {
-		t.Skip("a rank of TestSigLIPDataParallelEquivalence, started by it")
-	}
-	n, _ := strconv.Atoi(os.Getenv("GOCLIP_DP_BATCH"))
-	if err := torch.SetThreads(1); err != nil {
-		t.Fatal(err)
-	}
-	rv, err := torch.EnvRendezvous()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pg, err := rv.NewProcessGroup("gloo", 20*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pg, n := joinTestRank(t, "TestSigLIPDataParallelEquivalence")
 	defer pg.Close()
 
 	m := newToyCLIP()
