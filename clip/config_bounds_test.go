@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -109,7 +108,7 @@ func TestParamCountChecked(t *testing.T) {
 	c.Vision.NumHiddenLayers = 1_000_000_000
 	var err error
 	var n int64
-	elapsed, alloc := measureAlloc(func() { n, err = ParamCount(c) })
+	elapsed, alloc := testutil.MeasureAlloc(func() { n, err = ParamCount(c) })
 	if err == nil || !strings.Contains(err.Error(), "vision_config.num_hidden_layers must be at most") {
 		t.Errorf("1e9 layers: %d, %v", n, err)
 	}
@@ -120,8 +119,8 @@ func TestParamCountChecked(t *testing.T) {
 	c1, c256 := bigG(), bigG()
 	c1.Vision.NumHiddenLayers, c1.Text.NumHiddenLayers = 1, 1
 	c256.Vision.NumHiddenLayers, c256.Text.NumHiddenLayers = MaxLayers, MaxLayers
-	_, a1 := measureAlloc(func() { countParams(c1) })
-	_, a256 := measureAlloc(func() { countParams(c256) })
+	_, a1 := testutil.MeasureAlloc(func() { countParams(c1) })
+	_, a256 := testutil.MeasureAlloc(func() { countParams(c256) })
 	if a256 > a1+1024 {
 		t.Errorf("countParams allocates %d bytes at 1 layer, %d at %d", a1, a256, MaxLayers)
 	}
@@ -164,18 +163,6 @@ print(sum(p.numel() for p in m.parameters()))`
 		t.Errorf("ViT-bigG/14 at 448 px: ParamCount %d (%v), transformers %d", got, err, want)
 	}
 	t.Logf("ViT-bigG/14 at 448 px: %d parameters", got)
-}
-
-// measureAlloc runs f and returns its wall time and the bytes it allocated.
-func measureAlloc(f func()) (time.Duration, uint64) {
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	start := time.Now()
-	f()
-	elapsed := time.Since(start)
-	runtime.ReadMemStats(&after)
-	return elapsed, after.TotalAlloc - before.TotalAlloc
 }
 
 // TestNewRefusesHugeWidth: hidden_size 1e9 is refused by Validate before New allocates

@@ -20,9 +20,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // moduleRoot is the folder holding go.mod, found by walking up from the working
@@ -196,4 +198,17 @@ func runPython(py string, args ...string) error {
 		}
 	}
 	return err
+}
+
+// MeasureAlloc runs f and returns its wall time and the bytes it allocated on the Go heap
+// (after a collection, so that earlier garbage is not counted).
+func MeasureAlloc(f func()) (time.Duration, uint64) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	f()
+	elapsed := time.Since(start)
+	runtime.ReadMemStats(&after)
+	return elapsed, after.TotalAlloc - before.TotalAlloc
 }

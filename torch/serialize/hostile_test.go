@@ -8,11 +8,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"goclip/internal/testutil"
 )
 
 // Tiny crafted files that once crashed or exhausted the reader. Each must
@@ -243,18 +244,6 @@ func sharedTuples(depth int) []byte {
 	})
 }
 
-// measure runs f and returns its wall time and the bytes it allocated.
-func measure(f func()) (time.Duration, uint64) {
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	start := time.Now()
-	f()
-	elapsed := time.Since(start)
-	runtime.ReadMemStats(&after)
-	return elapsed, after.TotalAlloc - before.TotalAlloc
-}
-
 const (
 	hostileTime  = time.Second
 	hostileBytes = 32 << 20
@@ -300,7 +289,7 @@ func TestHostilePT(t *testing.T) {
 				t.Fatal(err)
 			}
 			var err error
-			elapsed, alloc := measure(func() { _, err = ReadPTObject(path) })
+			elapsed, alloc := testutil.MeasureAlloc(func() { _, err = ReadPTObject(path) })
 			t.Logf("%d bytes: %v in %v, %d bytes allocated", len(c.file), err, elapsed, alloc)
 			if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("error %v, want one naming %s and saying %q", err, path, c.want)
@@ -322,7 +311,7 @@ func TestSharedTuples(t *testing.T) {
 	os.WriteFile(path, ptZip(t, sharedTuples(60)), 0o644)
 	var obj any
 	var err error
-	elapsed, alloc := measure(func() { obj, err = ReadPTObject(path) })
+	elapsed, alloc := testutil.MeasureAlloc(func() { obj, err = ReadPTObject(path) })
 	if err != nil {
 		t.Fatal(err)
 	}
