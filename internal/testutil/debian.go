@@ -16,13 +16,7 @@ func DebianPython(t testing.TB, modules ...string) string {
 	t.Helper()
 	const py = "/usr/bin/python3"
 	key := "debian\x00" + strings.Join(modules, ",")
-	pythonMu.Lock()
-	c, ok := pythonChecks[key]
-	if !ok {
-		c = &pythonCheck{}
-		pythonChecks[key] = c
-	}
-	pythonMu.Unlock()
+	c := pythonCheckOf(key)
 	c.once.Do(func() {
 		script := "import sys, importlib\nfor m in sys.argv[1:]:\n" +
 			"    try:\n        f = importlib.import_module(m).__file__ or ''\n" +

@@ -99,6 +99,19 @@ var (
 	pythonChecks = map[string]*pythonCheck{}
 )
 
+// pythonCheckOf is the check of key, made on first use (each check runs once per test
+// binary, under its sync.Once).
+func pythonCheckOf(key string) *pythonCheck {
+	pythonMu.Lock()
+	defer pythonMu.Unlock()
+	c, ok := pythonChecks[key]
+	if !ok {
+		c = &pythonCheck{}
+		pythonChecks[key] = c
+	}
+	return c
+}
+
 // PythonTorch returns the interpreter that the Python comparisons run: the project's
 // environment, build/venv/bin/python under the module root (third_party/venv.sh makes it;
 // `make venv`), unless GOCLIP_TORCH_PYTHON names another, e.g. the GPU machine's python.
@@ -117,13 +130,7 @@ func PythonTorch(t testing.TB, modules ...string) string {
 	}
 	mods := append([]string{"torch"}, modules...)
 	key := py + "\x00" + strings.Join(mods, ",")
-	pythonMu.Lock()
-	c, ok := pythonChecks[key]
-	if !ok {
-		c = &pythonCheck{}
-		pythonChecks[key] = c
-	}
-	pythonMu.Unlock()
+	c := pythonCheckOf(key)
 	c.once.Do(func() {
 		c.err = runPython(py, "-c", "import "+strings.Join(mods, ", "))
 	})
